@@ -1,0 +1,127 @@
+"""Composition root: the only place that builds clients (the HTTP session, the database engine, the registry
+client) from settings, and the operations the command line and the daemon call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from urllib3.util import Retry
+
+from reconciler import config, engine, errors, model
+from reconciler.registry import auth, client
+from reconciler.store import queries, schema
+
+USER_AGENT = "reconciler/0.1 (+https://github.com/xchem)"
+WORKERS = 16
+
+
+def registry_session(*, retries: int = 3, backoff: float = 0.5, pool: int = WORKERS) -> requests.Session:
+    """A session that retries 429, 5xx and connection failures with exponential back-off, honouring Retry-After."""
+    retry = Retry(
+        total=retries,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"HEAD", "GET"}),
+        backoff_factor=backoff,
+        backoff_max=30,
+        respect_retry_after_header=True,
+        retry_after_max=60,
+        raise_on_status=False,  # the last answer is turned into one clear RegistryError by the client
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool, pool_maxsize=pool)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def registry_client(
+    settings: config.Settings, *, session: requests.Session | None = None, docker_config: str | None = None
+) -> client.RegistryClient:
+    session = session or registry_session()
+    from_docker = auth.docker_config_credentials(docker_config)
+
+    def credentials(registry: str) -> auth.Credentials | None:
+        configured = settings.registries.get(registry)
+        if configured is not None and configured.username and configured.password:
+            return auth.Credentials(configured.username.reveal(), configured.password.reveal())
+        return from_docker(registry)
+
+    urls = {host: r.url for host, r in settings.registries.items() if r.url}
+    return client.RegistryClient(
+        session=session, authenticator=auth.Authenticator(session=session, credentials=credentials), urls=urls
+    )
+
+
+def database_engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_engine(url, connect_args={"timeout": 30})  # wait for a concurrent writer, don't fail
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    parsed = make_url(url)
+    database = parsed.database
+    return parsed.get_backend_name() == "sqlite" and bool(database) and database != ":memory:" and not Path(
+        database or ""
+    ).exists()
+
+
+@dataclass
+class App:
+    """The settings and the clients built from them."""
+
+    settings: config.Settings
+    registry: client.RegistryClient | None = None
+
+    def __post_init__(self) -> None:
+        self._db: Engine | None = None
+
+    @property
+    def db(self) -> Engine:
+        if self._db is None:
+            self._db = database_engine(self.settings.database)
+        return self._db
+
+    def upgrade(self) -> str:
+        schema.upgrade(self.db)
+        return schema.head()
+
+    def reader(self) -> queries.Store | None:
+        """The store for reading without writing anything: None when no database (or schema) exists yet."""
+        if _sqlite_file_missing(self.settings.database):
+            return None
+        if not schema.has_tables(self.db):
+            return None
+        if schema.current(self.db) != schema.head():
+            raise errors.StoreError(
+                f"the database {schema.safe_url(self.db)} is at an older schema; run `reconciler db upgrade`"
+            )
+        return queries.Store(self.db)
+
+    def select(self, names: Sequence[str]) -> tuple[model.Watch, ...]:
+        if not names:
+            return self.settings.watches
+        return tuple(self.settings.watch(n) for n in dict.fromkeys(names))
+
+    def reconcile(self, names: Sequence[str], *, dry_run: bool, clock: engine.Clock = engine.utc_now) -> model.RunReport:
+        watches = self.select(names)
+        if dry_run:
+            store = self.reader()
+        else:
+            schema.upgrade(self.db)
+            store = queries.Store(self.db)
+        runner = engine.Engine(registry=self.registry or registry_client(self.settings), store=store, clock=clock,
+                               workers=WORKERS)
+        return runner.run_pass(watches, dry_run=dry_run)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()

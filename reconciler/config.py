@@ -1,0 +1,483 @@
+"""Configuration: defaults in code, then `config.toml`, then the environment, validated into frozen settings.
+
+Every rejection is one `ConfigError` naming the key path (`watch[2].action.template`) and what was expected.
+Secrets never sit in the file: a key ending in `_env` names an environment variable, one ending in `_file` names
+a file; both are resolved here, once, into `Secret` values that never print themselves.
+This module reads files and the environment it is given; it builds no clients.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from reconciler import errors, model
+
+DEFAULT_DATABASE = "sqlite:///reconciler.db"
+PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_E = TypeVar("_E", model.FirstSeen, model.RolloutMode)
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value and where it came from; prints as its source, never its value."""
+
+    value: str = field(repr=False)
+    source: str
+
+    def __str__(self) -> str:
+        return f"<secret from {self.source}>"
+
+    def reveal(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: str = "127.0.0.1:8080"
+    token: Secret | None = None
+    webhook_secret: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """How to reach one registry host: an API URL override and optional credentials."""
+
+    url: str | None = None
+    username: Secret | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwxSettings:
+    url: str
+    token: Secret | None = None
+    username: Secret | None = None
+    password: Secret | None = None
+    timeout: timedelta = timedelta(minutes=45)
+    poll: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: str
+    database: str = DEFAULT_DATABASE
+    server: ServerSettings = ServerSettings()
+    registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
+    awx: Mapping[str, AwxSettings] = field(default_factory=dict)
+    kube_context: str | None = None
+    watches: tuple[model.Watch, ...] = ()
+
+    def watch(self, name: str) -> model.Watch:
+        for w in self.watches:
+            if w.name == name:
+                return w
+        known = ", ".join(w.name for w in self.watches) or "none"
+        raise errors.ConfigError(f"no watch named {name!r} in {self.source} (watches: {known})")
+
+
+def parse_duration(text: object, path: str) -> timedelta:
+    """`90s`, `5m`, `1h30m`, `250ms`, `2d`; plain numbers are refused so that units are never guessed."""
+    if isinstance(text, str) and text and _DURATION.sub("", text) == "":
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
+    raise errors.ConfigError(f'{path}: expected a duration such as "90s", "5m" or "1h", got {text!r}')
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the key path, and a check for unknown keys."""
+
+    def __init__(self, data: object, path: str, env: Mapping[str, str], base: Path) -> None:
+        if not isinstance(data, dict):
+            raise errors.ConfigError(f"{path}: expected a table, got {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.path, self.env, self.base = path, env, base
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str) -> Any:
+        self.used.add(name)
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.get(name)
+        if value is None:
+            if required:
+                raise errors.ConfigError(f"{self.key(name)}: required, expected a string")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise errors.ConfigError(f"{self.key(name)}: expected a non-empty string, got {_kind(value)}")
+        return value
+
+    def required(self, name: str) -> str:
+        value = self.text(name, required=True)
+        assert value is not None
+        return value
+
+    def duration(self, name: str, default: timedelta) -> timedelta:
+        value = self.get(name)
+        return default if value is None else parse_duration(value, self.key(name))
+
+    def integer(self, name: str, default: int, *, minimum: int) -> int:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise errors.ConfigError(f"{self.key(name)}: expected a whole number >= {minimum}, got {value!r}")
+        return value
+
+    def choice(self, name: str, enum: type[_E], default: _E) -> _E:
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = ", ".join(f'"{e.value}"' for e in enum)
+            raise errors.ConfigError(f"{self.key(name)}: expected one of {allowed}, got {value!r}") from None
+
+    def table(self, name: str) -> _Table | None:
+        value = self.get(name)
+        return None if value is None else _Table(value, self.key(name), self.env, self.base)
+
+    def secret(self, name: str, *, required: bool, default_env: str | None = None) -> Secret | None:
+        """Resolve `<name>_env` or `<name>_file`; a secret named but absent is an error when `required`."""
+        env_key, file_key = f"{name}_env", f"{name}_file"
+        variable, file = self.text(env_key), self.text(file_key)
+        if variable and file:
+            raise errors.ConfigError(f"{self.key(env_key)}: give {env_key} or {file_key}, not both")
+        variable = variable or (None if file else default_env)
+        if variable:
+            value = self.env.get(variable)
+            if value:
+                return Secret(value, f"${variable}")
+            if required:
+                raise errors.ConfigError(f"{self.key(env_key)}: environment variable {variable} is not set")
+        if file:
+            path = (self.base / file).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise errors.ConfigError(f"{self.key(file_key)}: cannot read {path}: {exc.strerror}") from exc
+            if not text:
+                raise errors.ConfigError(f"{self.key(file_key)}: {path} is empty")
+            return Secret(text, str(path))
+        return None
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            expected = ", ".join(sorted(self.used))
+            raise errors.ConfigError(f"{self.key(unknown[0])}: unknown key (expected one of: {expected})")
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _url(table: _Table, name: str, *, required: bool) -> str | None:
+    value = table.required(name) if required else table.text(name)
+    if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise errors.ConfigError(f"{table.key(name)}: expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/") if value else None
+
+
+def _database(url: str, where: str) -> str:
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise errors.ConfigError(f"{where}: {url!r} is not a database URL such as sqlite:///reconciler.db") from None
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    interval: timedelta = timedelta(minutes=5)
+    jitter: timedelta = timedelta(seconds=30)
+    settle: timedelta = timedelta(0)
+    first_seen: model.FirstSeen = model.FirstSeen.BASELINE
+    max_attempts: int = 3
+
+
+def _schedule(table: _Table, inherited: _Defaults) -> _Defaults:
+    interval = table.duration("interval", inherited.interval)
+    if interval <= timedelta(0):
+        raise errors.ConfigError(f"{table.key('interval')}: must be longer than 0s")
+    return _Defaults(
+        interval=interval,
+        jitter=table.duration("jitter", inherited.jitter),
+        settle=table.duration("settle", inherited.settle),
+        first_seen=table.choice("first_seen", model.FirstSeen, inherited.first_seen),
+        max_attempts=table.integer("max_attempts", inherited.max_attempts, minimum=1),
+    )
+
+
+def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """`RECONCILER_<KEY>` overrides `[reconciler].<key>`; the values are then validated like the file's."""
+    section = data.setdefault("reconciler", {})
+    if not isinstance(section, dict):
+        return
+    for key in ("interval", "jitter", "settle", "first_seen"):
+        if value := env.get(f"RECONCILER_{key.upper()}"):
+            section[key] = value
+    if value := env.get("RECONCILER_MAX_ATTEMPTS"):
+        if not value.isdigit():
+            raise errors.ConfigError(f"RECONCILER_MAX_ATTEMPTS: expected a whole number, got {value!r}")
+        section["max_attempts"] = int(value)
+
+
+def _template(value: object, path: str) -> str | int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or value == ""
+        or (isinstance(value, int) and value < 1)
+    ):
+        raise errors.ConfigError(f"{path}: expected a job template name or a numeric id >= 1, got {value!r}")
+    return value
+
+
+def _extra_vars(table: _Table | None) -> dict[str, model.ExtraVar]:
+    if table is None:
+        return {}
+    out: dict[str, model.ExtraVar] = {}
+    for key, value in table.data.items():
+        table.used.add(key)
+        path = table.key(key)
+        if not isinstance(value, str | int | float | bool):
+            raise errors.ConfigError(f"{path}: expected a string, number or boolean, got {_kind(value)}")
+        if isinstance(value, str):
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+            except ValueError as exc:
+                raise errors.ConfigError(f"{path}: {exc} in {value!r} (write {{{{ for a literal brace)") from None
+            for name in fields:
+                if name not in PLACEHOLDERS:
+                    allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                    raise errors.ConfigError(f"{path}: unknown placeholder {{{name}}} (known: {allowed})")
+        out[key] = value
+    return out
+
+
+def _action(table: _Table, awx: Mapping[str, AwxSettings]) -> model.Action:
+    kind = table.required("kind")
+    if kind == model.ActionKind.AWX:
+        server = table.required("awx")
+        if server not in awx:
+            known = ", ".join(f"[awx.{n}]" for n in awx) or "none"
+            raise errors.ConfigError(f"{table.key('awx')}: no [awx.{server}] section (defined: {known})")
+        action: model.Action = model.AwxAction(
+            server=server,
+            template=_template(table.get("template"), table.key("template")),
+            extra_vars=_extra_vars(table.table("extra_vars")),
+        )
+    elif kind == model.ActionKind.STATEFULSET:
+        action = model.StatefulSetAction(
+            namespace=table.required("namespace"),
+            name=table.required("name"),
+            container=table.required("container"),
+            mode=table.choice("mode", model.RolloutMode, model.RolloutMode.RESTART),
+            timeout=table.duration("timeout", timedelta(minutes=15)),
+        )
+    else:
+        raise errors.ConfigError(f'{table.key("kind")}: expected "awx" or "statefulset", got {kind!r}')
+    table.done()
+    return action
+
+
+def _selector(table: _Table) -> model.Selector:
+    if table.has("tag") == table.has("tags"):
+        raise errors.ConfigError(f'{table.path}: give exactly one of tag = "latest" or tags = "release"')
+    if table.has("tag"):
+        tag = table.required("tag")
+        try:
+            return model.TagSelector(tag)
+        except errors.ConfigError as exc:
+            raise errors.ConfigError(f"{table.key('tag')}: {exc}") from None
+    tags = table.get("tags")
+    if tags == "release":
+        return model.ReleaseSelector()
+    if not isinstance(tags, dict):
+        raise errors.ConfigError(f'{table.key("tags")}: expected "release" or a table {{pattern, range}}, got {tags!r}')
+    rule = _Table(tags, table.key("tags"), table.env, table.base)
+    pattern = rule.text("pattern", model.RELEASE_PATTERN)
+    assert pattern is not None
+    version_range = rule.text("range")
+    rule.done()
+    try:
+        return model.ReleaseSelector(pattern=pattern, range=version_range)
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{rule.path}: {exc}") from None
+
+
+def _watch(table: _Table, defaults: _Defaults, awx: Mapping[str, AwxSettings]) -> model.Watch:
+    name = table.required("name")
+    image_text = table.required("image")
+    try:
+        image = model.ImageRef.parse(image_text)
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{table.key('image')}: {exc}") from None
+    selector = _selector(table)
+    schedule = _schedule(table, defaults)
+    action_table = table.table("action")
+    action = _action(action_table, awx) if action_table is not None else None
+    table.done()
+    try:
+        return model.Watch(
+            name=name,
+            image=image,
+            selector=selector,
+            interval=schedule.interval,
+            jitter=schedule.jitter,
+            settle=schedule.settle,
+            first_seen=schedule.first_seen,
+            max_attempts=schedule.max_attempts,
+            action=action,
+        )
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{table.path}: {exc}") from None
+
+
+def _registries(table: _Table | None) -> dict[str, RegistrySettings]:
+    out: dict[str, RegistrySettings] = {}
+    for host in table.data if table is not None else ():
+        assert table is not None
+        entry = table.table(host)
+        assert entry is not None
+        entry.path = f'registries."{host}"'
+        username = entry.secret("username", required=True)
+        password = entry.secret("password", required=True)
+        if (username is None) != (password is None):
+            raise errors.ConfigError(f"{entry.path}: give both username and password, or neither")
+        url = _url(entry, "url", required=False)
+        entry.done()
+        key = model.DOCKER_HUB if host == "index.docker.io" else host.lower()
+        out[key] = RegistrySettings(url=url, username=username, password=password)
+    return out
+
+
+def _awx(table: _Table | None) -> dict[str, AwxSettings]:
+    out: dict[str, AwxSettings] = {}
+    for name in table.data if table is not None else ():
+        assert table is not None
+        entry = table.table(name)
+        assert entry is not None
+        url = _url(entry, "url", required=True)
+        assert url is not None
+        token = entry.secret("token", required=True)
+        username = entry.secret("username", required=True)
+        password = entry.secret("password", required=True)
+        if (token is None) == (username is None or password is None):
+            raise errors.ConfigError(f"{entry.path}: give token_env (or token_file), or username and password")
+        settings = AwxSettings(
+            url=url,
+            token=token,
+            username=username,
+            password=password,
+            timeout=entry.duration("timeout", timedelta(minutes=45)),
+            poll=entry.duration("poll", timedelta(seconds=5)),
+        )
+        entry.done()
+        out[name] = settings
+    return out
+
+
+def _server(top: _Table) -> ServerSettings:
+    table = top.table("server") or _Table({}, "server", top.env, top.base)
+    listen = table.text("listen", "127.0.0.1:8080")
+    assert listen is not None
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^\s:]+):\d{1,5}", listen) or int(listen.rsplit(":", 1)[1]) > 65535:
+        raise errors.ConfigError(f"{table.key('listen')}: expected host:port such as 127.0.0.1:8080, got {listen!r}")
+    # Unset, these only disable the endpoints that need them; `reconcile` must not depend on them.
+    server = ServerSettings(
+        listen=listen,
+        token=table.secret("token", required=False, default_env="RECONCILER_API_TOKEN"),
+        webhook_secret=table.secret("webhook_secret", required=False, default_env="RECONCILER_WEBHOOK_SECRET"),
+    )
+    table.done()
+    return server
+
+
+def resolve_path(explicit: str | None, env: Mapping[str, str]) -> Path:
+    return Path(explicit or env.get("RECONCILER_CONFIG") or "config.toml")
+
+
+def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | None = None) -> Settings:
+    """Read and validate the configuration; `database` (from --database) wins over everything."""
+    env = os.environ if env is None else env
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise errors.ConfigError(
+            f"{path}: configuration file not found (give --config PATH or set RECONCILER_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    _env_overrides(data, env)
+    try:
+        return _settings(data, path=path, env=env, database=database)
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{path}: {exc}") from None
+
+
+def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
+    top = _Table(data, "", env, path.parent)
+    main = top.table("reconciler") or _Table({}, "reconciler", env, path.parent)
+    file_database = main.text("database", DEFAULT_DATABASE)
+    assert file_database is not None
+    defaults = _schedule(main, _Defaults())
+    main.done()
+    awx = _awx(top.table("awx"))
+    kube = top.table("kubernetes")
+    context = kube.text("context") if kube is not None else None
+    if kube is not None:
+        kube.done()
+    watch_list = top.get("watch") or []
+    if not isinstance(watch_list, list):
+        raise errors.ConfigError("watch: expected [[watch]] tables")
+    watches = tuple(_watch(_Table(w, f"watch[{i}]", env, path.parent), defaults, awx) for i, w in enumerate(watch_list))
+    seen: set[str] = set()
+    for i, w in enumerate(watches):
+        if w.name in seen:
+            raise errors.ConfigError(f"watch[{i}].name: {w.name!r} is used by another watch")
+        seen.add(w.name)
+    settings = Settings(
+        source=str(path),
+        database=_database(database, "--database")
+        if database
+        else (
+            _database(env["RECONCILER_DATABASE_URL"], "RECONCILER_DATABASE_URL")
+            if env.get("RECONCILER_DATABASE_URL")
+            else _database(file_database, "reconciler.database")
+        ),
+        server=_server(top),
+        registries=_registries(top.table("registries")),
+        awx=awx,
+        kube_context=context,
+        watches=watches,
+    )
+    top.done()
+    return settings

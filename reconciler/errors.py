@@ -1,0 +1,48 @@
+"""The one exception tree of reconciler.
+
+Every message a user sees says what failed, where (watch, URL, key path) and what to do.
+Third-party errors are mapped once, at the boundary that calls them, with ``raise … from exc``.
+
+    ReconcilerError
+    ├── ConfigError(ValueError)        bad configuration or usage: exit 2
+    ├── RegistryError                  a watch could not be checked: exit 3
+    │   ├── RegistryAuthError          401/403 from the registry or its token server
+    │   ├── RegistryRateLimited        429 after the retries ran out
+    │   └── TagNotFound(LookupError)   no such tag, or no tag matches the watch's rule
+    ├── StoreError                     the database refused or is unreachable
+    └── LockHeld                       another instance holds the lease: exit 4
+"""
+
+from __future__ import annotations
+
+
+class ReconcilerError(Exception):
+    """Base of every error reconciler raises on purpose."""
+
+
+class ConfigError(ReconcilerError, ValueError):
+    """The configuration or the command line is wrong; the message names the key path."""
+
+
+class RegistryError(ReconcilerError):
+    """A registry could not answer what a watch points at."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry or its token server refused our credentials."""
+
+
+class RegistryRateLimited(RegistryError):
+    """The registry kept answering 429 after the retries ran out."""
+
+
+class TagNotFound(RegistryError, LookupError):
+    """The tag does not exist, or no tag matches the watch's rule."""
+
+
+class StoreError(ReconcilerError):
+    """The database could not be read or written."""
+
+
+class LockHeld(ReconcilerError):
+    """Another instance holds the lease, so this one must not act."""

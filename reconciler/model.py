@@ -1,0 +1,288 @@
+"""Frozen value types shared by every layer: images, watches, observations, decisions, reports.
+
+Constructors validate, so an invalid watch or image reference cannot exist. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from reconciler import errors
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
+# distribution-spec "Pulling manifests": repository path components and tags.
+_PATH = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+RELEASE_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+
+
+class FirstSeen(enum.StrEnum):
+    """What to do with the first observation of a watch."""
+
+    BASELINE = "baseline"
+    DEPLOY = "deploy"
+
+
+class ActionKind(enum.StrEnum):
+    AWX = "awx"
+    STATEFULSET = "statefulset"
+
+
+class RolloutMode(enum.StrEnum):
+    RESTART = "restart"
+    PIN = "pin"
+
+
+class Verdict(enum.StrEnum):
+    """What one pass decided for one watch."""
+
+    BASELINE = "baseline"  # first sighting taken as deployed
+    IN_SYNC = "in_sync"  # observed == deployed
+    SETTLING = "settling"  # new, but not yet seen unchanged for `settle`
+    DRIFT = "drift"  # observed != deployed: the action is due
+    FOLLOW = "follow"  # changed, and the watch has no action: deployed follows observed
+    ERROR = "error"  # the registry could not be asked
+
+
+class State(enum.StrEnum):
+    """What `status` says of a watch."""
+
+    UNKNOWN = "unknown"
+    IN_SYNC = "in_sync"
+    SETTLING = "settling"
+    DRIFTED = "drifted"
+    DEPLOYING = "deploying"
+    FAILED = "failed"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """A normalised repository: `docker.io/library/busybox`, `ghcr.io/org/img`, `127.0.0.1:5000/a/b`."""
+
+    registry: str
+    repository: str
+
+    def __post_init__(self) -> None:
+        if not _PATH.fullmatch(self.repository):
+            raise errors.ConfigError(
+                f"{self.repository!r} is not a valid repository name "
+                "(lower-case letters, digits and separators . _ __ - between them, / between components)"
+            )
+
+    @classmethod
+    def parse(cls, name: str) -> ImageRef:
+        """Normalise a name as Docker does: `xchem/x` -> `docker.io/xchem/x`, `busybox` -> `docker.io/library/busybox`."""
+        if "@" in name or ":" in name.rsplit("/", 1)[-1]:
+            raise errors.ConfigError(f"image {name!r} must be a repository without a tag or digest")
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first.lower(), rest
+        else:
+            registry, path = DOCKER_HUB, name
+        if registry in _HUB_ALIASES:
+            registry = DOCKER_HUB
+            if "/" not in path:
+                path = f"library/{path}"
+        return cls(registry=registry, repository=path)
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise errors.ConfigError(f"{tag!r} is not a valid tag (letters, digits, . _ -, at most 128)")
+    return tag
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.fullmatch(digest):
+        raise errors.ConfigError(f"{digest!r} is not a sha256 digest")
+    return digest
+
+
+@dataclass(frozen=True, slots=True)
+class TagSelector:
+    """Follow the digest behind one mutable tag."""
+
+    tag: str
+
+    def __post_init__(self) -> None:
+        check_tag(self.tag)
+
+    def describe(self) -> str:
+        return f"tag:{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSelector:
+    """Follow the newest tag matching `pattern` (and `range`), compared as versions, and its digest."""
+
+    pattern: str = RELEASE_PATTERN
+    range: str | None = None
+    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    specifiers: SpecifierSet | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "compiled", re.compile(self.pattern))
+        except re.error as exc:
+            raise errors.ConfigError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from exc
+        try:
+            specs = SpecifierSet(self.range) if self.range is not None else None
+        except InvalidSpecifier as exc:
+            raise errors.ConfigError(f"range {self.range!r} is not a version range such as '>=2026.1.0,<2027'") from exc
+        object.__setattr__(self, "specifiers", specs)
+
+    def describe(self) -> str:
+        if self.pattern == RELEASE_PATTERN and self.range is None:
+            return "tags:release"
+        parts = [f"pattern={self.pattern}"] + ([f"range={self.range}"] if self.range else [])
+        return "tags:" + ",".join(parts)
+
+
+Selector = TagSelector | ReleaseSelector
+ExtraVar = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class AwxAction:
+    """Launch an AWX job template (by name or numeric id) and wait for the job."""
+
+    server: str
+    template: str | int
+    extra_vars: Mapping[str, ExtraVar] = field(default_factory=dict)
+    kind: ActionKind = field(default=ActionKind.AWX, init=False)
+
+    def describe(self) -> str:
+        return f"awx {self.server}: {self.template}"
+
+
+@dataclass(frozen=True, slots=True)
+class StatefulSetAction:
+    """Roll a StatefulSet: restart it, or pin the container's image to the new digest."""
+
+    namespace: str
+    name: str
+    container: str
+    mode: RolloutMode = RolloutMode.RESTART
+    timeout: timedelta = timedelta(minutes=15)
+    kind: ActionKind = field(default=ActionKind.STATEFULSET, init=False)
+
+    def describe(self) -> str:
+        return f"statefulset {self.namespace}/{self.name} ({self.mode})"
+
+
+Action = AwxAction | StatefulSetAction
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """One image to follow, how often, and what to do when it drifts."""
+
+    name: str
+    image: ImageRef
+    selector: Selector
+    interval: timedelta = timedelta(minutes=5)
+    jitter: timedelta = timedelta(seconds=30)
+    settle: timedelta = timedelta(0)
+    first_seen: FirstSeen = FirstSeen.BASELINE
+    max_attempts: int = 3
+    action: Action | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise errors.ConfigError(f"watch name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if self.max_attempts < 1:
+            raise errors.ConfigError("max_attempts must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A tag and the digest behind it; `since` is when this pair was first observed."""
+
+    tag: str
+    digest: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    tag: str
+    digest: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the registry answered for a watch."""
+
+    tag: str
+    digest: str
+    checked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckFailure:
+    """The registry could not be asked; `message` is the user-facing sentence."""
+
+    message: str
+    checked_at: datetime
+
+
+CheckResult = Observation | CheckFailure
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    """What the database remembers of a watch: seen and deployed kept apart."""
+
+    watch: str
+    observed: Seen | None = None
+    checked_at: datetime | None = None
+    last_error: str | None = None
+    deployed: Deployed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOutcome:
+    """One watch in one pass: what was seen, decided, and what state it leaves."""
+
+    watch: Watch
+    result: CheckResult
+    decision: Decision
+    state: WatchState
+    changed: bool  # the observed tag/digest or the error differs from the previous pass
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """One pass over the watches, counted."""
+
+    started_at: datetime
+    finished_at: datetime
+    dry_run: bool
+    outcomes: tuple[WatchOutcome, ...]
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for o in self.outcomes if o.decision.verdict is verdict)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{v.value}={self.count(v)}" for v in Verdict if self.count(v))
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return f"checked {len(self.outcomes)} watches in {seconds:.2f}s: {counts or 'nothing to do'}"

@@ -1,0 +1,68 @@
+"""Schema upkeep: Alembic migrations applied programmatically, and whether a database is at head.
+
+Owns the path to `reconciler/migrations`; never edits data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from reconciler import errors
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head() -> str:
+    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the database is at, or None when it has never been migrated."""
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise errors.StoreError(f"cannot read the database {safe_url(engine)}: {reason(exc)}") from None
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every migration up to head (a no-op when already there)."""
+    config = _config()
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except SQLAlchemyError as exc:
+        raise errors.StoreError(f"cannot migrate the database {safe_url(engine)}: {reason(exc)}") from None
+
+
+def has_tables(engine: Engine) -> bool:
+    try:
+        return inspect(engine).has_table("watch_state")
+    except SQLAlchemyError as exc:
+        raise errors.StoreError(f"cannot read the database {safe_url(engine)}: {reason(exc)}") from None
+
+
+def safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line, which names the cause without the SQL or parameters."""
+    original = getattr(exc, "orig", None) or exc
+    return str(original).strip().splitlines()[0][:300] if str(original).strip() else type(exc).__name__

@@ -1,0 +1,144 @@
+"""SQLAlchemy 2.0 table definitions; `migrations/env.py` imports `metadata`, and a test proves they agree.
+
+Observed and deployed are kept apart in `watch_state`; `observations` is the change log; `actions` is the outbox
+of ARCHITECTURE.md, where at most one action per watch and digest may be open; `leases` holds the one-acting-
+instance lease; `runs` records each pass. Times are stored as UTC and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    text,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NAME = 200
+TAG = 128
+DIGEST = 71  # "sha256:" + 64 hex
+OPEN_STATUSES = ("planned", "launched")
+_OPEN = text("status IN ('planned', 'launched')")
+ACTION_STATUSES = ("planned", "launched", "succeeded", "failed", "superseded")
+
+watch_state = Table(
+    "watch_state",
+    metadata,
+    Column("watch", String(NAME), primary_key=True),
+    Column("image", String(500), nullable=False),
+    Column("selector", String(500), nullable=False),
+    Column("observed_tag", String(TAG)),
+    Column("observed_digest", String(DIGEST)),
+    Column("observed_since", UTCDateTime()),
+    Column("checked_at", UTCDateTime()),
+    Column("last_error", Text()),
+    Column("deployed_tag", String(TAG)),
+    Column("deployed_digest", String(DIGEST)),
+    Column("deployed_at", UTCDateTime()),
+)
+
+observations = Table(
+    "observations",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("watch", String(NAME), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("tag", String(TAG)),
+    Column("digest", String(DIGEST)),
+    Column("error", Text()),
+    Column("verdict", String(20), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Index("ix_observations_watch_at", "watch", "at"),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("watch", String(NAME), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("tag", String(TAG), nullable=False),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("previous_tag", String(TAG)),
+    Column("previous_digest", String(DIGEST)),
+    Column("attempt", Integer(), nullable=False, server_default="1"),
+    Column("request", Text()),  # what is (or would be) sent, secrets excluded
+    Column("external_ref", String(500)),  # AWX job id / StatefulSet generation, once launched
+    Column("detail", Text()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("launched_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("next_attempt_at", UTCDateTime()),
+    CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTION_STATUSES)})", name="status"),
+    Index("ix_actions_watch_created", "watch", "created_at"),
+    # The outbox rule: one open (planned or launched) action per watch and digest, never two.
+    Index(
+        "uq_actions_open_watch_digest",
+        "watch",
+        "digest",
+        unique=True,
+        sqlite_where=_OPEN,
+        postgresql_where=_OPEN,
+    ),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(NAME), nullable=False),
+    Column("acquired_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=False),
+    Column("checked", Integer(), nullable=False),
+    Column("errors", Integer(), nullable=False),
+    Column("summary", Text(), nullable=False),
+)
