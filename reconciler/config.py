@@ -8,6 +8,7 @@ This module reads files and the environment it is given; it builds no clients.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import string
@@ -27,6 +28,8 @@ DEFAULT_DATABASE = "sqlite:///reconciler.db"
 PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
 _E = TypeVar("_E", model.FirstSeen, model.RolloutMode)
 
 
@@ -103,13 +106,12 @@ class _Table:
             raise errors.ConfigError(f"{path}: expected a table, got {_kind(data)}")
         self.data: dict[str, Any] = data
         self.path, self.env, self.base = path, env, base
-        self.used: set[str] = set()
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)  # keeps odd keys on one line
+        return f"{self.path}.{shown}" if self.path else shown
 
     def get(self, name: str) -> Any:
-        self.used.add(name)
         return self.data.get(name)
 
     def has(self, name: str) -> bool:
@@ -170,7 +172,7 @@ class _Table:
             if required:
                 raise errors.ConfigError(f"{self.key(env_key)}: environment variable {variable} is not set")
         if file:
-            path = (self.base / file).expanduser()
+            path = self.base / Path(file).expanduser()
             try:
                 text = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
@@ -180,11 +182,13 @@ class _Table:
             return Secret(text, str(path))
         return None
 
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
+    def expect(self, *names: str) -> _Table:
+        """Reject any key but these, before reading a value, so a misspelt key is named as such."""
+        unknown = sorted(set(self.data) - set(names))
         if unknown:
-            expected = ", ".join(sorted(self.used))
+            expected = ", ".join(sorted(names))
             raise errors.ConfigError(f"{self.key(unknown[0])}: unknown key (expected one of: {expected})")
+        return self
 
 
 def _kind(value: object) -> str:
@@ -202,8 +206,9 @@ def _url(table: _Table, name: str, *, required: bool) -> str | None:
 def _database(url: str, where: str) -> str:
     try:
         make_url(url)
-    except ArgumentError:
-        raise errors.ConfigError(f"{where}: {url!r} is not a database URL such as sqlite:///reconciler.db") from None
+    except (ArgumentError, ValueError):
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # never echo a password
+        raise errors.ConfigError(f"{where}: {shown!r} is not a database URL such as sqlite:///reconciler.db") from None
     return url
 
 
@@ -234,9 +239,15 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
     section = data.setdefault("reconciler", {})
     if not isinstance(section, dict):
         return
-    for key in ("interval", "jitter", "settle", "first_seen"):
+    for key in ("interval", "jitter", "settle"):
         if value := env.get(f"RECONCILER_{key.upper()}"):
+            parse_duration(value, f"RECONCILER_{key.upper()}")
             section[key] = value
+    if value := env.get("RECONCILER_FIRST_SEEN"):
+        if value not in tuple(model.FirstSeen):
+            allowed = ", ".join(f'"{e.value}"' for e in model.FirstSeen)
+            raise errors.ConfigError(f"RECONCILER_FIRST_SEEN: expected one of {allowed}, got {value!r}")
+        section["first_seen"] = value
     if value := env.get("RECONCILER_MAX_ATTEMPTS"):
         if not value.isdigit():
             raise errors.ConfigError(f"RECONCILER_MAX_ATTEMPTS: expected a whole number, got {value!r}")
@@ -244,6 +255,8 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
 
 
 def _template(value: object, path: str) -> str | int:
+    if value is None:
+        raise errors.ConfigError(f"{path}: required, expected a job template name or a numeric id")
     if (
         isinstance(value, bool)
         or not isinstance(value, str | int)
@@ -259,7 +272,6 @@ def _extra_vars(table: _Table | None) -> dict[str, model.ExtraVar]:
         return {}
     out: dict[str, model.ExtraVar] = {}
     for key, value in table.data.items():
-        table.used.add(key)
         path = table.key(key)
         if not isinstance(value, str | int | float | bool):
             raise errors.ConfigError(f"{path}: expected a string, number or boolean, got {_kind(value)}")
@@ -279,6 +291,7 @@ def _extra_vars(table: _Table | None) -> dict[str, model.ExtraVar]:
 def _action(table: _Table, awx: Mapping[str, AwxSettings]) -> model.Action:
     kind = table.required("kind")
     if kind == model.ActionKind.AWX:
+        table.expect("kind", "awx", "template", "extra_vars")
         server = table.required("awx")
         if server not in awx:
             known = ", ".join(f"[awx.{n}]" for n in awx) or "none"
@@ -289,6 +302,7 @@ def _action(table: _Table, awx: Mapping[str, AwxSettings]) -> model.Action:
             extra_vars=_extra_vars(table.table("extra_vars")),
         )
     elif kind == model.ActionKind.STATEFULSET:
+        table.expect("kind", "namespace", "name", "container", "mode", "timeout")
         action = model.StatefulSetAction(
             namespace=table.required("namespace"),
             name=table.required("name"),
@@ -298,7 +312,6 @@ def _action(table: _Table, awx: Mapping[str, AwxSettings]) -> model.Action:
         )
     else:
         raise errors.ConfigError(f'{table.key("kind")}: expected "awx" or "statefulset", got {kind!r}')
-    table.done()
     return action
 
 
@@ -316,11 +329,10 @@ def _selector(table: _Table) -> model.Selector:
         return model.ReleaseSelector()
     if not isinstance(tags, dict):
         raise errors.ConfigError(f'{table.key("tags")}: expected "release" or a table {{pattern, range}}, got {tags!r}')
-    rule = _Table(tags, table.key("tags"), table.env, table.base)
+    rule = _Table(tags, table.key("tags"), table.env, table.base).expect("pattern", "range")
     pattern = rule.text("pattern", model.RELEASE_PATTERN)
     assert pattern is not None
     version_range = rule.text("range")
-    rule.done()
     try:
         return model.ReleaseSelector(pattern=pattern, range=version_range)
     except errors.ConfigError as exc:
@@ -328,6 +340,7 @@ def _selector(table: _Table) -> model.Selector:
 
 
 def _watch(table: _Table, defaults: _Defaults, awx: Mapping[str, AwxSettings]) -> model.Watch:
+    table.expect("name", "image", "tag", "tags", "action", *_SCHEDULE_KEYS)
     name = table.required("name")
     image_text = table.required("image")
     try:
@@ -338,7 +351,6 @@ def _watch(table: _Table, defaults: _Defaults, awx: Mapping[str, AwxSettings]) -
     schedule = _schedule(table, defaults)
     action_table = table.table("action")
     action = _action(action_table, awx) if action_table is not None else None
-    table.done()
     try:
         return model.Watch(
             name=name,
@@ -361,13 +373,13 @@ def _registries(table: _Table | None) -> dict[str, RegistrySettings]:
         assert table is not None
         entry = table.table(host)
         assert entry is not None
-        entry.path = f'registries."{host}"'
+        entry.path = f"registries.{json.dumps(host)}"
+        entry.expect("url", "username_env", "username_file", "password_env", "password_file")
         username = entry.secret("username", required=True)
         password = entry.secret("password", required=True)
         if (username is None) != (password is None):
             raise errors.ConfigError(f"{entry.path}: give both username and password, or neither")
         url = _url(entry, "url", required=False)
-        entry.done()
         key = model.DOCKER_HUB if host == "index.docker.io" else host.lower()
         out[key] = RegistrySettings(url=url, username=username, password=password)
     return out
@@ -379,6 +391,8 @@ def _awx(table: _Table | None) -> dict[str, AwxSettings]:
         assert table is not None
         entry = table.table(name)
         assert entry is not None
+        entry.expect("url", "timeout", "poll", *(f"{s}_{k}" for s in ("token", "username", "password")
+                                                 for k in ("env", "file")))
         url = _url(entry, "url", required=True)
         assert url is not None
         token = entry.secret("token", required=True)
@@ -394,13 +408,13 @@ def _awx(table: _Table | None) -> dict[str, AwxSettings]:
             timeout=entry.duration("timeout", timedelta(minutes=45)),
             poll=entry.duration("poll", timedelta(seconds=5)),
         )
-        entry.done()
         out[name] = settings
     return out
 
 
 def _server(top: _Table) -> ServerSettings:
     table = top.table("server") or _Table({}, "server", top.env, top.base)
+    table.expect("listen", "token_env", "token_file", "webhook_secret_env", "webhook_secret_file")
     listen = table.text("listen", "127.0.0.1:8080")
     assert listen is not None
     if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^\s:]+):\d{1,5}", listen) or int(listen.rsplit(":", 1)[1]) > 65535:
@@ -411,7 +425,6 @@ def _server(top: _Table) -> ServerSettings:
         token=table.secret("token", required=False, default_env="RECONCILER_API_TOKEN"),
         webhook_secret=table.secret("webhook_secret", required=False, default_env="RECONCILER_WEBHOOK_SECRET"),
     )
-    table.done()
     return server
 
 
@@ -444,17 +457,15 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
 
 
 def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
-    top = _Table(data, "", env, path.parent)
+    top = _Table(data, "", env, path.parent).expect("reconciler", "server", "registries", "awx", "kubernetes", "watch")
     main = top.table("reconciler") or _Table({}, "reconciler", env, path.parent)
+    main.expect("database", *_SCHEDULE_KEYS)
     file_database = main.text("database", DEFAULT_DATABASE)
     assert file_database is not None
     defaults = _schedule(main, _Defaults())
-    main.done()
     awx = _awx(top.table("awx"))
     kube = top.table("kubernetes")
-    context = kube.text("context") if kube is not None else None
-    if kube is not None:
-        kube.done()
+    context = kube.expect("context").text("context") if kube is not None else None
     watch_list = top.get("watch") or []
     if not isinstance(watch_list, list):
         raise errors.ConfigError("watch: expected [[watch]] tables")
@@ -479,5 +490,4 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         kube_context=context,
         watches=watches,
     )
-    top.done()
     return settings

@@ -285,4 +285,5 @@ class RunReport:
     def summary(self) -> str:
         counts = ", ".join(f"{v.value}={self.count(v)}" for v in Verdict if self.count(v))
         seconds = (self.finished_at - self.started_at).total_seconds()
-        return f"checked {len(self.outcomes)} watches in {seconds:.2f}s: {counts or 'nothing to do'}"
+        n = len(self.outcomes)
+        return f"checked {n} watch{'' if n == 1 else 'es'} in {seconds:.2f}s: {counts or 'nothing to do'}"

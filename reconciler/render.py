@@ -30,10 +30,10 @@ def status(console: Console, document: dict[str, Any]) -> None:
     table = _table("WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED", "NOTE")
     for w in document["watches"]:
         observed = w["observed"]
-        note = w["last_error"] or w["action"] or "observed only"
+        note = w["last_error"] or w["deploys_via"] or "observed only"
         style = STATE_STYLE.get(w["state"], "")
         table.add_row(w["name"], f"[{style}]{w['state']}[/]", _ref(observed), _ref(w["deployed"]),
-                      (observed or {}).get("checked_at") or "never", note)
+                      w["checked_at"] or "never", note)
     console.print(table)
 
 

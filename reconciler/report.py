@@ -37,9 +37,10 @@ def watch_status(watch: model.Watch, state: model.WatchState | None, *, now: dat
         "deployed": None
         if deployed is None
         else {"tag": deployed.tag, "digest": deployed.digest, "at": iso(deployed.at)},
+        "checked_at": iso(state.checked_at if state else None),
         "last_error": state.last_error if state else None,
         "last_action": None,
-        "action": None if watch.action is None else watch.action.describe(),
+        "deploys_via": None if watch.action is None else watch.action.describe(),
     }
 
 

@@ -140,16 +140,18 @@ class Authenticator:
                 )
             return _basic(creds)
         token, lifetime = self._fetch_token(registry, challenge, scope, creds, image)
+        key = self._key(registry, challenge, scope)
         with self._lock:
-            self._tokens[self._key(registry, challenge, scope)] = (token, self._clock() + lifetime - TOKEN_MARGIN)
+            self._tokens[key] = (token, self._clock() + lifetime - TOKEN_MARGIN)
         return {"Authorization": f"Bearer {token}"}
 
     def forget(self, registry: str, scope: str) -> None:
         """Drop the cached token after the registry rejected it (expired early, revoked, wrong scope)."""
         challenge = self._challenges.get(registry)
         if challenge is not None:
+            key = self._key(registry, challenge, scope)
             with self._lock:
-                self._tokens.pop(self._key(registry, challenge, scope), None)
+                self._tokens.pop(key, None)
 
     def _key(self, registry: str, challenge: Challenge, scope: str) -> tuple[str, str, str, str]:
         creds = self._creds_for(registry)

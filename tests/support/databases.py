@@ -1,0 +1,99 @@
+"""Empty, isolated databases for the store, migration and engine suites: one SQLite file, one PostgreSQL schema.
+
+Owns: the `db` / `db_url` / `db_engine` / `migrated_engine` fixtures, each parametrized over SQLite and
+PostgreSQL. A SQLite database is a file in the test's `tmp_path`; a PostgreSQL database is a fresh schema
+`t_<uuid>` on the server of `postgres_url` (tests/conftest.py), selected with `search_path` and dropped with
+CASCADE afterwards, so tests never see each other's tables, even when suites run concurrently on one server.
+Without PostgreSQL its half is skipped (a failure under CI, by `postgres_url`).
+Must not: create tables by hand; `migrated_engine` runs the real migrations (`schema.upgrade`).
+
+Use from a test module (a plugin rather than an import, so fixture parameters do not shadow imported names):
+
+    pytest_plugins = ["tests.support.databases"]
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from reconciler import app
+from reconciler.store import schema
+
+BACKENDS = (
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TestDatabase:
+    """One empty database. `url` is self-contained (the PostgreSQL schema travels as `?options=`), so
+    `app.database_engine(url)` and the CLI's `--database` reach the same isolated database."""
+
+    __test__ = False  # not a test class, despite the name
+
+    backend: str  # "sqlite" | "postgresql"
+    url: str
+    schema: str | None = None  # PostgreSQL only
+
+    def engine(self) -> Engine:
+        """A new engine on this database: `app.database_engine` for SQLite; for PostgreSQL `create_engine`
+        with the schema as `search_path`. The caller disposes of it."""
+        if self.schema is None:
+            return app.database_engine(self.url)
+        base = make_url(self.url).difference_update_query(["options"])
+        return create_engine(base, connect_args={"options": f"-csearch_path={self.schema}"})
+
+
+def _admin_engine(postgres_url: str) -> Engine:
+    return create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
+    """An empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield TestDatabase(backend="sqlite", url=f"sqlite:///{tmp_path / 'reconciler.db'}")
+        return
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex}"
+    admin = _admin_engine(postgres_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={name}"})
+        yield TestDatabase(backend="postgresql", url=url.render_as_string(hide_password=False), schema=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(db: TestDatabase) -> str:
+    """The URL of an empty database (SQLite file or PostgreSQL schema); see `TestDatabase.url`."""
+    return db.url
+
+
+@pytest.fixture
+def db_engine(db: TestDatabase) -> Iterator[Engine]:
+    """An engine on an empty, unmigrated database; disposed of before the database is dropped."""
+    engine = db.engine()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def migrated_engine(db_engine: Engine) -> Engine:
+    """`db_engine` after `schema.upgrade`: every table at head, no rows."""
+    schema.upgrade(db_engine)
+    return db_engine

@@ -1,0 +1,84 @@
+"""The Alembic migrations build exactly the schema `store.tables` describes, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from reconciler.store import schema, tables
+
+pytest_plugins = ["tests.support.databases"]
+
+TABLES = {"watch_state", "observations", "actions", "leases", "runs"}
+
+
+def _diff(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, tables.metadata))
+
+
+def test_fresh_database_has_no_tables_and_no_revision(db_engine: Engine) -> None:
+    assert not schema.has_tables(db_engine)
+    assert schema.current(db_engine) is None
+
+
+def test_head_is_the_only_head() -> None:
+    assert schema.head() == "0001"
+
+
+def test_upgrade_reaches_head_with_every_table(migrated_engine: Engine) -> None:
+    assert schema.has_tables(migrated_engine)
+    assert schema.current(migrated_engine) == schema.head()
+    assert set(inspect(migrated_engine).get_table_names()) == TABLES | {"alembic_version"}
+
+
+def test_migrations_give_exactly_the_models_schema(migrated_engine: Engine) -> None:
+    assert _diff(migrated_engine) == []
+
+
+def _quoted(sql: object) -> set[str]:
+    return set(re.findall(r"'([^']*)'", str(sql)))
+
+
+# Alembic's comparison ignores partial-index WHERE clauses and CHECK constraints, so these two are checked here.
+def test_the_outbox_index_is_unique_and_partial_on_open_statuses(migrated_engine: Engine) -> None:
+    indexes = {ix["name"]: ix for ix in inspect(migrated_engine).get_indexes("actions")}
+    open_ix = indexes["uq_actions_open_watch_digest"]
+    assert open_ix["unique"]
+    assert open_ix["column_names"] == ["watch", "digest"]
+    where = [v for k, v in open_ix.get("dialect_options", {}).items() if k.endswith("_where")]
+    assert len(where) == 1, open_ix
+    assert _quoted(where[0]) == set(tables.OPEN_STATUSES)
+
+
+def test_the_status_check_allows_exactly_the_action_statuses(migrated_engine: Engine) -> None:
+    checks = {ck["name"]: ck["sqltext"] for ck in inspect(migrated_engine).get_check_constraints("actions")}
+    assert _quoted(checks["ck_actions_status"]) == set(tables.ACTION_STATUSES)
+
+
+def test_upgrade_twice_is_a_no_op(migrated_engine: Engine) -> None:
+    before = {name: inspect(migrated_engine).get_columns(name) for name in TABLES}
+    schema.upgrade(migrated_engine)
+    assert schema.current(migrated_engine) == schema.head()
+    after = {name: inspect(migrated_engine).get_columns(name) for name in TABLES}
+    assert [str(c) for c in before.items()] == [str(c) for c in after.items()]
+    assert _diff(migrated_engine) == []
+
+
+def test_downgrade_to_base_and_back(migrated_engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(schema.MIGRATIONS))
+    with migrated_engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert not schema.has_tables(migrated_engine)
+    assert schema.current(migrated_engine) is None
+    schema.upgrade(migrated_engine)
+    assert schema.current(migrated_engine) == schema.head()
+    assert _diff(migrated_engine) == []
