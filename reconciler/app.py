@@ -69,9 +69,12 @@ def database_engine(url: str) -> Engine:
 def _sqlite_file_missing(url: str) -> bool:
     parsed = make_url(url)
     database = parsed.database
-    return parsed.get_backend_name() == "sqlite" and bool(database) and database != ":memory:" and not Path(
-        database or ""
-    ).exists()
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(database)
+        and database != ":memory:"
+        and not Path(database or "").exists()
+    )
 
 
 @dataclass
@@ -111,15 +114,18 @@ class App:
             return self.settings.watches
         return tuple(self.settings.watch(n) for n in dict.fromkeys(names))
 
-    def reconcile(self, names: Sequence[str], *, dry_run: bool, clock: engine.Clock = engine.utc_now) -> model.RunReport:
+    def reconcile(
+        self, names: Sequence[str], *, dry_run: bool, clock: engine.Clock = engine.utc_now
+    ) -> model.RunReport:
         watches = self.select(names)
         if dry_run:
             store = self.reader()
         else:
             schema.upgrade(self.db)
             store = queries.Store(self.db)
-        runner = engine.Engine(registry=self.registry or registry_client(self.settings), store=store, clock=clock,
-                               workers=WORKERS)
+        runner = engine.Engine(
+            registry=self.registry or registry_client(self.settings), store=store, clock=clock, workers=WORKERS
+        )
         return runner.run_pass(watches, dry_run=dry_run)
 
     def close(self) -> None:

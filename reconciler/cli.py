@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from reconciler import __version__, app, config, engine, errors, model, render, report
 
@@ -48,6 +49,8 @@ def _setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # urllib3 warns on every retry; the outcome is reported once, by us, unless debugging.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
 
 def _positive(text: str) -> int:
@@ -149,28 +152,56 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
     def watch(w: model.Watch) -> dict[str, Any]:
         action: dict[str, Any] | None = None
         if isinstance(w.action, model.AwxAction):
-            action = {"kind": "awx", "awx": w.action.server, "template": w.action.template,
-                      "extra_vars": dict(w.action.extra_vars)}
+            action = {
+                "kind": "awx",
+                "awx": w.action.server,
+                "template": w.action.template,
+                "extra_vars": dict(w.action.extra_vars),
+            }
         elif isinstance(w.action, model.StatefulSetAction):
-            action = {"kind": "statefulset", "namespace": w.action.namespace, "name": w.action.name,
-                      "container": w.action.container, "mode": w.action.mode.value,
-                      "timeout": _duration(w.action.timeout)}
-        return {"name": w.name, "image": str(w.image), "selector": w.selector.describe(),
-                "interval": _duration(w.interval), "jitter": _duration(w.jitter), "settle": _duration(w.settle),
-                "first_seen": w.first_seen.value, "max_attempts": w.max_attempts, "action": action}
-
-    from sqlalchemy.engine import make_url
+            action = {
+                "kind": "statefulset",
+                "namespace": w.action.namespace,
+                "name": w.action.name,
+                "container": w.action.container,
+                "mode": w.action.mode.value,
+                "timeout": _duration(w.action.timeout),
+            }
+        return {
+            "name": w.name,
+            "image": str(w.image),
+            "selector": w.selector.describe(),
+            "interval": _duration(w.interval),
+            "jitter": _duration(w.jitter),
+            "settle": _duration(w.settle),
+            "first_seen": w.first_seen.value,
+            "max_attempts": w.max_attempts,
+            "action": action,
+        }
 
     return {
         "source": settings.source,
         "database": make_url(settings.database).render_as_string(hide_password=True),
-        "server": {"listen": settings.server.listen, "token": secret(settings.server.token),
-                   "webhook_secret": secret(settings.server.webhook_secret)},
-        "registries": {host: {"url": r.url, "username": secret(r.username), "password": secret(r.password)}
-                       for host, r in settings.registries.items()},
-        "awx": {name: {"url": a.url, "token": secret(a.token), "username": secret(a.username),
-                       "password": secret(a.password), "timeout": _duration(a.timeout), "poll": _duration(a.poll)}
-                for name, a in settings.awx.items()},
+        "server": {
+            "listen": settings.server.listen,
+            "token": secret(settings.server.token),
+            "webhook_secret": secret(settings.server.webhook_secret),
+        },
+        "registries": {
+            host: {"url": r.url, "username": secret(r.username), "password": secret(r.password)}
+            for host, r in settings.registries.items()
+        },
+        "awx": {
+            name: {
+                "url": a.url,
+                "token": secret(a.token),
+                "username": secret(a.username),
+                "password": secret(a.password),
+                "timeout": _duration(a.timeout),
+                "poll": _duration(a.poll),
+            }
+            for name, a in settings.awx.items()
+        },
         "kubernetes": {"context": settings.kube_context},
         "watch": [watch(w) for w in settings.watches],
     }

@@ -391,8 +391,9 @@ def _awx(table: _Table | None) -> dict[str, AwxSettings]:
         assert table is not None
         entry = table.table(name)
         assert entry is not None
-        entry.expect("url", "timeout", "poll", *(f"{s}_{k}" for s in ("token", "username", "password")
-                                                 for k in ("env", "file")))
+        entry.expect(
+            "url", "timeout", "poll", *(f"{s}_{k}" for s in ("token", "username", "password") for k in ("env", "file"))
+        )
         url = _url(entry, "url", required=True)
         assert url is not None
         token = entry.secret("token", required=True)

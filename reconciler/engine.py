@@ -61,31 +61,39 @@ class Engine:
             return model.CheckFailure(message=str(exc), checked_at=self._clock())
         except Exception as exc:  # one watch's bug must not end the pass for the others
             log.exception("watch %s: unexpected error while checking %s", watch.name, watch.image)
-            return model.CheckFailure(message=f"internal error while checking {watch.image}: {exc!r}",
-                                      checked_at=self._clock())
+            return model.CheckFailure(
+                message=f"internal error while checking {watch.image}: {exc!r}", checked_at=self._clock()
+            )
 
     def run_pass(self, watches: Sequence[model.Watch], *, dry_run: bool = False) -> model.RunReport:
         started = self._clock()
         states = self._store.states([w.name for w in watches]) if self._store is not None else {}
         if watches:
-            with ThreadPoolExecutor(max_workers=min(self._workers, len(watches)),
-                                    thread_name_prefix="observe") as pool:
+            with ThreadPoolExecutor(max_workers=min(self._workers, len(watches)), thread_name_prefix="observe") as pool:
                 results = list(pool.map(self.observe, watches))
         else:
             results = []
         now = self._clock()
         outcomes = tuple(
-            self._outcome(watch, result, states.get(watch.name), now) for watch, result in zip(watches, results)
+            self._outcome(watch, result, states.get(watch.name), now)
+            for watch, result in zip(watches, results, strict=True)
         )
         report = model.RunReport(started_at=started, finished_at=self._clock(), dry_run=dry_run, outcomes=outcomes)
         if not dry_run and self._store is not None:
             self._store.record_pass(report)
         for outcome in outcomes:
             if outcome.changed or outcome.decision.verdict in (model.Verdict.DRIFT, model.Verdict.ERROR):
-                log.info("watch %s: %s: %s", outcome.watch.name, outcome.decision.verdict.value,
-                         outcome.decision.reason, extra={"watch": outcome.watch.name,
-                                                         "image": str(outcome.watch.image),
-                                                         "decision": outcome.decision.verdict.value})
+                log.info(
+                    "watch %s: %s: %s",
+                    outcome.watch.name,
+                    outcome.decision.verdict.value,
+                    outcome.decision.reason,
+                    extra={
+                        "watch": outcome.watch.name,
+                        "image": str(outcome.watch.image),
+                        "decision": outcome.decision.verdict.value,
+                    },
+                )
         log.info("%s%s", "dry run: " if dry_run else "", report.summary())
         return report
 
@@ -95,5 +103,6 @@ class Engine:
     ) -> model.WatchOutcome:
         decision = decide.decide(watch=watch, result=result, state=previous, now=now)
         state = decide.advance(state=previous, result=result, decision=decision, watch=watch.name, now=now)
-        return model.WatchOutcome(watch=watch, result=result, decision=decision, state=state,
-                                  changed=decide.changed(previous, state))
+        return model.WatchOutcome(
+            watch=watch, result=result, decision=decision, state=state, changed=decide.changed(previous, state)
+        )

@@ -80,7 +80,7 @@ class ImageRef:
 
     @classmethod
     def parse(cls, name: str) -> ImageRef:
-        """Normalise a name as Docker does: `xchem/x` -> `docker.io/xchem/x`, `busybox` -> `docker.io/library/busybox`."""
+        """Normalise as Docker does: `xchem/x` -> `docker.io/xchem/x`, `busybox` -> `docker.io/library/busybox`."""
         if "@" in name or ":" in name.rsplit("/", 1)[-1]:
             raise errors.ConfigError(f"image {name!r} must be a repository without a tag or digest")
         first, _, rest = name.partition("/")

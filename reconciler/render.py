@@ -9,8 +9,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-STATE_STYLE = {"in_sync": "green", "settling": "yellow", "drifted": "yellow", "deploying": "cyan",
-               "failed": "red", "error": "red", "unknown": "dim"}
+STATE_STYLE = {
+    "in_sync": "green",
+    "settling": "yellow",
+    "drifted": "yellow",
+    "deploying": "cyan",
+    "failed": "red",
+    "error": "red",
+    "unknown": "dim",
+}
 
 
 def _ref(part: dict[str, Any] | None) -> str:
@@ -32,8 +39,14 @@ def status(console: Console, document: dict[str, Any]) -> None:
         observed = w["observed"]
         note = w["last_error"] or w["deploys_via"] or "observed only"
         style = STATE_STYLE.get(w["state"], "")
-        table.add_row(w["name"], f"[{style}]{w['state']}[/]", _ref(observed), _ref(w["deployed"]),
-                      w["checked_at"] or "never", note)
+        table.add_row(
+            w["name"],
+            f"[{style}]{w['state']}[/]",
+            _ref(observed),
+            _ref(w["deployed"]),
+            w["checked_at"] or "never",
+            note,
+        )
     console.print(table)
 
 

@@ -140,9 +140,11 @@ def test_config_check_hides_the_database_password(
 
     result = run(
         tmp_path,
-        "--config", str(path),
+        "--config",
+        str(path),
         *(a.format(url=url) for a in args),
-        "config", "check",
+        "config",
+        "check",
         env={**VALID_ENV, **{k: v.format(url=url) for k, v in env.items()}},
     )
 
@@ -180,12 +182,24 @@ def test_config_path_defaults_to_reconciler_config_variable(tmp_path: Path) -> N
         pytest.param('[reconciler]\ninterval = "5m"\njitter = 30s\n', {}, "TOML syntax error", id="toml-syntax-error"),
         pytest.param('[reconciler]\nintervall = "5m"\n', {}, "reconciler.intervall", id="unknown-key"),
         pytest.param('[reconciler]\ninterval = "5"\n', {}, "reconciler.interval", id="bad-duration"),
-        pytest.param('[[watch]]\nname = "w"\nimage = "xchem/x"\ntag = "latest"\ntags = "release"\n', {}, "watch[0]",
-                     id="both-tag-and-tags"),
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\n', {},
-                     "AWX_TOKEN", id="missing-secret-variable"),
-        pytest.param(f'[reconciler]\ndatabase = "postgresql+psycopg://u:{DB_PASSWORD}@db:port/x"\n', {},
-                     "reconciler.database", id="database-url-with-a-bad-port"),
+        pytest.param(
+            '[[watch]]\nname = "w"\nimage = "xchem/x"\ntag = "latest"\ntags = "release"\n',
+            {},
+            "watch[0]",
+            id="both-tag-and-tags",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\n',
+            {},
+            "AWX_TOKEN",
+            id="missing-secret-variable",
+        ),
+        pytest.param(
+            f'[reconciler]\ndatabase = "postgresql+psycopg://u:{DB_PASSWORD}@db:port/x"\n',
+            {},
+            "reconciler.database",
+            id="database-url-with-a-bad-port",
+        ),
     ],
 )
 def test_config_check_on_a_bad_config_exits_2_with_one_line_and_no_traceback(
@@ -226,8 +240,17 @@ def test_reconcile_with_an_unknown_watch_exits_2_naming_it(tmp_path: Path) -> No
     path = write_valid(tmp_path)
     database = tmp_path / "x.db"
 
-    result = run(tmp_path, "--config", str(path), "--database", f"sqlite:///{database}", "reconcile", "--watch", "nope",
-                 env=VALID_ENV)
+    result = run(
+        tmp_path,
+        "--config",
+        str(path),
+        "--database",
+        f"sqlite:///{database}",
+        "reconcile",
+        "--watch",
+        "nope",
+        env=VALID_ENV,
+    )
 
     line = assert_one_line_error(result)
     assert result.returncode == 2

@@ -348,8 +348,11 @@ def test_secret_file_key_reads_relative_to_the_config_directory(tmp_path: Path, 
     # The config sits in its own directory, away from the working directory of the test run.
     (tmp_path / "etc" / "secrets").mkdir(parents=True)
     (tmp_path / "etc" / "secrets" / "awx-token").write_text(content, encoding="utf-8", newline="")
-    path = write(tmp_path, '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "secrets/awx-token"\n',
-                 name="etc/config.toml")
+    path = write(
+        tmp_path,
+        '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "secrets/awx-token"\n',
+        name="etc/config.toml",
+    )
 
     token = config.load(path, env={}).awx["production"].token
 
@@ -362,8 +365,11 @@ def test_secret_file_key_accepts_an_absolute_path(tmp_path: Path) -> None:
     secret.parent.mkdir()
     secret.write_text("absolute\n", encoding="utf-8")
 
-    token = load(tmp_path, f'[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "{secret}"\n',
-                 env={}).awx["production"].token
+    token = (
+        load(tmp_path, f'[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "{secret}"\n', env={})
+        .awx["production"]
+        .token
+    )
 
     assert token is not None and token.reveal() == "absolute"
 
@@ -371,23 +377,62 @@ def test_secret_file_key_accepts_an_absolute_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "files", "key_path", "also"),
     [
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "NOT_SET"\n', {},
-                     "awx.production.token_env", "NOT_SET", id="awx-token-variable-missing"),
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "absent"\n', {},
-                     "awx.production.token_file", "absent", id="awx-token-file-missing"),
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "empty"\n', {"empty": ""},
-                     "awx.production.token_file", "empty", id="awx-token-file-empty"),
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "blank"\n', {"blank": "\n"},
-                     "awx.production.token_file", "empty", id="awx-token-file-only-a-newline"),
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\n'
-                     'token_file = "tok"\n', {"tok": "x\n"},
-                     "awx.production.token_env", "token_file", id="awx-token-env-and-file"),
-        pytest.param('[registries."docker.io"]\nusername_env = "HUB_USER"\npassword_env = "NOT_SET"\n', {},
-                     'registries."docker.io".password_env', "NOT_SET", id="registry-password-variable-missing"),
-        pytest.param('[server]\nwebhook_secret_file = "absent"\n', {},
-                     "server.webhook_secret_file", "absent", id="server-webhook-secret-file-missing"),
-        pytest.param('[server]\ntoken_env = "X"\ntoken_file = "tok"\n', {"tok": "x\n"},
-                     "server.token_env", "token_file", id="server-token-env-and-file"),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "NOT_SET"\n',
+            {},
+            "awx.production.token_env",
+            "NOT_SET",
+            id="awx-token-variable-missing",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "absent"\n',
+            {},
+            "awx.production.token_file",
+            "absent",
+            id="awx-token-file-missing",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "empty"\n',
+            {"empty": ""},
+            "awx.production.token_file",
+            "empty",
+            id="awx-token-file-empty",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "blank"\n',
+            {"blank": "\n"},
+            "awx.production.token_file",
+            "empty",
+            id="awx-token-file-only-a-newline",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\ntoken_file = "tok"\n',
+            {"tok": "x\n"},
+            "awx.production.token_env",
+            "token_file",
+            id="awx-token-env-and-file",
+        ),
+        pytest.param(
+            '[registries."docker.io"]\nusername_env = "HUB_USER"\npassword_env = "NOT_SET"\n',
+            {},
+            'registries."docker.io".password_env',
+            "NOT_SET",
+            id="registry-password-variable-missing",
+        ),
+        pytest.param(
+            '[server]\nwebhook_secret_file = "absent"\n',
+            {},
+            "server.webhook_secret_file",
+            "absent",
+            id="server-webhook-secret-file-missing",
+        ),
+        pytest.param(
+            '[server]\ntoken_env = "X"\ntoken_file = "tok"\n',
+            {"tok": "x\n"},
+            "server.token_env",
+            "token_file",
+            id="server-token-env-and-file",
+        ),
     ],
 )
 def test_unresolvable_secrets_are_rejected_naming_the_key_path(
@@ -435,17 +480,28 @@ def test_secret_never_shows_its_value_in_repr_or_str(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env"),
     [
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\n'
-                     'username_env = "AWX_USER"\npassword_env = "AWX_PASSWORD"\n',
-                     {"AWX_TOKEN": TOKEN, "AWX_USER": "sekrit-user-1", "AWX_PASSWORD": "sekrit-password-2"},
-                     id="awx-token-and-password-both-given"),
-        pytest.param('[awx.production]\nurl = "https://awx.example.org"\nusername_env = "AWX_USER"\n',
-                     {"AWX_USER": "sekrit-user-1"}, id="awx-username-without-password"),
-        pytest.param('[registries."docker.io"]\nusername_env = "HUB_USER"\n',
-                     {"HUB_USER": "sekrit-user-1"}, id="registry-username-without-password"),
-        pytest.param(AWX + '[awx.production.extra]\nx = 1\n', ENV, id="later-error-in-the-same-section"),
-        pytest.param(AWX + awx_watch('kind = "awx"\nawx = "production"\ntemplate = 0'), ENV,
-                     id="error-in-a-watch-using-the-secret"),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\n'
+            'username_env = "AWX_USER"\npassword_env = "AWX_PASSWORD"\n',
+            {"AWX_TOKEN": TOKEN, "AWX_USER": "sekrit-user-1", "AWX_PASSWORD": "sekrit-password-2"},
+            id="awx-token-and-password-both-given",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\nusername_env = "AWX_USER"\n',
+            {"AWX_USER": "sekrit-user-1"},
+            id="awx-username-without-password",
+        ),
+        pytest.param(
+            '[registries."docker.io"]\nusername_env = "HUB_USER"\n',
+            {"HUB_USER": "sekrit-user-1"},
+            id="registry-username-without-password",
+        ),
+        pytest.param(AWX + "[awx.production.extra]\nx = 1\n", ENV, id="later-error-in-the-same-section"),
+        pytest.param(
+            AWX + awx_watch('kind = "awx"\nawx = "production"\ntemplate = 0'),
+            ENV,
+            id="error-in-a-watch-using-the-secret",
+        ),
     ],
 )
 def test_config_errors_never_show_a_secret_value(tmp_path: Path, text: str, env: dict[str, str]) -> None:
@@ -468,22 +524,38 @@ def _rejections() -> list[object]:
         p('colour = "blue"\n', "colour", "unknown key", id="unknown-top-level-key"),
         p('[reconciler]\nintervall = "5m"\n', "reconciler.intervall", "unknown key", id="unknown-key-in-reconciler"),
         p(watch(w + 'tag = "latest"\nsettel = "1m"'), "watch[0].settel", "unknown key", id="unknown-key-in-watch"),
-        p(AWX + WATCH + awx_watch(awx_action + 'template = "T"\ntemplat = "T"', name="w2"),
-          "watch[1].action.templat", "unknown key", id="unknown-key-in-action-beside-template"),
-        p(AWX + WATCH + awx_watch(awx_action + 'templat = "T"', name="w2"),
-          "watch[1].action.templat", "unknown key", id="unknown-key-in-action-misspelling-template"),
-        p(AWX + '[awx.production.extra]\nx = 1\n', "awx.production.extra", "unknown key", id="unknown-key-in-awx"),
+        p(
+            AWX + WATCH + awx_watch(awx_action + 'template = "T"\ntemplat = "T"', name="w2"),
+            "watch[1].action.templat",
+            "unknown key",
+            id="unknown-key-in-action-beside-template",
+        ),
+        p(
+            AWX + WATCH + awx_watch(awx_action + 'templat = "T"', name="w2"),
+            "watch[1].action.templat",
+            "unknown key",
+            id="unknown-key-in-action-misspelling-template",
+        ),
+        p(AWX + "[awx.production.extra]\nx = 1\n", "awx.production.extra", "unknown key", id="unknown-key-in-awx"),
         p('[server]\nlistn = "127.0.0.1:80"\n', "server.listn", "unknown key", id="unknown-key-in-server"),
         p('[kubernetes]\ncontxt = "x"\n', "kubernetes.contxt", "unknown key", id="unknown-key-in-kubernetes"),
-        p(watch(w + 'tags = { pattern = "^x$", rnage = ">=1" }'), "watch[0].tags.rnage", "unknown key",
-          id="unknown-key-in-tags-table"),
+        p(
+            watch(w + 'tags = { pattern = "^x$", rnage = ">=1" }'),
+            "watch[0].tags.rnage",
+            "unknown key",
+            id="unknown-key-in-tags-table",
+        ),
         # wrong types
         p("[reconciler]\ninterval = 5\n", "reconciler.interval", "duration", id="interval-a-number"),
         p('[reconciler]\nmax_attempts = "3"\n', "reconciler.max_attempts", "whole number", id="max-attempts-string"),
         p("[reconciler]\nmax_attempts = 0\n", "reconciler.max_attempts", "whole number", id="max-attempts-zero"),
         p("[reconciler]\nmax_attempts = true\n", "reconciler.max_attempts", "whole number", id="max-attempts-bool"),
-        p(watch(w + 'tag = "latest"\nmax_attempts = 0'), "watch[0].max_attempts", "whole number",
-          id="watch-max-attempts-zero"),
+        p(
+            watch(w + 'tag = "latest"\nmax_attempts = 0'),
+            "watch[0].max_attempts",
+            "whole number",
+            id="watch-max-attempts-zero",
+        ),
         p(watch('name = 3\nimage = "xchem/x"\ntag = "latest"'), "watch[0].name", "string", id="name-a-number"),
         p('reconciler = "yes"\n', "reconciler", "table", id="reconciler-not-a-table"),
         p('watch = "w"\n', "watch", "[[watch]]", id="watch-not-an-array-of-tables"),
@@ -501,68 +573,154 @@ def _rejections() -> list[object]:
         p(watch(w + 'tag = ""'), "watch[0].tag", "string", id="tag-empty"),
         p(watch(w + f'tag = "{"x" * 129}"'), "watch[0].tag", "128", id="tag-too-long"),
         # images and names
-        p(watch('name = "w"\nimage = "Xchem/UPPER"\ntag = "latest"'), "watch[0].image", "Xchem/UPPER",
-          id="image-upper-case"),
-        p(watch('name = "w"\nimage = "xchem/stack:latest"\ntag = "latest"'), "watch[0].image", "tag",
-          id="image-with-tag"),
-        p(watch(f'name = "w"\nimage = "xchem/stack@sha256:{"a" * 64}"\ntag = "latest"'), "watch[0].image", "digest",
-          id="image-with-digest"),
+        p(
+            watch('name = "w"\nimage = "Xchem/UPPER"\ntag = "latest"'),
+            "watch[0].image",
+            "Xchem/UPPER",
+            id="image-upper-case",
+        ),
+        p(
+            watch('name = "w"\nimage = "xchem/stack:latest"\ntag = "latest"'),
+            "watch[0].image",
+            "tag",
+            id="image-with-tag",
+        ),
+        p(
+            watch(f'name = "w"\nimage = "xchem/stack@sha256:{"a" * 64}"\ntag = "latest"'),
+            "watch[0].image",
+            "digest",
+            id="image-with-digest",
+        ),
         p(watch('name = "w"\ntag = "latest"'), "watch[0].image", "required", id="image-missing"),
         p(watch('image = "xchem/x"\ntag = "latest"'), "watch[0].name", "required", id="name-missing"),
-        p(watch('name = "has space"\nimage = "xchem/x"\ntag = "latest"'), "watch[0]", "has space",
-          id="name-with-space"),
+        p(
+            watch('name = "has space"\nimage = "xchem/x"\ntag = "latest"'),
+            "watch[0]",
+            "has space",
+            id="name-with-space",
+        ),
         p(WATCH + WATCH, "watch[1].name", "'w'", id="duplicate-watch-names"),
         # actions
         p(AWX + awx_watch('kind = "helm"'), "watch[0].action.kind", "statefulset", id="action-kind-unknown"),
-        p(AWX + awx_watch('awx = "production"\ntemplate = "T"'), "watch[0].action.kind", "required",
-          id="action-kind-missing"),
-        p(AWX + awx_watch('kind = "awx"\nawx = "staging"\ntemplate = "T"'), "watch[0].action.awx", "[awx.staging]",
-          id="action-awx-undefined"),
-        p(awx_watch('kind = "awx"\nawx = "production"\ntemplate = "T"'), "watch[0].action.awx", "[awx.production]",
-          id="action-awx-without-any-awx-section"),
+        p(
+            AWX + awx_watch('awx = "production"\ntemplate = "T"'),
+            "watch[0].action.kind",
+            "required",
+            id="action-kind-missing",
+        ),
+        p(
+            AWX + awx_watch('kind = "awx"\nawx = "staging"\ntemplate = "T"'),
+            "watch[0].action.awx",
+            "[awx.staging]",
+            id="action-awx-undefined",
+        ),
+        p(
+            awx_watch('kind = "awx"\nawx = "production"\ntemplate = "T"'),
+            "watch[0].action.awx",
+            "[awx.production]",
+            id="action-awx-without-any-awx-section",
+        ),
         p(AWX + awx_watch(awx_action + "template = 0"), "watch[0].action.template", "template", id="template-zero"),
         p(AWX + awx_watch(awx_action + 'template = ""'), "watch[0].action.template", "template", id="template-empty"),
-        p(AWX + awx_watch(awx_action + "template = 1.5"), "watch[0].action.template", "template",
-          id="template-float"),
-        p(AWX + awx_watch(awx_action + "template = true"), "watch[0].action.template", "template",
-          id="template-bool"),
-        p(AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { stack_image_tag = "{nope}" }'),
-          "watch[0].action.extra_vars.stack_image_tag", "{nope}", id="extra-vars-unknown-placeholder"),
-        p(AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { stack_image_tag = "{tag" }'),
-          "watch[0].action.extra_vars.stack_image_tag", "{tag", id="extra-vars-unclosed-brace"),
-        p(AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { stack_image_tag = "tag}" }'),
-          "watch[0].action.extra_vars.stack_image_tag", "tag}", id="extra-vars-stray-closing-brace"),
-        p(AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { tags = ["a"] }'),
-          "watch[0].action.extra_vars.tags", "string", id="extra-vars-array-value"),
-        p(awx_watch('kind = "statefulset"\nnamespace = "ns"\nname = "stack"'), "watch[0].action.container",
-          "required", id="statefulset-container-missing"),
-        p(awx_watch('kind = "statefulset"\nnamespace = "ns"\nname = "s"\ncontainer = "c"\nmode = "bounce"'),
-          "watch[0].action.mode", '"pin"', id="statefulset-mode-unknown"),
-        p(awx_watch('kind = "statefulset"\nnamespace = "ns"\nname = "s"\ncontainer = "c"\ntimeout = "15"'),
-          "watch[0].action.timeout", "duration", id="statefulset-timeout-without-unit"),
+        p(AWX + awx_watch(awx_action + "template = 1.5"), "watch[0].action.template", "template", id="template-float"),
+        p(AWX + awx_watch(awx_action + "template = true"), "watch[0].action.template", "template", id="template-bool"),
+        p(
+            AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { stack_image_tag = "{nope}" }'),
+            "watch[0].action.extra_vars.stack_image_tag",
+            "{nope}",
+            id="extra-vars-unknown-placeholder",
+        ),
+        p(
+            AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { stack_image_tag = "{tag" }'),
+            "watch[0].action.extra_vars.stack_image_tag",
+            "{tag",
+            id="extra-vars-unclosed-brace",
+        ),
+        p(
+            AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { stack_image_tag = "tag}" }'),
+            "watch[0].action.extra_vars.stack_image_tag",
+            "tag}",
+            id="extra-vars-stray-closing-brace",
+        ),
+        p(
+            AWX + awx_watch(awx_action + 'template = "T"\nextra_vars = { tags = ["a"] }'),
+            "watch[0].action.extra_vars.tags",
+            "string",
+            id="extra-vars-array-value",
+        ),
+        p(
+            awx_watch('kind = "statefulset"\nnamespace = "ns"\nname = "stack"'),
+            "watch[0].action.container",
+            "required",
+            id="statefulset-container-missing",
+        ),
+        p(
+            awx_watch('kind = "statefulset"\nnamespace = "ns"\nname = "s"\ncontainer = "c"\nmode = "bounce"'),
+            "watch[0].action.mode",
+            '"pin"',
+            id="statefulset-mode-unknown",
+        ),
+        p(
+            awx_watch('kind = "statefulset"\nnamespace = "ns"\nname = "s"\ncontainer = "c"\ntimeout = "15"'),
+            "watch[0].action.timeout",
+            "duration",
+            id="statefulset-timeout-without-unit",
+        ),
         # AWX servers, registries, server, database
         p('[awx.production]\nurl = "https://awx.example.org"\n', "awx.production", "token", id="awx-no-credentials"),
-        p('[awx.production]\nurl = "https://awx.example.org"\nusername_env = "AWX_TOKEN"\n', "awx.production",
-          "password", id="awx-username-without-password"),
+        p(
+            '[awx.production]\nurl = "https://awx.example.org"\nusername_env = "AWX_TOKEN"\n',
+            "awx.production",
+            "password",
+            id="awx-username-without-password",
+        ),
         p('[awx.production]\ntoken_env = "AWX_TOKEN"\n', "awx.production.url", "required", id="awx-url-missing"),
-        p('[awx.production]\nurl = "ftp://awx.example.org"\ntoken_env = "AWX_TOKEN"\n', "awx.production.url",
-          "http", id="awx-url-not-http"),
-        p('[awx.production]\nurl = "awx.example.org"\ntoken_env = "AWX_TOKEN"\n', "awx.production.url", "http",
-          id="awx-url-without-scheme"),
-        p('[registries."docker.io"]\nusername_env = "AWX_TOKEN"\n', 'registries."docker.io"', "password",
-          id="registry-username-without-password"),
-        p('[registries."ghcr.io"]\nurl = "127.0.0.1:5000"\n', 'registries."ghcr.io".url', "http",
-          id="registry-url-not-http"),
+        p(
+            '[awx.production]\nurl = "ftp://awx.example.org"\ntoken_env = "AWX_TOKEN"\n',
+            "awx.production.url",
+            "http",
+            id="awx-url-not-http",
+        ),
+        p(
+            '[awx.production]\nurl = "awx.example.org"\ntoken_env = "AWX_TOKEN"\n',
+            "awx.production.url",
+            "http",
+            id="awx-url-without-scheme",
+        ),
+        p(
+            '[registries."docker.io"]\nusername_env = "AWX_TOKEN"\n',
+            'registries."docker.io"',
+            "password",
+            id="registry-username-without-password",
+        ),
+        p(
+            '[registries."ghcr.io"]\nurl = "127.0.0.1:5000"\n',
+            'registries."ghcr.io".url',
+            "http",
+            id="registry-url-not-http",
+        ),
         p('[server]\nlisten = "8080"\n', "server.listen", "host:port", id="listen-port-only"),
         p('[server]\nlisten = "localhost:70000"\n', "server.listen", "host:port", id="listen-port-too-large"),
         p('[server]\nlisten = "localhost:http"\n', "server.listen", "host:port", id="listen-port-not-a-number"),
         p('[reconciler]\ndatabase = "not a url"\n', "reconciler.database", "database URL", id="database-not-a-url"),
-        p('[reconciler]\ndatabase = "postgresql+psycopg://u:db-sekrit-pw@db:port/x"\n', "reconciler.database",
-          "database URL", id="database-port-not-a-number"),
-        p('[reconciler]\nfirst_seen = "sometimes"\n', "reconciler.first_seen", '"baseline", "deploy"',
-          id="first-seen-unknown"),
-        p(watch(w + 'tag = "latest"\nfirst_seen = "sometimes"'), "watch[0].first_seen", '"baseline", "deploy"',
-          id="watch-first-seen-unknown"),
+        p(
+            '[reconciler]\ndatabase = "postgresql+psycopg://u:db-sekrit-pw@db:port/x"\n',
+            "reconciler.database",
+            "database URL",
+            id="database-port-not-a-number",
+        ),
+        p(
+            '[reconciler]\nfirst_seen = "sometimes"\n',
+            "reconciler.first_seen",
+            '"baseline", "deploy"',
+            id="first-seen-unknown",
+        ),
+        p(
+            watch(w + 'tag = "latest"\nfirst_seen = "sometimes"'),
+            "watch[0].first_seen",
+            '"baseline", "deploy"',
+            id="watch-first-seen-unknown",
+        ),
     ]
 
 
@@ -591,8 +749,10 @@ def test_an_unknown_key_with_a_newline_in_its_name_is_still_reported_on_one_line
 
 
 def test_tags_table_with_pattern_and_range_loads_and_describes_itself(tmp_path: Path) -> None:
-    text = watch('name = "w"\nimage = "xchem/x"\ntags = { pattern = "^v?\\\\d+\\\\.\\\\d+\\\\.\\\\d+$", '
-                 'range = ">=2026.1.0,<2027" }')
+    text = watch(
+        'name = "w"\nimage = "xchem/x"\ntags = { pattern = "^v?\\\\d+\\\\.\\\\d+\\\\.\\\\d+$", '
+        'range = ">=2026.1.0,<2027" }'
+    )
 
     (w,) = load(tmp_path, text).watches
 
@@ -642,14 +802,20 @@ def test_statefulset_action_loads_with_its_defaults(tmp_path: Path) -> None:
 
     (w,) = load(tmp_path, text).watches
 
-    assert w.action == model.StatefulSetAction(namespace="staging-stack", name="stack", container="stack",
-                                               mode=model.RolloutMode.RESTART, timeout=timedelta(minutes=15))
+    assert w.action == model.StatefulSetAction(
+        namespace="staging-stack",
+        name="stack",
+        container="stack",
+        mode=model.RolloutMode.RESTART,
+        timeout=timedelta(minutes=15),
+    )
 
 
 def test_awx_template_may_be_a_numeric_id_and_extra_vars_use_every_placeholder(tmp_path: Path) -> None:
     placeholders = "{image} {tag} {digest} {previous_tag} {previous_digest} {watch} {{literal}}"
-    text = AWX + awx_watch(f'kind = "awx"\nawx = "production"\ntemplate = 42\n'
-                           f'extra_vars = {{ all = "{placeholders}", n = 1, b = true }}')
+    text = AWX + awx_watch(
+        f'kind = "awx"\nawx = "production"\ntemplate = 42\nextra_vars = {{ all = "{placeholders}", n = 1, b = true }}'
+    )
 
     (w,) = load(tmp_path, text).watches
 

@@ -12,8 +12,6 @@ from sqlalchemy import Engine, inspect
 
 from reconciler.store import schema, tables
 
-pytest_plugins = ["tests.support.databases"]
-
 TABLES = {"watch_state", "observations", "actions", "leases", "runs"}
 
 

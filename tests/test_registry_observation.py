@@ -270,14 +270,21 @@ def test_a_malformed_tag_list_is_one_clear_error(body: bytes) -> None:
         pytest.param(
             'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
             'scope="repository:samalba/my-app:pull,push"',
-            {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-             "scope": "repository:samalba/my-app:pull,push"},
+            {
+                "realm": "https://auth.docker.io/token",
+                "service": "registry.docker.io",
+                "scope": "repository:samalba/my-app:pull,push",
+            },
             id="docker-hub-with-comma-in-scope",
         ),
         pytest.param(
             'Bearer realm="http://127.0.0.1/token",service="test",scope="repository:a:pull",error="invalid_token"',
-            {"realm": "http://127.0.0.1/token", "service": "test", "scope": "repository:a:pull",
-             "error": "invalid_token"},
+            {
+                "realm": "http://127.0.0.1/token",
+                "service": "test",
+                "scope": "repository:a:pull",
+                "error": "invalid_token",
+            },
             id="with-error",
         ),
         pytest.param('Basic realm="basic-realm"', {"realm": "basic-realm"}, id="basic"),

@@ -13,8 +13,6 @@ from sqlalchemy.exc import IntegrityError
 from reconciler import decide, errors, model
 from reconciler.store import queries, tables
 
-pytest_plugins = ["tests.support.databases"]
-
 T0 = datetime(2026, 8, 3, 12, 0, 0, 123456, tzinfo=UTC)
 IMAGE = model.ImageRef.parse("example/app")
 Verdict = model.Verdict

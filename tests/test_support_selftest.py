@@ -85,8 +85,12 @@ def test_anonymous_token_cannot_push(token_registry: TokenRegistry) -> None:
 
 def test_token_server_rejects_wrong_credentials(token_registry: TokenRegistry) -> None:
     tokens = token_registry.tokens
-    resp = requests.get(tokens.realm, params={"service": tokens.service, "scope": "repository:tok/app:pull"},
-                        auth=("alice", "wrong"), timeout=5)
+    resp = requests.get(
+        tokens.realm,
+        params={"service": tokens.service, "scope": "repository:tok/app:pull"},
+        auth=("alice", "wrong"),
+        timeout=5,
+    )
     assert resp.status_code == 401
     assert resp.json() == {"details": "incorrect username or password"}
     assert tokens.requests[-1] == (["repository:tok/app:pull"], "alice")

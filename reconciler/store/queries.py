@@ -147,8 +147,15 @@ class Store:
             query = query.where(o.c.watch == watch)
         with self._begin("read the history") as conn:
             return [
-                HistoryEntry(at=r.at, watch=r.watch, verdict=r.verdict, tag=r.tag, digest=r.digest, error=r.error,
-                             reason=r.reason)
+                HistoryEntry(
+                    at=r.at,
+                    watch=r.watch,
+                    verdict=r.verdict,
+                    tag=r.tag,
+                    digest=r.digest,
+                    error=r.error,
+                    reason=r.reason,
+                )
                 for r in conn.execute(query)
             ]
 
@@ -158,8 +165,13 @@ class Store:
             row = conn.execute(select(r).order_by(r.c.id.desc()).limit(1)).first()
         if row is None:
             return None
-        return RunRecord(started_at=row.started_at, finished_at=row.finished_at, checked=row.checked,
-                         errors=row.errors, summary=row.summary)
+        return RunRecord(
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            checked=row.checked,
+            errors=row.errors,
+            summary=row.summary,
+        )
 
     # The lease: one acting instance per database. Portable: a conditional UPDATE, else an INSERT that the
     # primary key makes fail when another holder got there first.

@@ -58,8 +58,7 @@ def free_port() -> int:
 class LocalRegistry:
     """`docker-registry serve` on 127.0.0.1:<free port>; config, `data/` and log under `directory`."""
 
-    def __init__(self, directory: Path | str, *, token: TokenConfig | None = None,
-                 binary: str | None = None) -> None:
+    def __init__(self, directory: Path | str, *, token: TokenConfig | None = None, binary: str | None = None) -> None:
         self.directory = Path(directory)
         self.token = token
         self.binary = binary or shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -79,10 +78,17 @@ class LocalRegistry:
         return self._proc.pid
 
     def config(self) -> dict[str, Any]:
-        storage = {"filesystem": {"rootdirectory": str(self.directory / "data")}, "delete": {"enabled": True},
-                   "cache": {"blobdescriptor": "inmemory"}}
-        cfg: dict[str, Any] = {"version": "0.1", "log": {"level": "error", "accesslog": {"disabled": True}},
-                               "storage": storage, "http": {"addr": self.host, "secret": "test-only-secret"}}
+        storage = {
+            "filesystem": {"rootdirectory": str(self.directory / "data")},
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+        }
+        cfg: dict[str, Any] = {
+            "version": "0.1",
+            "log": {"level": "error", "accesslog": {"disabled": True}},
+            "storage": storage,
+            "http": {"addr": self.host, "secret": "test-only-secret"},
+        }
         if self.token is not None:
             cfg["auth"] = {"token": dataclasses.asdict(self.token)}
         return cfg
@@ -94,8 +100,13 @@ class LocalRegistry:
             cfg_path = self.directory / "config.yml"
             cfg_path.write_text(json.dumps(self.config(), indent=2))  # JSON is valid YAML
             with open(self.log_path, "ab") as log:
-                self._proc = subprocess.Popen([self.binary, "serve", str(cfg_path)], stdin=subprocess.DEVNULL,
-                                              stdout=log, stderr=subprocess.STDOUT, env=env)
+                self._proc = subprocess.Popen(
+                    [self.binary, "serve", str(cfg_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
             try:
                 self._wait_ready()
                 return self
@@ -140,8 +151,9 @@ class LocalRegistry:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -165,8 +177,14 @@ def _layer() -> tuple[bytes, str]:
 
 
 def _image_config(label: str, arch: str, diff_id: str) -> bytes:
-    return _dumps({"architecture": arch, "os": "linux", "config": {"Labels": {"test.label": label}},
-                   "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+    return _dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Labels": {"test.label": label}},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    )
 
 
 def _session(session: requests.Session | None) -> AbstractContextManager[requests.Session]:
@@ -185,19 +203,26 @@ def _upload_blob(s: requests.Session, base: str, repo: str, data: bytes) -> dict
     digest = _digest(data)
     started = _check(s.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT), f"POST upload {repo}")
     location = started.headers["Location"]
-    _check(s.put(f"{location}&digest={digest}", data=data, timeout=TIMEOUT,
-                 headers={"Content-Type": "application/octet-stream"}), f"PUT blob {repo}")
+    _check(
+        s.put(
+            f"{location}&digest={digest}",
+            data=data,
+            timeout=TIMEOUT,
+            headers={"Content-Type": "application/octet-stream"},
+        ),
+        f"PUT blob {repo}",
+    )
     return {"digest": digest, "size": len(data)}
 
 
 def _put_manifest(s: requests.Session, base: str, repo: str, ref: str, body: bytes, media_type: str) -> str:
-    resp = s.put(f"{base}/v2/{repo}/manifests/{ref}", data=body, headers={"Content-Type": media_type},
-                 timeout=TIMEOUT)
+    resp = s.put(f"{base}/v2/{repo}/manifests/{ref}", data=body, headers={"Content-Type": media_type}, timeout=TIMEOUT)
     return str(_check(resp, f"PUT manifest {repo}:{ref}").headers["Docker-Content-Digest"])
 
 
-def _image_manifest(s: requests.Session, base: str, repo: str, *, label: str, arch: str,
-                    docker: bool) -> tuple[bytes, str]:
+def _image_manifest(
+    s: requests.Session, base: str, repo: str, *, label: str, arch: str, docker: bool
+) -> tuple[bytes, str]:
     layer, diff_id = _layer()
     config = _upload_blob(s, base, repo, _image_config(label, arch, diff_id))
     blob = _upload_blob(s, base, repo, layer)
@@ -213,30 +238,35 @@ def _image_manifest(s: requests.Session, base: str, repo: str, *, label: str, ar
     return _dumps(body), media_type
 
 
-def push_schema2(base: str, repo: str, tag: str, *, label: str,
-                 session: requests.Session | None = None) -> str:
+def push_schema2(base: str, repo: str, tag: str, *, label: str, session: requests.Session | None = None) -> str:
     """Push a Docker schema-2 image (config + one layer) as `repo:tag`; returns the manifest digest."""
     with _session(session) as s:
         body, media_type = _image_manifest(s, base, repo, label=label, arch="amd64", docker=True)
         return _put_manifest(s, base, repo, tag, body, media_type)
 
 
-def push_oci_index(base: str, repo: str, tag: str, *, label: str,
-                   session: requests.Session | None = None) -> str:
+def push_oci_index(base: str, repo: str, tag: str, *, label: str, session: requests.Session | None = None) -> str:
     """Push linux/amd64 + linux/arm64 OCI manifests by digest, then an OCI index; returns its digest."""
     children = []
     with _session(session) as s:
         for arch in ("amd64", "arm64"):
             body, media_type = _image_manifest(s, base, repo, label=label, arch=arch, docker=False)
             digest = _put_manifest(s, base, repo, _digest(body), body, media_type)
-            children.append({"mediaType": media_type, "digest": digest, "size": len(body),
-                             "platform": {"architecture": arch, "os": "linux"}})
+            children.append(
+                {
+                    "mediaType": media_type,
+                    "digest": digest,
+                    "size": len(body),
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+            )
         index = _dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})
         return _put_manifest(s, base, repo, tag, index, OCI_INDEX)
 
 
-def push_many(base: str, repo: str, tags: Sequence[str], *, label: str, threads: int = 16,
-              session: requests.Session | None = None) -> dict[str, str]:
+def push_many(
+    base: str, repo: str, tags: Sequence[str], *, label: str, threads: int = 16, session: requests.Session | None = None
+) -> dict[str, str]:
     """Push a distinct OCI manifest per tag (same two blobs, an annotation varies); returns tag -> digest.
 
     A given `session` is shared by all threads, so its auth handler must be thread-safe.

@@ -40,14 +40,21 @@ def _make_key_and_cert(directory: Path, cn: str) -> tuple[ec.EllipticCurvePrivat
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "key-ES256.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (directory / "key-ES256.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     (directory / "cert-ES256.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
@@ -55,10 +62,17 @@ def _make_key_and_cert(directory: Path, cn: str) -> tuple[ec.EllipticCurvePrivat
 class TokenServer:
     """`GET <realm>?service=…&scope=…` → `{"token", "access_token", "expires_in", "issued_at"}`."""
 
-    def __init__(self, directory: Path | str, *, users: Mapping[str, str] | None = None,
-                 public: set[str] | None = None, service: str = "test-registry",
-                 issuer: str = "test-token-issuer", expires_in: int = 300,
-                 minimal_body: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        users: Mapping[str, str] | None = None,
+        public: set[str] | None = None,
+        service: str = "test-registry",
+        issuer: str = "test-token-issuer",
+        expires_in: int = 300,
+        minimal_body: bool = False,
+    ) -> None:
         self.directory = Path(directory)
         self.users = dict(users or {})
         self.public = public  # None: anonymous pull on every repository
@@ -80,8 +94,9 @@ class TokenServer:
         """The registry's `auth.token` section pointing at this server."""
         if not self.realm:
             raise RuntimeError("start() the token server first: the realm has no port yet")
-        return TokenConfig(realm=self.realm, service=self.service, issuer=self.issuer,
-                           rootcertbundle=str(self.cert_path))
+        return TokenConfig(
+            realm=self.realm, service=self.service, issuer=self.issuer, rootcertbundle=str(self.cert_path)
+        )
 
     def allowed(self, user: str | None, rtype: str, name: str) -> set[str]:
         if rtype == "repository":
@@ -107,13 +122,25 @@ class TokenServer:
     def issue(self, user: str | None, scopes: list[str]) -> dict[str, Any]:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         ts = int(now.timestamp())
-        claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "exp": ts + self.expires_in,
-                  "nbf": ts - 10, "iat": ts, "jti": secrets.token_hex(16), "access": self.grant(user, scopes)}
+        claims = {
+            "iss": self.issuer,
+            "sub": user or "",
+            "aud": self.service,
+            "exp": ts + self.expires_in,
+            "nbf": ts - 10,
+            "iat": ts,
+            "jti": secrets.token_hex(16),
+            "access": self.grant(user, scopes),
+        }
         token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": self._x5c})
         if self.minimal_body:
             return {"token": token}
-        return {"token": token, "access_token": token, "expires_in": self.expires_in,
-                "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {
+            "token": token,
+            "access_token": token,
+            "expires_in": self.expires_in,
+            "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
 
     def handle(self, query: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
         """One /token request: (status, JSON body)."""
@@ -156,8 +183,9 @@ class TokenServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
