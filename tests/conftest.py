@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 from typing import NoReturn
 
+import bcrypt
 import psycopg
 import pytest
 
@@ -59,3 +60,14 @@ def postgres_url() -> str:
     except psycopg.Error as exc:
         _unavailable(f"PostgreSQL at {url} does not answer ({exc}); start it or set {URL_ENV}")
     return url
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A registry behind HTTP Basic auth (htpasswd, bcrypt cost 4 as registry.md advises): user bob/hunter2."""
+    _need_registry_binary()
+    base = tmp_path_factory.mktemp("basic-registry")
+    htpasswd = base / "htpasswd"
+    htpasswd.write_text("bob:" + bcrypt.hashpw(b"hunter2", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    with LocalRegistry(base / "registry", htpasswd=htpasswd) as reg:
+        yield reg

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import requests
 from reconciler import app, config, errors, model
 from reconciler.registry import auth, client
 from tests.fakes.hub import FakeHub
-from tests.support.registry import LocalRegistry, push_oci_index, push_schema2
+from tests.support.registry import LocalRegistry, push_many, push_oci_index, push_schema2
 from tests.support.token_server import TokenRegistry, authed_session
 
 STACK = model.ImageRef.parse("xchem/fragalysis-stack")
@@ -294,3 +295,57 @@ def test_challenges_are_parsed_with_commas_inside_quotes(header: str, expected: 
     challenge = auth.parse_challenge(header)
     assert challenge is not None
     assert dict(challenge.params) == expected
+
+
+def test_a_basic_auth_registry_works_with_credentials_and_refuses_without(basic_registry: LocalRegistry) -> None:
+    pushing = requests.Session()
+    pushing.auth = ("bob", "hunter2")
+    digest = push_schema2(basic_registry.base, "basic/app", "latest", label="a", session=pushing)
+    image = model.ImageRef.parse("basic/app")
+    reg = _client(basic_registry.base, username="bob", password="hunter2")
+    assert reg.digest(image, "latest") == digest
+    assert reg.digest(image, "latest") == digest
+    assert reg.requests[("docker.io", "HEAD", 401)] == 1  # the scheme is learnt once, then sent up front
+    with pytest.raises(errors.RegistryAuthError, match="needs a username and password"):
+        _client(basic_registry.base).digest(image, "latest")
+    with pytest.raises(errors.RegistryAuthError, match="refused access") as caught:
+        _client(basic_registry.base, username="bob", password="not-hunter2-xyz").digest(image, "latest")
+    assert "not-hunter2-xyz" not in str(caught.value)
+
+
+def test_concurrent_first_checks_of_one_repository_share_one_token(token_registry: TokenRegistry) -> None:
+    base = token_registry.registry.base
+    tags = [f"t{i}" for i in range(40)]
+    digests = push_many(base, "tok/concurrent", tags, label="c", session=authed_session("alice", "s3cret"))
+    before = token_registry.tokens.requests_total
+    reg = _client(base)
+    image = model.ImageRef.parse("tok/concurrent")
+    with ThreadPoolExecutor(16) as pool:
+        found = dict(zip(tags, pool.map(lambda t: reg.digest(image, t), tags), strict=True))
+    assert found == digests
+    assert token_registry.tokens.requests_total - before == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "registry", "repository"),
+    [
+        pytest.param("xchem/fragalysis-stack", "docker.io", "xchem/fragalysis-stack", id="hub-user-repo"),
+        pytest.param("busybox", "docker.io", "library/busybox", id="official-image"),
+        pytest.param("docker.io/xchem/fragalysis-stack", "docker.io", "xchem/fragalysis-stack", id="docker-io-prefix"),
+        pytest.param("docker.io/busybox", "docker.io", "library/busybox", id="docker-io-official"),
+        pytest.param("index.docker.io/xchem/x", "docker.io", "xchem/x", id="index-alias"),
+        pytest.param("localhost:5000/foo/bar", "localhost:5000", "foo/bar", id="localhost-port"),
+        pytest.param("localhost/foo", "localhost", "foo", id="localhost"),
+        pytest.param("ghcr.io/org/img", "ghcr.io", "org/img", id="ghcr"),
+        pytest.param("127.0.0.1:5000/a/b", "127.0.0.1:5000", "a/b", id="ip-port"),
+    ],
+)
+def test_image_names_are_normalised_as_docker_does(name: str, registry: str, repository: str) -> None:
+    ref = model.ImageRef.parse(name)
+    assert (ref.registry, ref.repository) == (registry, repository)
+
+
+def test_docker_hub_is_served_by_registry_1() -> None:
+    assert client.api_base("docker.io", {}) == "https://registry-1.docker.io"
+    assert client.api_base("ghcr.io", {}) == "https://ghcr.io"
+    assert client.api_base("docker.io", {"docker.io": "http://127.0.0.1:5000/"}) == "http://127.0.0.1:5000"

@@ -99,6 +99,7 @@ class Authenticator:
         self._lock = threading.Lock()
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+        self._fetching: dict[tuple[str, str, str, str], threading.Lock] = {}
         self._creds: dict[str, Credentials | None] = {}
         self.tokens_fetched = 0
 
@@ -123,8 +124,13 @@ class Authenticator:
             return {"Authorization": f"Bearer {cached[0]}"}
         return {}
 
-    def answer(self, *, registry: str, header: str | None, scope: str, image: str) -> dict[str, str]:
-        """The Authorization header that answers a 401's challenge (fetching a fresh token if bearer)."""
+    def answer(
+        self, *, registry: str, header: str | None, scope: str, image: str, rejected: str | None = None
+    ) -> dict[str, str]:
+        """The Authorization header that answers a 401's challenge; `rejected` is the header that got the 401.
+
+        Concurrent callers for one scope wait for a single token fetch and share its token.
+        """
         challenge = parse_challenge(header)
         if challenge is None or challenge.scheme not in ("bearer", "basic"):
             raise errors.RegistryAuthError(
@@ -139,19 +145,18 @@ class Authenticator:
                     f'[registries."{registry}"] username_env/password_env or log in with docker login'
                 )
             return _basic(creds)
-        token, lifetime = self._fetch_token(registry, challenge, scope, creds, image)
         key = self._key(registry, challenge, scope)
         with self._lock:
-            self._tokens[key] = (token, self._clock() + lifetime - TOKEN_MARGIN)
-        return {"Authorization": f"Bearer {token}"}
-
-    def forget(self, registry: str, scope: str) -> None:
-        """Drop the cached token after the registry rejected it (expired early, revoked, wrong scope)."""
-        challenge = self._challenges.get(registry)
-        if challenge is not None:
-            key = self._key(registry, challenge, scope)
+            fetching = self._fetching.setdefault(key, threading.Lock())
+        with fetching:
             with self._lock:
-                self._tokens.pop(key, None)
+                cached = self._tokens.get(key)
+            if cached and cached[1] > self._clock() and f"Bearer {cached[0]}" != rejected:
+                return {"Authorization": f"Bearer {cached[0]}"}  # another worker fetched it meanwhile
+            token, lifetime = self._fetch_token(registry, challenge, scope, creds, image)
+            with self._lock:
+                self._tokens[key] = (token, self._clock() + lifetime - TOKEN_MARGIN)
+        return {"Authorization": f"Bearer {token}"}
 
     def _key(self, registry: str, challenge: Challenge, scope: str) -> tuple[str, str, str, str]:
         creds = self._creds_for(registry)

@@ -119,10 +119,16 @@ class RegistryClient:
         headers = {"Accept": ACCEPT, **self._auth.cached_header(registry, scope)}
         response = self._request(method, url, headers=headers, registry=registry, what=what)
         if response.status_code == 401:
-            if "Authorization" in headers:
-                self._auth.forget(registry, scope)
             challenge = response.headers.get("WWW-Authenticate")
-            headers.update(self._auth.answer(registry=registry, header=challenge, scope=scope, image=str(image)))
+            headers.update(
+                self._auth.answer(
+                    registry=registry,
+                    header=challenge,
+                    scope=scope,
+                    image=str(image),
+                    rejected=headers.get("Authorization"),
+                )
+            )
             response = self._request(method, url, headers=headers, registry=registry, what=what)
             if response.status_code == 401:
                 raise errors.RegistryAuthError(

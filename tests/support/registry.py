@@ -58,9 +58,17 @@ def free_port() -> int:
 class LocalRegistry:
     """`docker-registry serve` on 127.0.0.1:<free port>; config, `data/` and log under `directory`."""
 
-    def __init__(self, directory: Path | str, *, token: TokenConfig | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        token: TokenConfig | None = None,
+        htpasswd: Path | None = None,
+        binary: str | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.token = token
+        self.htpasswd = htpasswd  # bcrypt htpasswd file: Basic auth instead of anonymous
         self.binary = binary or shutil.which("docker-registry") or "/usr/bin/docker-registry"
         self.log_path = self.directory / "registry.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -91,6 +99,8 @@ class LocalRegistry:
         }
         if self.token is not None:
             cfg["auth"] = {"token": dataclasses.asdict(self.token)}
+        elif self.htpasswd is not None:
+            cfg["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(self.htpasswd)}}
         return cfg
 
     def start(self) -> LocalRegistry:
