@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler import app, config  # noqa: E402
+from reconciler import app, config, model  # noqa: E402
 from reconciler.registry.client import ACCEPT  # noqa: E402
 from reconciler.store import queries, schema  # noqa: E402
 from tests.support.registry import LocalRegistry, push_many  # noqa: E402
@@ -111,8 +111,8 @@ def fmt(samples: Sequence[float]) -> str:
     return f"median {statistics.median(samples):7.3f} s   min {min(samples):7.3f} s"
 
 
-def verdicts(report: object) -> str:
-    counts = Counter(o.decision.verdict.value for o in getattr(report, "outcomes", ()))
+def verdicts(report: model.RunReport) -> str:
+    counts = Counter(o.decision.verdict.value for o in report.outcomes)
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
 
@@ -152,7 +152,7 @@ def bench(args: argparse.Namespace, work: Path) -> None:
             seq(), conc(), application.reconcile([], dry_run=True)  # warm-ups
             runs: dict[str, list[tuple[float, float]]] = {k: [] for k in ("pass", "dry", "seq", "conc")}
             per_pass: Counter[tuple[str, str, int]] = Counter()
-            last: list[object] = []
+            last: list[model.RunReport] = []
             for _ in range(args.rounds):  # interleaved so that drift of the machine hits every series alike
                 runs["seq"].append(timed(seq))
                 runs["conc"].append(timed(conc))
@@ -166,8 +166,7 @@ def bench(args: argparse.Namespace, work: Path) -> None:
             engine = application.db
             upgrade_s = statistics.median(timed(lambda: schema.upgrade(engine))[0] for _ in range(args.rounds))
             record_s = statistics.median(
-                timed(lambda: queries.Store(engine).record_pass(last[-1]))[0]  # type: ignore[arg-type]
-                for _ in range(args.rounds)
+                timed(lambda: queries.Store(engine).record_pass(last[-1]))[0] for _ in range(args.rounds)
             )
             states_s = statistics.median(
                 timed(lambda: queries.Store(engine).states([w.name for w in settings.watches]))[0]

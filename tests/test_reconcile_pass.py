@@ -82,6 +82,13 @@ def runner(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) 
     return run
 
 
+def _seed(registry: LocalRegistry, repo: str) -> str:
+    """What every watch of CONFIG needs: `latest` and a release in `repo`, `latest` in `repo`-frontend."""
+    push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
+    push_schema2(registry.base, repo, "1.0.0", label="rel")
+    return push_schema2(registry.base, repo, "latest", label="one")
+
+
 def _by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {w["name"]: w for w in document["watches"]}
 
@@ -181,9 +188,7 @@ def test_dry_run_writes_nothing_and_prints_what_it_would_do(
     registry: LocalRegistry, runner: Run, tmp_path: Path
 ) -> None:
     repo = "e2e/dryrun"
-    push_schema2(registry.base, repo, "latest", label="one")
-    push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
-    push_schema2(registry.base, repo, "1.0.0", label="rel")
+    _seed(registry, repo)
     db_file = tmp_path / "r.db"
     path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{db_file}", repo=repo)
 
@@ -204,9 +209,7 @@ def test_dry_run_writes_nothing_and_prints_what_it_would_do(
 
 def test_first_seen_deploy_acts_on_the_first_observation(registry: LocalRegistry, runner: Run, tmp_path: Path) -> None:
     repo = "e2e/firstdeploy"
-    push_schema2(registry.base, repo, "latest", label="one")
-    push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
-    push_schema2(registry.base, repo, "1.0.0", label="rel")
+    _seed(registry, repo)
     path = _write_config(
         tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, first_seen="deploy"
     )
@@ -242,9 +245,7 @@ def test_a_failing_watch_does_not_stop_the_others_and_exits_3(
 
 def test_status_answers_from_the_database_alone(registry: LocalRegistry, runner: Run, tmp_path: Path) -> None:
     repo = "e2e/status"
-    push_schema2(registry.base, repo, "latest", label="one")
-    push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
-    push_schema2(registry.base, repo, "1.0.0", label="rel")
+    _seed(registry, repo)
     database = f"sqlite:///{tmp_path}/r.db"
     path = _write_config(tmp_path, registry=registry.base, database=database, repo=repo)
     code, status, _ = runner(path, "status", "--json")
@@ -261,9 +262,7 @@ def test_status_answers_from_the_database_alone(registry: LocalRegistry, runner:
 
 def test_history_lists_changes_newest_first(registry: LocalRegistry, runner: Run, tmp_path: Path) -> None:
     repo = "e2e/history"
-    push_schema2(registry.base, repo, "latest", label="one")
-    push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
-    push_schema2(registry.base, repo, "1.0.0", label="rel")
+    _seed(registry, repo)
     path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo)
     runner(path, "reconcile")
     runner(path, "reconcile")  # nothing changed: no new history
@@ -281,9 +280,7 @@ def test_history_lists_changes_newest_first(registry: LocalRegistry, runner: Run
 
 def test_settle_waits_for_a_digest_to_stay_unchanged(registry: LocalRegistry, tmp_path: Path) -> None:
     repo = "e2e/settle"
-    push_schema2(registry.base, repo, "latest", label="one")
-    push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
-    push_schema2(registry.base, repo, "1.0.0", label="rel")
+    _seed(registry, repo)
     path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo)
     path.write_text(path.read_text().replace('first_seen = "baseline"', 'settle = "60s"'))
     settings = config.load(path, env={"TEST_AWX_TOKEN": "t"})
