@@ -17,34 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from reconciler import errors, model
+from reconciler import config_table, errors, model
 
+Secret = config_table.Secret  # settings carry these; re-exported for their readers
 DEFAULT_DATABASE = "sqlite:///reconciler.db"
 PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
-_E = TypeVar("_E", model.FirstSeen, model.RolloutMode)
-
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A secret value and where it came from; prints as its source, never its value."""
-
-    value: str = field(repr=False)
-    source: str
-
-    def __str__(self) -> str:
-        return f"<secret from {self.source}>"
-
-    def reveal(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,112 +74,7 @@ class Settings:
         raise errors.ConfigError(f"no watch named {name!r} in {self.source} (watches: {known})")
 
 
-def parse_duration(text: object, path: str) -> timedelta:
-    """`90s`, `5m`, `1h30m`, `250ms`, `2d`; plain numbers are refused so that units are never guessed."""
-    if isinstance(text, str) and text and _DURATION.sub("", text) == "":
-        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
-    raise errors.ConfigError(f'{path}: expected a duration such as "90s", "5m" or "1h", got {text!r}')
-
-
-class _Table:
-    """A TOML table being read: typed getters that name the key path, and a check for unknown keys."""
-
-    def __init__(self, data: object, path: str, env: Mapping[str, str], base: Path) -> None:
-        if not isinstance(data, dict):
-            raise errors.ConfigError(f"{path}: expected a table, got {_kind(data)}")
-        self.data: dict[str, Any] = data
-        self.path, self.env, self.base = path, env, base
-
-    def key(self, name: str) -> str:
-        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)  # keeps odd keys on one line
-        return f"{self.path}.{shown}" if self.path else shown
-
-    def get(self, name: str) -> Any:
-        return self.data.get(name)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.get(name)
-        if value is None:
-            if required:
-                raise errors.ConfigError(f"{self.key(name)}: required, expected a string")
-            return default
-        if not isinstance(value, str) or not value.strip():
-            raise errors.ConfigError(f"{self.key(name)}: expected a non-empty string, got {_kind(value)}")
-        return value
-
-    def required(self, name: str) -> str:
-        value = self.text(name, required=True)
-        assert value is not None
-        return value
-
-    def duration(self, name: str, default: timedelta) -> timedelta:
-        value = self.get(name)
-        return default if value is None else parse_duration(value, self.key(name))
-
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise errors.ConfigError(f"{self.key(name)}: expected a whole number >= {minimum}, got {value!r}")
-        return value
-
-    def choice(self, name: str, enum: type[_E], default: _E) -> _E:
-        value = self.get(name)
-        if value is None:
-            return default
-        try:
-            return enum(value)
-        except ValueError:
-            allowed = ", ".join(f'"{e.value}"' for e in enum)
-            raise errors.ConfigError(f"{self.key(name)}: expected one of {allowed}, got {value!r}") from None
-
-    def table(self, name: str) -> _Table | None:
-        value = self.get(name)
-        return None if value is None else _Table(value, self.key(name), self.env, self.base)
-
-    def secret(self, name: str, *, required: bool, default_env: str | None = None) -> Secret | None:
-        """Resolve `<name>_env` or `<name>_file`; a secret named but absent is an error when `required`."""
-        env_key, file_key = f"{name}_env", f"{name}_file"
-        variable, file = self.text(env_key), self.text(file_key)
-        if variable and file:
-            raise errors.ConfigError(f"{self.key(env_key)}: give {env_key} or {file_key}, not both")
-        variable = variable or (None if file else default_env)
-        if variable:
-            value = self.env.get(variable)
-            if value:
-                return Secret(value, f"${variable}")
-            if required:
-                raise errors.ConfigError(f"{self.key(env_key)}: environment variable {variable} is not set")
-        if file:
-            path = self.base / Path(file).expanduser()
-            try:
-                text = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise errors.ConfigError(f"{self.key(file_key)}: cannot read {path}: {exc.strerror}") from exc
-            if not text:
-                raise errors.ConfigError(f"{self.key(file_key)}: {path} is empty")
-            return Secret(text, str(path))
-        return None
-
-    def expect(self, *names: str) -> _Table:
-        """Reject any key but these, before reading a value, so a misspelt key is named as such."""
-        unknown = sorted(set(self.data) - set(names))
-        if unknown:
-            expected = ", ".join(sorted(names))
-            raise errors.ConfigError(f"{self.key(unknown[0])}: unknown key (expected one of: {expected})")
-        return self
-
-
-def _kind(value: object) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _url(table: _Table, name: str, *, required: bool) -> str | None:
+def _url(table: config_table.Table, name: str, *, required: bool) -> str | None:
     value = table.required(name) if required else table.text(name)
     if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise errors.ConfigError(f"{table.key(name)}: expected an http:// or https:// URL, got {value!r}")
@@ -221,7 +99,7 @@ class _Defaults:
     max_attempts: int = 3
 
 
-def _schedule(table: _Table, inherited: _Defaults) -> _Defaults:
+def _schedule(table: config_table.Table, inherited: _Defaults) -> _Defaults:
     interval = table.duration("interval", inherited.interval)
     if interval <= timedelta(0):
         raise errors.ConfigError(f"{table.key('interval')}: must be longer than 0s")
@@ -241,7 +119,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
         return
     for key in ("interval", "jitter", "settle"):
         if value := env.get(f"RECONCILER_{key.upper()}"):
-            parse_duration(value, f"RECONCILER_{key.upper()}")
+            config_table.parse_duration(value, f"RECONCILER_{key.upper()}")
             section[key] = value
     if value := env.get("RECONCILER_FIRST_SEEN"):
         if value not in tuple(model.FirstSeen):
@@ -267,14 +145,14 @@ def _template(value: object, path: str) -> str | int:
     return value
 
 
-def _extra_vars(table: _Table | None) -> dict[str, model.ExtraVar]:
+def _extra_vars(table: config_table.Table | None) -> dict[str, model.ExtraVar]:
     if table is None:
         return {}
     out: dict[str, model.ExtraVar] = {}
     for key, value in table.data.items():
         path = table.key(key)
         if not isinstance(value, str | int | float | bool):
-            raise errors.ConfigError(f"{path}: expected a string, number or boolean, got {_kind(value)}")
+            raise errors.ConfigError(f"{path}: expected a string, number or boolean, got {config_table.kind(value)}")
         if isinstance(value, str):
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
@@ -288,7 +166,7 @@ def _extra_vars(table: _Table | None) -> dict[str, model.ExtraVar]:
     return out
 
 
-def _action(table: _Table, awx: Mapping[str, AwxSettings]) -> model.Action:
+def _action(table: config_table.Table, awx: Mapping[str, AwxSettings]) -> model.Action:
     kind = table.required("kind")
     if kind == model.ActionKind.AWX:
         table.expect("kind", "awx", "template", "extra_vars")
@@ -315,7 +193,7 @@ def _action(table: _Table, awx: Mapping[str, AwxSettings]) -> model.Action:
     return action
 
 
-def _selector(table: _Table) -> model.Selector:
+def _selector(table: config_table.Table) -> model.Selector:
     if table.has("tag") == table.has("tags"):
         raise errors.ConfigError(f'{table.path}: give exactly one of tag = "latest" or tags = "release"')
     if table.has("tag"):
@@ -329,7 +207,7 @@ def _selector(table: _Table) -> model.Selector:
         return model.ReleaseSelector()
     if not isinstance(tags, dict):
         raise errors.ConfigError(f'{table.key("tags")}: expected "release" or a table {{pattern, range}}, got {tags!r}')
-    rule = _Table(tags, table.key("tags"), table.env, table.base).expect("pattern", "range")
+    rule = config_table.Table(tags, table.key("tags"), table.env, table.base).expect("pattern", "range")
     pattern = rule.text("pattern", model.RELEASE_PATTERN)
     assert pattern is not None
     version_range = rule.text("range")
@@ -339,7 +217,7 @@ def _selector(table: _Table) -> model.Selector:
         raise errors.ConfigError(f"{rule.path}: {exc}") from None
 
 
-def _watch(table: _Table, defaults: _Defaults, awx: Mapping[str, AwxSettings]) -> model.Watch:
+def _watch(table: config_table.Table, defaults: _Defaults, awx: Mapping[str, AwxSettings]) -> model.Watch:
     table.expect("name", "image", "tag", "tags", "action", *_SCHEDULE_KEYS)
     name = table.required("name")
     image_text = table.required("image")
@@ -367,7 +245,7 @@ def _watch(table: _Table, defaults: _Defaults, awx: Mapping[str, AwxSettings]) -
         raise errors.ConfigError(f"{table.path}: {exc}") from None
 
 
-def _registries(table: _Table | None) -> dict[str, RegistrySettings]:
+def _registries(table: config_table.Table | None) -> dict[str, RegistrySettings]:
     out: dict[str, RegistrySettings] = {}
     for host in table.data if table is not None else ():
         assert table is not None
@@ -385,7 +263,7 @@ def _registries(table: _Table | None) -> dict[str, RegistrySettings]:
     return out
 
 
-def _awx(table: _Table | None) -> dict[str, AwxSettings]:
+def _awx(table: config_table.Table | None) -> dict[str, AwxSettings]:
     out: dict[str, AwxSettings] = {}
     for name in table.data if table is not None else ():
         assert table is not None
@@ -413,8 +291,8 @@ def _awx(table: _Table | None) -> dict[str, AwxSettings]:
     return out
 
 
-def _server(top: _Table) -> ServerSettings:
-    table = top.table("server") or _Table({}, "server", top.env, top.base)
+def _server(top: config_table.Table) -> ServerSettings:
+    table = top.table("server") or config_table.Table({}, "server", top.env, top.base)
     table.expect("listen", "token_env", "token_file", "webhook_secret_env", "webhook_secret_file")
     listen = table.text("listen", "127.0.0.1:8080")
     assert listen is not None
@@ -458,8 +336,10 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
 
 
 def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
-    top = _Table(data, "", env, path.parent).expect("reconciler", "server", "registries", "awx", "kubernetes", "watch")
-    main = top.table("reconciler") or _Table({}, "reconciler", env, path.parent)
+    top = config_table.Table(data, "", env, path.parent).expect(
+        "reconciler", "server", "registries", "awx", "kubernetes", "watch"
+    )
+    main = top.table("reconciler") or config_table.Table({}, "reconciler", env, path.parent)
     main.expect("database", *_SCHEDULE_KEYS)
     file_database = main.text("database", DEFAULT_DATABASE)
     assert file_database is not None
@@ -470,7 +350,9 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
     watch_list = top.get("watch") or []
     if not isinstance(watch_list, list):
         raise errors.ConfigError("watch: expected [[watch]] tables")
-    watches = tuple(_watch(_Table(w, f"watch[{i}]", env, path.parent), defaults, awx) for i, w in enumerate(watch_list))
+    watches = tuple(
+        _watch(config_table.Table(w, f"watch[{i}]", env, path.parent), defaults, awx) for i, w in enumerate(watch_list)
+    )
     seen: set[str] = set()
     for i, w in enumerate(watches):
         if w.name in seen:

@@ -1,0 +1,141 @@
+"""Reading one TOML table of the configuration: typed getters that name the key path in every error, the
+up-front check for unknown keys, durations, and the `_env`/`_file` secret indirection.
+
+Pure apart from reading the secret files and the environment mapping it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from reconciler import errors, model
+
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_E = TypeVar("_E", model.FirstSeen, model.RolloutMode)
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value and where it came from; prints as its source, never its value."""
+
+    value: str = field(repr=False)
+    source: str
+
+    def __str__(self) -> str:
+        return f"<secret from {self.source}>"
+
+    def reveal(self) -> str:
+        return self.value
+
+
+def parse_duration(text: object, path: str) -> timedelta:
+    """`90s`, `5m`, `1h30m`, `250ms`, `2d`; plain numbers are refused so that units are never guessed."""
+    if isinstance(text, str) and text and _DURATION.sub("", text) == "":
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
+    raise errors.ConfigError(f'{path}: expected a duration such as "90s", "5m" or "1h", got {text!r}')
+
+
+class Table:
+    """A TOML table being read: typed getters that name the key path, and a check for unknown keys."""
+
+    def __init__(self, data: object, path: str, env: Mapping[str, str], base: Path) -> None:
+        if not isinstance(data, dict):
+            raise errors.ConfigError(f"{path}: expected a table, got {kind(data)}")
+        self.data: dict[str, Any] = data
+        self.path, self.env, self.base = path, env, base
+
+    def key(self, name: str) -> str:
+        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)  # keeps odd keys on one line
+        return f"{self.path}.{shown}" if self.path else shown
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.get(name)
+        if value is None:
+            if required:
+                raise errors.ConfigError(f"{self.key(name)}: required, expected a string")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise errors.ConfigError(f"{self.key(name)}: expected a non-empty string, got {kind(value)}")
+        return value
+
+    def required(self, name: str) -> str:
+        value = self.text(name, required=True)
+        assert value is not None
+        return value
+
+    def duration(self, name: str, default: timedelta) -> timedelta:
+        value = self.get(name)
+        return default if value is None else parse_duration(value, self.key(name))
+
+    def integer(self, name: str, default: int, *, minimum: int) -> int:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise errors.ConfigError(f"{self.key(name)}: expected a whole number >= {minimum}, got {value!r}")
+        return value
+
+    def choice(self, name: str, enum: type[_E], default: _E) -> _E:
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = ", ".join(f'"{e.value}"' for e in enum)
+            raise errors.ConfigError(f"{self.key(name)}: expected one of {allowed}, got {value!r}") from None
+
+    def table(self, name: str) -> Table | None:
+        value = self.get(name)
+        return None if value is None else Table(value, self.key(name), self.env, self.base)
+
+    def secret(self, name: str, *, required: bool, default_env: str | None = None) -> Secret | None:
+        """Resolve `<name>_env` or `<name>_file`; a secret named but absent is an error when `required`."""
+        env_key, file_key = f"{name}_env", f"{name}_file"
+        variable, file = self.text(env_key), self.text(file_key)
+        if variable and file:
+            raise errors.ConfigError(f"{self.key(env_key)}: give {env_key} or {file_key}, not both")
+        variable = variable or (None if file else default_env)
+        if variable:
+            value = self.env.get(variable)
+            if value:
+                return Secret(value, f"${variable}")
+            if required:
+                raise errors.ConfigError(f"{self.key(env_key)}: environment variable {variable} is not set")
+        if file:
+            path = self.base / Path(file).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise errors.ConfigError(f"{self.key(file_key)}: cannot read {path}: {exc.strerror}") from exc
+            if not text:
+                raise errors.ConfigError(f"{self.key(file_key)}: {path} is empty")
+            return Secret(text, str(path))
+        return None
+
+    def expect(self, *names: str) -> Table:
+        """Reject any key but these, before reading a value, so a misspelt key is named as such."""
+        unknown = sorted(set(self.data) - set(names))
+        if unknown:
+            expected = ", ".join(sorted(names))
+            raise errors.ConfigError(f"{self.key(unknown[0])}: unknown key (expected one of: {expected})")
+        return self
+
+
+def kind(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
