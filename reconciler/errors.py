@@ -9,8 +9,12 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   ├── RegistryAuthError          401/403 from the registry or its token server
     │   ├── RegistryRateLimited        429 after the retries ran out
     │   └── TagNotFound(LookupError)   no such tag, or no tag matches the watch's rule
+    ├── ActuatorError                  an action could not be carried out: the watch stays drifted, retried
+    │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400, ignored extra_vars …)
+    │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout after sending)
     ├── StoreError                     the database refused or is unreachable
     └── LockHeld                       another instance holds the lease: exit 4
+        └── LeaseLost                  this instance lost the lease while acting, and stopped
 """
 
 from __future__ import annotations
@@ -40,9 +44,25 @@ class TagNotFound(RegistryError, LookupError):
     """The tag does not exist, or no tag matches the watch's rule."""
 
 
+class ActuatorError(ReconcilerError):
+    """An action could not be carried out; its message says what AWX or Kubernetes answered."""
+
+
+class AwxError(ActuatorError):
+    """AWX refused the request or could not be reached before anything was sent."""
+
+
+class LaunchOutcomeUnknown(ActuatorError):
+    """The launch request was sent but no answer came: a job may exist; look for it before launching again."""
+
+
 class StoreError(ReconcilerError):
     """The database could not be read or written."""
 
 
 class LockHeld(ReconcilerError):
     """Another instance holds the lease, so this one must not act."""
+
+
+class LeaseLost(LockHeld):
+    """This instance's lease expired and another took it: stop acting, leave open actions to be resumed."""

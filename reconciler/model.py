@@ -49,6 +49,9 @@ class Verdict(enum.StrEnum):
     SETTLING = "settling"  # new, but not yet seen unchanged for `settle`
     DRIFT = "drift"  # observed != deployed: the action is due
     FOLLOW = "follow"  # changed, and the watch has no action: deployed follows observed
+    BUSY = "busy"  # an action for this target is already open (launched, being waited for)
+    RETRY_LATER = "retry_later"  # the last attempt failed; the back-off has not passed yet
+    GAVE_UP = "gave_up"  # every attempt for this target failed; a newer image starts over
     ERROR = "error"  # the registry could not be asked
 
 
@@ -62,6 +65,20 @@ class State(enum.StrEnum):
     DEPLOYING = "deploying"
     FAILED = "failed"
     ERROR = "error"
+
+
+class ActionStatus(enum.StrEnum):
+    """The outbox: planned -> launched -> succeeded | failed; a planned action never launched is superseded."""
+
+    PLANNED = "planned"
+    LAUNCHED = "launched"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+    @property
+    def open(self) -> bool:
+        return self in (ActionStatus.PLANNED, ActionStatus.LAUNCHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +268,69 @@ class WatchState:
     checked_at: datetime | None = None
     last_error: str | None = None
     deployed: Deployed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an action deploys: the observed tag and digest, and what was deployed before."""
+
+    watch: str
+    image: ImageRef
+    tag: str
+    digest: str
+    previous_tag: str | None = None
+    previous_digest: str | None = None
+
+    def placeholders(self) -> dict[str, str]:
+        """The values of `{image}`, `{tag}`, `{digest}`, `{previous_tag}`, `{previous_digest}`, `{watch}`."""
+        return {
+            "image": str(self.image),
+            "tag": self.tag,
+            "digest": self.digest,
+            "previous_tag": self.previous_tag or "",
+            "previous_digest": self.previous_digest or "",
+            "watch": self.watch,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """A launched action: its external reference (AWX job id) and where a person can look at it."""
+
+    ref: str
+    link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    succeeded: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One row of the outbox: what was (or is to be) done for one watch and target, and how it went."""
+
+    id: int
+    watch: str
+    kind: ActionKind
+    status: ActionStatus
+    tag: str
+    digest: str
+    attempt: int
+    created_at: datetime
+    previous_tag: str | None = None
+    previous_digest: str | None = None
+    request: Mapping[str, object] | None = None  # what is sent: method, URL, body (never a secret)
+    external_ref: str | None = None  # the AWX job id, once launched
+    link: str | None = None  # where a person can look at it (the AWX UI)
+    detail: str | None = None
+    launched_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+    def targets(self, tag: str, digest: str) -> bool:
+        return (self.tag, self.digest) == (tag, digest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,16 @@ def test_fresh_database_has_no_tables_and_no_revision(db_engine: Engine) -> None
     assert schema.current(db_engine) is None
 
 
-def test_head_is_the_only_head() -> None:
-    assert schema.head() == "0001"
+def test_the_migrations_form_one_line_ending_at_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(schema.MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    assert script.get_heads() == [schema.head()]
+    chain = [rev.revision for rev in script.walk_revisions()]
+    assert chain[-1] == "0001" and len(chain) == len(set(chain))
 
 
 def test_upgrade_reaches_head_with_every_table(migrated_engine: Engine) -> None:

@@ -6,8 +6,8 @@ previous pass intact, never half of this one. Database errors are mapped to `Sto
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -88,15 +88,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _begin(self, doing: str) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise errors.StoreError(
-                f"cannot {doing} in the database {schema.safe_url(self.engine)}: {schema.reason(exc)}"
-            ) from None
+    def _begin(self, doing: str) -> AbstractContextManager[Connection]:
+        return schema.transaction(self.engine, doing)
 
     def states(self, names: Sequence[str] | None = None) -> dict[str, model.WatchState]:
         query = select(tables.watch_state)

@@ -5,13 +5,15 @@ Owns the path to `reconciler/migrations`; never edits data.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import errors
@@ -56,6 +58,16 @@ def has_tables(engine: Engine) -> bool:
         return inspect(engine).has_table("watch_state")
     except SQLAlchemyError as exc:
         raise errors.StoreError(f"cannot read the database {safe_url(engine)}: {reason(exc)}") from None
+
+
+@contextmanager
+def transaction(engine: Engine, doing: str) -> Iterator[Connection]:
+    """One committed transaction; a database error becomes one `StoreError` saying what was being done."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise errors.StoreError(f"cannot {doing} in the database {safe_url(engine)}: {reason(exc)}") from None
 
 
 def safe_url(engine: Engine) -> str:

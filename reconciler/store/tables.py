@@ -105,6 +105,7 @@ actions = Table(
     Column("attempt", Integer(), nullable=False, server_default="1"),
     Column("request", Text()),  # what is (or would be) sent, secrets excluded
     Column("external_ref", String(500)),  # AWX job id / StatefulSet generation, once launched
+    Column("link", String(1000)),  # where a person can look at it (the AWX job page)
     Column("detail", Text()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("launched_at", UTCDateTime()),

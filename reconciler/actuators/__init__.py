@@ -1,0 +1,1 @@
+"""Side effects, one kind each: `awx` launches job templates and waits for the jobs."""

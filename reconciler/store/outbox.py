@@ -1,0 +1,151 @@
+"""The actions outbox of ARCHITECTURE.md: planned -> launched -> succeeded | failed (or superseded).
+
+Every transition is its own committed transaction, written before the next step, so a crash leaves a row that
+says exactly how far an action got. At most one action per watch and digest is open (a unique partial index).
+Receives its `sqlalchemy.Engine`; builds none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from reconciler import errors, model
+from reconciler.store import schema, tables
+
+
+def _action(row: Any) -> model.ActionRecord:
+    return model.ActionRecord(
+        id=row.id,
+        watch=row.watch,
+        kind=model.ActionKind(row.kind),
+        status=model.ActionStatus(row.status),
+        tag=row.tag,
+        digest=row.digest,
+        attempt=row.attempt,
+        created_at=row.created_at,
+        previous_tag=row.previous_tag,
+        previous_digest=row.previous_digest,
+        request=json.loads(row.request) if row.request else None,
+        external_ref=row.external_ref,
+        link=row.link,
+        detail=row.detail,
+        launched_at=row.launched_at,
+        finished_at=row.finished_at,
+        next_attempt_at=row.next_attempt_at,
+    )
+
+
+class Outbox:
+    """Reads and moves the actions of the outbox."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _begin(self, doing: str) -> AbstractContextManager[Connection]:
+        return schema.transaction(self.engine, doing)
+
+    def open_actions(self) -> list[model.ActionRecord]:
+        a = tables.actions
+        with self._begin("read the open actions") as conn:
+            rows = conn.execute(select(a).where(a.c.status.in_(tables.OPEN_STATUSES)).order_by(a.c.id))
+            return [_action(r) for r in rows]
+
+    def last_actions(self, names: Sequence[str] | None = None) -> dict[str, model.ActionRecord]:
+        """The newest action of each watch."""
+        a = tables.actions
+        newest = select(func.max(a.c.id)).group_by(a.c.watch)
+        query = select(a).where(a.c.id.in_(newest))
+        if names is not None:
+            query = query.where(a.c.watch.in_(names))
+        with self._begin("read the last actions") as conn:
+            return {r.watch: _action(r) for r in conn.execute(query)}
+
+    def actions(self, *, watch: str | None = None, limit: int = 50) -> list[model.ActionRecord]:
+        a = tables.actions
+        query = select(a).order_by(a.c.id.desc()).limit(limit)
+        if watch is not None:
+            query = query.where(a.c.watch == watch)
+        with self._begin("read the actions") as conn:
+            return [_action(r) for r in conn.execute(query)]
+
+    def plan(
+        self, *, target: model.Target, kind: model.ActionKind, attempt: int, request: Mapping[str, Any], now: datetime
+    ) -> model.ActionRecord | None:
+        """Write the planned action before anything is sent; None when one is already open for this target."""
+        a = tables.actions
+        values = {
+            "watch": target.watch,
+            "kind": kind.value,
+            "status": model.ActionStatus.PLANNED.value,
+            "tag": target.tag,
+            "digest": target.digest,
+            "previous_tag": target.previous_tag,
+            "previous_digest": target.previous_digest,
+            "attempt": attempt,
+            "request": json.dumps(request),
+            "created_at": now,
+        }
+        try:
+            with self.engine.begin() as conn:
+                action_id = conn.execute(insert(a).values(**values).returning(a.c.id)).scalar_one()
+                return _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+        except IntegrityError:
+            return None  # the outbox rule: another open action for this watch and digest exists
+        except SQLAlchemyError as exc:
+            raise errors.StoreError(
+                f"cannot plan an action in the database {schema.safe_url(self.engine)}: {schema.reason(exc)}"
+            ) from None
+
+    def _transition(self, action_id: int, doing: str, **values: Any) -> model.ActionRecord:
+        a = tables.actions
+        with self._begin(doing) as conn:
+            conn.execute(update(a).where(a.c.id == action_id).values(**values))
+            return _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+
+    def launched(self, action_id: int, launch: model.Launch, now: datetime) -> model.ActionRecord:
+        return self._transition(
+            action_id,
+            "record a launch",
+            status=model.ActionStatus.LAUNCHED.value,
+            external_ref=launch.ref,
+            link=launch.link,
+            launched_at=now,
+        )
+
+    def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord:
+        return self._transition(
+            action_id, "supersede an action", status=model.ActionStatus.SUPERSEDED.value, detail=detail, finished_at=now
+        )
+
+    def failed(self, action_id: int, detail: str, now: datetime, *, retry_at: datetime | None) -> model.ActionRecord:
+        return self._transition(
+            action_id,
+            "record a failed action",
+            status=model.ActionStatus.FAILED.value,
+            detail=detail,
+            finished_at=now,
+            next_attempt_at=retry_at,
+        )
+
+    def succeeded(self, action: model.ActionRecord, detail: str, now: datetime) -> model.ActionRecord:
+        """The action and the watch's new `deployed_*`, in one transaction: deployed moves only on success."""
+        a, w = tables.actions, tables.watch_state
+        with self._begin("record a successful action") as conn:
+            conn.execute(
+                update(a)
+                .where(a.c.id == action.id)
+                .values(status=model.ActionStatus.SUCCEEDED.value, detail=detail, finished_at=now)
+            )
+            conn.execute(
+                update(w)
+                .where(w.c.watch == action.watch)
+                .values(deployed_tag=action.tag, deployed_digest=action.digest, deployed_at=now)
+            )
+            return _action(conn.execute(select(a).where(a.c.id == action.id)).one())
