@@ -4,7 +4,9 @@ client) from settings, and the operations the command line and the daemon call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from urllib3.util import Retry
 
-from reconciler import config, engine, errors, model
+from reconciler import config, deploy, engine, errors, lease, model
+from reconciler.actuators import awx
 from reconciler.registry import auth, client
-from reconciler.store import queries, schema
+from reconciler.store import outbox, queries, schema
 
 USER_AGENT = "reconciler/0.1 (+https://github.com/xchem)"
 WORKERS = 16
@@ -60,6 +63,37 @@ def registry_client(
     )
 
 
+def awx_session(*, retries: int = 3, backoff: float = 0.5) -> requests.Session:
+    """A session for AWX: GETs retried on 502/503/504 and connection failures; the launch POST never re-sent
+    once it may have reached AWX (urllib3 retries a POST only when the connection could not be made)."""
+    retry = Retry(
+        total=retries,
+        status_forcelist=(502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        backoff_factor=backoff,
+        backoff_max=30,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def awx_server(name: str, settings: config.AwxSettings) -> awx.Server:
+    if settings.token is not None:
+        authorization = f"Bearer {settings.token.reveal()}"
+    else:
+        assert settings.username is not None and settings.password is not None
+        raw = f"{settings.username.reveal()}:{settings.password.reveal()}".encode()
+        authorization = "Basic " + base64.b64encode(raw).decode("ascii")
+    return awx.Server(
+        name=name, url=settings.url, authorization=authorization, timeout=settings.timeout, poll=settings.poll
+    )
+
+
 def database_engine(url: str) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         return create_engine(url, connect_args={"timeout": 30})  # wait for a concurrent writer, don't fail
@@ -86,6 +120,7 @@ class App:
 
     def __post_init__(self) -> None:
         self._db: Engine | None = None
+        self._awx_session: requests.Session | None = None
 
     @property
     def db(self) -> Engine:
@@ -114,19 +149,70 @@ class App:
             return self.settings.watches
         return tuple(self.settings.watch(n) for n in dict.fromkeys(names))
 
+    def actuators(
+        self, *, clock: engine.Clock, sleep: Callable[[float], None]
+    ) -> dict[model.ActionKind, deploy.Actuator]:
+        clients = {
+            name: awx.AwxClient(session=self.awx_session, server=awx_server(name, s))
+            for name, s in self.settings.awx.items()
+        }
+        return {model.ActionKind.AWX: awx.AwxActuator(clients=clients, clock=clock, sleep=sleep)}
+
+    @property
+    def awx_session(self) -> requests.Session:
+        if self._awx_session is None:
+            self._awx_session = awx_session()
+        return self._awx_session
+
     def reconcile(
-        self, names: Sequence[str], *, dry_run: bool, clock: engine.Clock = engine.utc_now
+        self,
+        names: Sequence[str],
+        *,
+        dry_run: bool,
+        clock: engine.Clock = engine.utc_now,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> model.RunReport:
+        """One pass; unless a dry run, under the lease, after finishing what a previous run left open."""
         watches = self.select(names)
+        registry = self.registry or registry_client(self.settings)
+        actuators = self.actuators(clock=clock, sleep=sleep)
         if dry_run:
             store = self.reader()
-        else:
-            schema.upgrade(self.db)
-            store = queries.Store(self.db)
-        runner = engine.Engine(
-            registry=self.registry or registry_client(self.settings), store=store, clock=clock, workers=WORKERS
-        )
-        return runner.run_pass(watches, dry_run=dry_run)
+            deployer = deploy.Deployer(outbox=outbox.Outbox(self.db), actuators=actuators, clock=clock)
+            runner = engine.Engine(
+                registry=registry,
+                store=store,
+                clock=clock,
+                workers=WORKERS,
+                actions=outbox.Outbox(self.db) if store else None,
+                deployer=deployer,
+            )
+            return runner.run_pass(watches, dry_run=True)
+        schema.upgrade(self.db)
+        store = queries.Store(self.db)
+        holder = lease.Lease(store=store, clock=clock)
+        holder.acquire()
+        try:
+            deployer = deploy.Deployer(
+                outbox=outbox.Outbox(self.db), actuators=actuators, clock=clock, keep_alive=holder.keep_alive
+            )
+            runner = engine.Engine(
+                registry=registry,
+                store=store,
+                clock=clock,
+                workers=WORKERS,
+                actions=outbox.Outbox(self.db),
+                deployer=deployer,
+            )
+            return runner.run_pass(watches)
+        finally:
+            holder.release()
+
+    def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
+        return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}
+
+    def actions(self, *, watch: str | None, limit: int) -> list[model.ActionRecord]:
+        return outbox.Outbox(self.db).actions(watch=watch, limit=limit) if self.reader() is not None else []
 
     def close(self) -> None:
         if self._db is not None:

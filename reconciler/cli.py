@@ -109,14 +109,25 @@ def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
     for outcome in unchecked:
         assert isinstance(outcome.result, model.CheckFailure)
         print(f"reconciler: watch {outcome.watch.name}: {outcome.result.message}", file=sys.stderr)
+    unfinished = [w for w in document["watches"] if w["state"] in ("failed", "deploying")]
+    for w in unfinished:
+        action = w["last_action"] or {}
+        print(
+            f"reconciler: watch {w['name']}: action {w['state']}: {action.get('detail') or w['state']}", file=sys.stderr
+        )
+    if unfinished:
+        return EXIT_ACTION_FAILED
     return EXIT_UNCHECKED if unchecked else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, application: app.App) -> int:
     watches = application.select(args.watch)
     store = application.reader()
-    states = store.states([w.name for w in watches]) if store is not None else {}
-    document = report.status_document(watches, states, now=engine.utc_now())
+    names = [w.name for w in watches]
+    states = store.states(names) if store is not None else {}
+    document = report.status_document(
+        watches, states, now=engine.utc_now(), last_actions=application.last_actions(names)
+    )
     _print_json(document) if args.json else render.status(_console(), document)
     return EXIT_OK
 
@@ -126,7 +137,8 @@ def cmd_history(args: argparse.Namespace, application: app.App) -> int:
         application.settings.watch(args.watch)  # an unknown name is a usage error, not an empty history
     store = application.reader()
     entries = store.history(watch=args.watch, limit=args.limit) if store is not None else []
-    document = report.history_document(entries)
+    actions = application.actions(watch=args.watch, limit=args.limit)
+    document = report.history_document(entries, actions, limit=args.limit)
     _print_json(document) if args.json else render.history(_console(), document)
     return EXIT_OK
 

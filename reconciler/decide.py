@@ -6,11 +6,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from reconciler import model
 
 Verdict = model.Verdict
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(minutes=30)
+
+
+def backoff(attempt: int) -> timedelta:
+    """How long after failed attempt `attempt` the next one may start: 30s, 1m, 2m, … at most 30m."""
+    return min(BACKOFF_BASE * (1 << min(max(attempt - 1, 0), 16)), BACKOFF_MAX)
+
+
+def next_attempt(last: model.ActionRecord | None, target: model.Observation) -> int:
+    """The attempt number of a new action: counting on after failures for the same target, else 1."""
+    if last is None or not last.targets(target.tag, target.digest):
+        return 1
+    if last.status is model.ActionStatus.FAILED:
+        return last.attempt + 1
+    return last.attempt  # superseded before it launched: that attempt never happened
 
 
 def _same(seen: model.Seen | model.Deployed | None, result: model.Observation) -> bool:
@@ -29,9 +45,14 @@ def _short(digest: str) -> str:
 
 
 def decide(
-    *, watch: model.Watch, result: model.CheckResult, state: model.WatchState | None, now: datetime
+    *,
+    watch: model.Watch,
+    result: model.CheckResult,
+    state: model.WatchState | None,
+    now: datetime,
+    last_action: model.ActionRecord | None = None,
 ) -> model.Decision:
-    """The verdict of one pass for one watch."""
+    """The verdict of one pass for one watch; `last_action` is the watch's newest action, if any."""
     if isinstance(result, model.CheckFailure):
         return model.Decision(Verdict.ERROR, result.message)
     deployed = state.deployed if state is not None else None
@@ -50,6 +71,20 @@ def decide(
     if waited < watch.settle:
         left = int((watch.settle - waited).total_seconds())
         return model.Decision(Verdict.SETTLING, f"{target} must stay unchanged {left}s more before acting")
+    last = last_action
+    if last is not None and last.targets(result.tag, result.digest):
+        if last.status.open:
+            return model.Decision(Verdict.BUSY, f"action #{last.id} for {target} is {last.status.value}")
+        if last.status is model.ActionStatus.FAILED:
+            if last.attempt >= watch.max_attempts:
+                return model.Decision(
+                    Verdict.GAVE_UP, f"all {last.attempt} attempts for {target} failed; last: {last.detail}"
+                )
+            if last.next_attempt_at is not None and now < last.next_attempt_at:
+                left = int((last.next_attempt_at - now).total_seconds())
+                return model.Decision(
+                    Verdict.RETRY_LATER, f"attempt {last.attempt} for {target} failed ({last.detail}); retry in {left}s"
+                )
     return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed")
 
 
@@ -89,8 +124,16 @@ def changed(previous: model.WatchState | None, current: model.WatchState) -> boo
     return before != after or previous.last_error != current.last_error
 
 
-def state_of(*, watch: model.Watch, state: model.WatchState | None, now: datetime) -> model.State:
-    """What `status` shows, from the stored state alone."""
+def state_of(
+    *,
+    watch: model.Watch,
+    state: model.WatchState | None,
+    now: datetime,
+    last_action: model.ActionRecord | None = None,
+) -> model.State:
+    """What `status` shows, from the stored state (and the watch's newest action) alone."""
+    if last_action is not None and last_action.status.open:
+        return model.State.DEPLOYING
     if state is None or state.checked_at is None:
         return model.State.UNKNOWN
     if state.last_error is not None:
@@ -102,6 +145,12 @@ def state_of(*, watch: model.Watch, state: model.WatchState | None, now: datetim
         deployed is not None and (observed.tag, observed.digest) == (deployed.tag, deployed.digest)
     ):
         return model.State.IN_SYNC
+    if (
+        last_action is not None
+        and last_action.status is model.ActionStatus.FAILED
+        and last_action.targets(observed.tag, observed.digest)
+    ):
+        return model.State.FAILED
     if now - observed.since < watch.settle:
         return model.State.SETTLING
     return model.State.DRIFTED

@@ -348,6 +348,9 @@ class WatchOutcome:
     decision: Decision
     state: WatchState
     changed: bool  # the observed tag/digest or the error differs from the previous pass
+    action: ActionRecord | None = None  # taken this pass, or the open/failed one the decision is about
+    acted: bool = False  # whether `action` was carried out (or resumed) in this pass
+    preview: Mapping[str, object] | None = None  # --dry-run: the exact request it would send, or {"error": …}
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,8 +365,14 @@ class RunReport:
     def count(self, verdict: Verdict) -> int:
         return sum(1 for o in self.outcomes if o.decision.verdict is verdict)
 
+    def acted(self, status: ActionStatus) -> int:
+        return sum(1 for o in self.outcomes if o.acted and o.action is not None and o.action.status is status)
+
     def summary(self) -> str:
         counts = ", ".join(f"{v.value}={self.count(v)}" for v in Verdict if self.count(v))
         seconds = (self.finished_at - self.started_at).total_seconds()
         n = len(self.outcomes)
-        return f"checked {n} watch{'' if n == 1 else 'es'} in {seconds:.2f}s: {counts or 'nothing to do'}"
+        actions = ", ".join(f"{s.value}={self.acted(s)}" for s in ActionStatus if self.acted(s))
+        return f"checked {n} watch{'' if n == 1 else 'es'} in {seconds:.2f}s: {counts or 'nothing to do'}" + (
+            f"; actions: {actions}" if actions else ""
+        )

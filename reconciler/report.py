@@ -18,14 +18,38 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def watch_status(watch: model.Watch, state: model.WatchState | None, *, now: datetime) -> dict[str, Any]:
+def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
+    if action is None:
+        return None
+    return {
+        "id": action.id,
+        "kind": action.kind.value,
+        "status": action.status.value,
+        "tag": action.tag,
+        "digest": action.digest,
+        "attempt": action.attempt,
+        "started_at": iso(action.launched_at or action.created_at),
+        "finished_at": iso(action.finished_at),
+        "ref": action.link or action.external_ref,
+        "detail": action.detail,
+        "next_attempt_at": iso(action.next_attempt_at) if action.status is model.ActionStatus.FAILED else None,
+    }
+
+
+def watch_status(
+    watch: model.Watch,
+    state: model.WatchState | None,
+    *,
+    now: datetime,
+    last_action: model.ActionRecord | None = None,
+) -> dict[str, Any]:
     observed = state.observed if state else None
     deployed = state.deployed if state else None
     return {
         "name": watch.name,
         "image": str(watch.image),
         "selector": watch.selector.describe(),
-        "state": decide.state_of(watch=watch, state=state, now=now).value,
+        "state": decide.state_of(watch=watch, state=state, now=now, last_action=last_action).value,
         "observed": None
         if observed is None
         else {
@@ -39,40 +63,52 @@ def watch_status(watch: model.Watch, state: model.WatchState | None, *, now: dat
         else {"tag": deployed.tag, "digest": deployed.digest, "at": iso(deployed.at)},
         "checked_at": iso(state.checked_at if state else None),
         "last_error": state.last_error if state else None,
-        "last_action": None,
+        "last_action": action_document(last_action),
         "deploys_via": None if watch.action is None else watch.action.describe(),
     }
 
 
 def status_document(
-    watches: Sequence[model.Watch], states: Mapping[str, model.WatchState], *, now: datetime
+    watches: Sequence[model.Watch],
+    states: Mapping[str, model.WatchState],
+    *,
+    now: datetime,
+    last_actions: Mapping[str, model.ActionRecord] | None = None,
 ) -> dict[str, Any]:
+    actions = last_actions or {}
     return {
         "generated_at": iso(now),
-        "watches": [watch_status(w, states.get(w.name), now=now) for w in watches],
+        "watches": [watch_status(w, states.get(w.name), now=now, last_action=actions.get(w.name)) for w in watches],
     }
 
 
 def _pass_action(outcome: model.WatchOutcome) -> dict[str, Any] | None:
-    """What this pass does about the watch's action: only drift calls for one."""
+    """What this pass did about the watch's action: carried it out, or (dry run) the exact request it would send."""
     action = outcome.watch.action
-    result = outcome.result
-    if action is None or outcome.decision.verdict is not model.Verdict.DRIFT:
-        return None
-    assert isinstance(result, model.Observation)
-    return {
-        "kind": action.kind.value,
-        "status": "would_act",
-        "target": action.describe(),
-        "tag": result.tag,
-        "digest": result.digest,
-    }
+    if outcome.preview is not None and action is not None:
+        if "error" in outcome.preview:
+            return {
+                "kind": action.kind.value,
+                "status": "would_act",
+                "target": action.describe(),
+                "error": outcome.preview["error"],
+            }
+        return {
+            "kind": action.kind.value,
+            "status": "would_act",
+            "target": action.describe(),
+            "request": dict(outcome.preview),
+        }
+    if outcome.acted and outcome.action is not None:
+        return {**(action_document(outcome.action) or {}), "request": outcome.action.request}
+    return None
 
 
 def reconcile_document(report: model.RunReport) -> dict[str, Any]:
     watches = []
     for outcome in report.outcomes:
-        entry = watch_status(outcome.watch, outcome.state, now=report.finished_at)
+        last = outcome.action
+        entry = watch_status(outcome.watch, outcome.state, now=report.finished_at, last_action=last)
         entry["decision"] = {"verdict": outcome.decision.verdict.value, "reason": outcome.decision.reason}
         entry["action"] = _pass_action(outcome)
         watches.append(entry)
@@ -84,9 +120,13 @@ def reconcile_document(report: model.RunReport) -> dict[str, Any]:
     }
 
 
-def history_document(entries: Sequence[queries.HistoryEntry]) -> dict[str, Any]:
-    return {
-        "events": [
+def history_document(
+    entries: Sequence[queries.HistoryEntry], actions: Sequence[model.ActionRecord], *, limit: int
+) -> dict[str, Any]:
+    """Observed changes and actions, newest first."""
+    events: list[tuple[datetime, dict[str, Any]]] = [
+        (
+            e.at,
             {
                 "at": iso(e.at),
                 "watch": e.watch,
@@ -96,7 +136,24 @@ def history_document(entries: Sequence[queries.HistoryEntry]) -> dict[str, Any]:
                 "digest": e.digest,
                 "error": e.error,
                 "reason": e.reason,
-            }
-            for e in entries
-        ]
-    }
+            },
+        )
+        for e in entries
+    ]
+    for a in actions:
+        at = a.finished_at or a.launched_at or a.created_at
+        events.append(
+            (
+                at,
+                {
+                    "at": iso(at),
+                    "watch": a.watch,
+                    "type": "action",
+                    "action": action_document(a),
+                    "tag": a.tag,
+                    "digest": a.digest,
+                },
+            )
+        )
+    events.sort(key=lambda pair: pair[0], reverse=True)
+    return {"events": [event for _, event in events[:limit]]}

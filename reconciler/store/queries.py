@@ -168,13 +168,19 @@ class Store:
 
     # The lease: one acting instance per database. Portable: a conditional UPDATE, else an INSERT that the
     # primary key makes fail when another holder got there first.
-    def acquire_lease(self, *, name: str, holder: str, now: datetime, until: datetime) -> bool:
+    def acquire_lease(
+        self, *, name: str, holder: str, now: datetime, until: datetime, steal_from: str | None = None
+    ) -> bool:
+        """Take or renew the lease; `steal_from` names a holder known to be dead, whose lease may be taken early."""
         lease = tables.leases
+        takeable = or_(lease.c.holder == holder, lease.c.expires_at < now)
+        if steal_from is not None:
+            takeable = or_(takeable, lease.c.holder == steal_from)
         try:
             with self.engine.begin() as conn:
                 taken = conn.execute(
                     update(lease)
-                    .where(and_(lease.c.name == name, or_(lease.c.holder == holder, lease.c.expires_at < now)))
+                    .where(and_(lease.c.name == name, takeable))
                     .values(holder=holder, acquired_at=now, expires_at=until)
                 ).rowcount
                 if taken:
