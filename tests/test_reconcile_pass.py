@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, func, select
 
 from reconciler import app, cli, config, model
 from reconciler.store import tables
+from tests.fakes.awx import FakeAwx
 from tests.support.databases import TestDatabase
 from tests.support.registry import LocalRegistry, push_many, push_oci_index, push_schema2
 
@@ -31,8 +32,9 @@ first_seen = "{first_seen}"
 url = "{registry}"
 
 [awx.production]
-url = "https://awx.example.org"
+url = "{awx}"
 token_env = "TEST_AWX_TOKEN"
+poll = "10ms"
 
 [[watch]]
 name = "staging"
@@ -63,10 +65,26 @@ tag = "latest"
 Run = Callable[..., tuple[int, Any, str]]
 
 
-def _write_config(tmp_path: Path, *, registry: str, database: str, repo: str, first_seen: str = "baseline") -> Path:
+def _write_config(
+    tmp_path: Path,
+    *,
+    registry: str,
+    database: str,
+    repo: str,
+    first_seen: str = "baseline",
+    awx: str = "http://127.0.0.1:9",
+) -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(registry=registry, database=database, repo=repo, first_seen=first_seen))
+    path.write_text(CONFIG.format(registry=registry, database=database, repo=repo, first_seen=first_seen, awx=awx))
     return path
+
+
+@pytest.fixture
+def awx() -> Iterator[FakeAwx]:
+    with FakeAwx(token=AWX_SECRET) as fake:
+        fake.add_template("Staging Fragalysis Stack")
+        fake.add_template("Production Fragalysis Stack")
+        yield fake
 
 
 @pytest.fixture
@@ -95,14 +113,20 @@ def _by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("kind", ["schema2", "oci-index"])
 def test_a_repushed_tag_is_drift_and_an_unchanged_tag_is_in_sync(
-    kind: str, registry: LocalRegistry, db: TestDatabase, runner: Run, tmp_path: Path, request: pytest.FixtureRequest
+    kind: str,
+    registry: LocalRegistry,
+    db: TestDatabase,
+    runner: Run,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    awx: FakeAwx,
 ) -> None:
     push = push_schema2 if kind == "schema2" else push_oci_index
     repo = f"e2e/{kind}-{request.node.callspec.id.replace('[', '').replace(']', '').replace('-', '')}".lower()
     first = push(registry.base, repo, "latest", label="one")
     push(registry.base, f"{repo}-frontend", "latest", label="front")
     push_many(registry.base, repo, ["1.0.9", "1.0.10", "2.6.6.1", "v3.0.0"], label="rel")
-    path = _write_config(tmp_path, registry=registry.base, database=db.url, repo=repo)
+    path = _write_config(tmp_path, registry=registry.base, database=db.url, repo=repo, awx=awx.base)
 
     code, doc, _ = runner(path, "reconcile", "--json")
     assert code == 0
@@ -115,38 +139,38 @@ def test_a_repushed_tag_is_drift_and_an_unchanged_tag_is_in_sync(
     assert code == 0
     assert {w["decision"]["verdict"] for w in doc["watches"]} == {"in_sync"}
 
+    assert awx.launches == []
+
     second = push(registry.base, repo, "latest", label="two")
     code, doc, _ = runner(path, "reconcile", "--json")
     assert code == 0
     staging = _by_name(doc)["staging"]
     assert staging["decision"]["verdict"] == "drift"
-    assert staging["state"] == "drifted"
     assert staging["observed"]["digest"] == second
-    assert staging["deployed"]["digest"] == first
-    assert staging["action"] == {
-        "kind": "awx",
-        "status": "would_act",
-        "target": "awx production: Staging Fragalysis Stack",
-        "tag": "latest",
-        "digest": second,
-    }
+    assert staging["action"]["status"] == "succeeded"
+    assert staging["deployed"]["digest"] == second
+    assert staging["state"] == "in_sync"
     assert _by_name(doc)["production"]["decision"]["verdict"] == "in_sync"
+    assert [vars_["stack_image_tag"] for _, vars_ in awx.launches] == ["latest"]
 
     code, status, _ = runner(path, "status", "--json")
     assert code == 0
-    assert _by_name(status)["staging"]["state"] == "drifted"
-    assert _by_name(status)["staging"]["observed"]["digest"] == second
+    assert _by_name(status)["staging"]["state"] == "in_sync"
+    assert _by_name(status)["staging"]["deployed"]["digest"] == second
+    assert _by_name(status)["staging"]["last_action"]["ref"] == awx.ui_link(int(staging["action"]["ref"].split("/")[-1]))
     assert _by_name(status)["frontend"]["state"] == "in_sync"
 
 
 def test_a_new_release_tag_is_drift_and_other_tags_are_ignored(
-    registry: LocalRegistry, runner: Run, tmp_path: Path
+    registry: LocalRegistry, runner: Run, tmp_path: Path, awx: FakeAwx
 ) -> None:
     repo = "e2e/release"
     push_schema2(registry.base, repo, "latest", label="one")
     push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
     push_many(registry.base, repo, ["2026.08.2", "2026.08.3"], label="rel")
-    path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo)
+    path = _write_config(
+        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, awx=awx.base
+    )
     assert runner(path, "reconcile")[0] == 0
 
     push_many(registry.base, repo, ["2026.08.10", "2.6.6.1", "2026.9.1-rc.1", "v2027.1.1", "2023.11.1-1"], label="more")
@@ -155,22 +179,28 @@ def test_a_new_release_tag_is_drift_and_other_tags_are_ignored(
     production = _by_name(doc)["production"]
     assert production["decision"]["verdict"] == "drift"
     assert production["observed"]["tag"] == "2026.08.10"
-    assert production["deployed"]["tag"] == "2026.08.3"
+    assert production["deployed"]["tag"] == "2026.08.10"
+    assert production["action"]["status"] == "succeeded"
     assert [w["name"] for w in doc["watches"]] == ["production"]
+    production_template = next(t["id"] for t in awx.templates.values() if t["name"] == "Production Fragalysis Stack")
+    assert awx.launches == [(production_template, {"stack_image_tag": "2026.08.10"})]
 
 
-def test_a_repushed_release_is_drift_too(registry: LocalRegistry, runner: Run, tmp_path: Path) -> None:
+def test_a_repushed_release_is_drift_too(registry: LocalRegistry, runner: Run, tmp_path: Path, awx: FakeAwx) -> None:
     repo = "e2e/rerelease"
     push_schema2(registry.base, repo, "latest", label="one")
     push_schema2(registry.base, f"{repo}-frontend", "latest", label="front")
     push_schema2(registry.base, repo, "1.2.3", label="first")
-    path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo)
+    path = _write_config(
+        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, awx=awx.base
+    )
     assert runner(path, "reconcile")[0] == 0
     rebuilt = push_schema2(registry.base, repo, "1.2.3", label="rebuilt")
     code, doc, _ = runner(path, "reconcile", "--json", "--watch", "production")
     assert code == 0
     assert _by_name(doc)["production"]["decision"]["verdict"] == "drift"
-    assert _by_name(doc)["production"]["observed"] == {**_by_name(doc)["production"]["observed"], "digest": rebuilt}
+    assert _by_name(doc)["production"]["observed"]["digest"] == rebuilt
+    assert [vars_ for _, vars_ in awx.launches] == [{"stack_image_tag": "1.2.3"}]
 
 
 def _row_counts(url: str) -> dict[str, int]:
@@ -185,12 +215,12 @@ def _row_counts(url: str) -> dict[str, int]:
 
 
 def test_dry_run_writes_nothing_and_prints_what_it_would_do(
-    registry: LocalRegistry, runner: Run, tmp_path: Path
+    registry: LocalRegistry, runner: Run, tmp_path: Path, awx: FakeAwx
 ) -> None:
     repo = "e2e/dryrun"
     _seed(registry, repo)
     db_file = tmp_path / "r.db"
-    path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{db_file}", repo=repo)
+    path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{db_file}", repo=repo, awx=awx.base)
 
     code, doc, _ = runner(path, "reconcile", "--dry-run", "--json")
     assert code == 0 and doc["dry_run"] is True
@@ -201,24 +231,38 @@ def test_dry_run_writes_nothing_and_prints_what_it_would_do(
     push_schema2(registry.base, repo, "latest", label="two")
     code, text, _ = runner(path, "reconcile", "--dry-run")
     assert code == 0
+    staging_template = next(t["id"] for t in awx.templates.values() if t["name"] == "Staging Fragalysis Stack")
+    launch_url = f"{awx.base}/api/v2/job_templates/{staging_template}/launch/"
     assert "would act: awx production: Staging Fragalysis Stack" in text
+    assert f"staging would send: POST {launch_url}" in text
+    assert '"stack_image_tag": "latest"' in text
     assert "dry run, nothing written" in text
+    code, doc, _ = runner(path, "reconcile", "--dry-run", "--json")
+    assert _by_name(doc)["staging"]["action"]["request"] == {
+        "method": "POST", "url": launch_url, "body": {"extra_vars": {"stack_image_tag": "latest"}}
+    }
     assert _row_counts(f"sqlite:///{db_file}") == before
-    assert _by_name(runner(path, "status", "--json")[1])["staging"]["state"] == "in_sync"
+    assert awx.count(method="POST") == 0 and awx.launches == []
+    assert _by_name(runner(path, "status", "--json")[1])["staging"]["state"] == "in_sync"  # nothing recorded
 
 
-def test_first_seen_deploy_acts_on_the_first_observation(registry: LocalRegistry, runner: Run, tmp_path: Path) -> None:
+def test_first_seen_deploy_acts_on_the_first_observation(
+    registry: LocalRegistry, runner: Run, tmp_path: Path, awx: FakeAwx
+) -> None:
     repo = "e2e/firstdeploy"
-    _seed(registry, repo)
+    latest = _seed(registry, repo)
     path = _write_config(
-        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, first_seen="deploy"
+        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, first_seen="deploy",
+        awx=awx.base,
     )
     code, doc, _ = runner(path, "reconcile", "--json")
     assert code == 0
     watches = _by_name(doc)
     assert watches["staging"]["decision"]["verdict"] == "drift"
-    assert watches["staging"]["deployed"] is None
+    assert watches["staging"]["action"]["status"] == "succeeded"
+    assert watches["staging"]["deployed"]["digest"] == latest
     assert watches["frontend"]["decision"]["verdict"] == "baseline"  # nothing to deploy: deployed follows observed
+    assert sorted(v["stack_image_tag"] for _, v in awx.launches) == ["1.0.0", "latest"]
 
 
 def test_a_failing_watch_does_not_stop_the_others_and_exits_3(
@@ -260,30 +304,39 @@ def test_status_answers_from_the_database_alone(registry: LocalRegistry, runner:
     assert code == 0 and "staging" in table and "in_sync" in table
 
 
-def test_history_lists_changes_newest_first(registry: LocalRegistry, runner: Run, tmp_path: Path) -> None:
+def test_history_lists_changes_and_actions_newest_first(
+    registry: LocalRegistry, runner: Run, tmp_path: Path, awx: FakeAwx
+) -> None:
     repo = "e2e/history"
     _seed(registry, repo)
-    path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo)
+    path = _write_config(
+        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, awx=awx.base
+    )
     runner(path, "reconcile")
     runner(path, "reconcile")  # nothing changed: no new history
     new = push_schema2(registry.base, repo, "latest", label="two")
     runner(path, "reconcile")
     code, doc, _ = runner(path, "history", "--json", "--watch", "staging")
     assert code == 0
-    assert [e["verdict"] for e in doc["events"]] == ["drift", "baseline"]
-    assert doc["events"][0]["digest"] == new
+    assert [e.get("verdict") or e["action"]["status"] for e in doc["events"]] == ["succeeded", "drift", "baseline"]
+    assert doc["events"][0]["type"] == "action" and doc["events"][0]["digest"] == new
+    assert doc["events"][0]["action"]["ref"].startswith(f"{awx.base}/#/jobs/playbook/")
+    code, text, _ = runner(path, "history", "--watch", "staging")
+    assert "action #1 succeeded" in text
     code, doc, _ = runner(path, "history", "--json", "--limit", "2")
     assert len(doc["events"]) == 2
     code, _, err = runner(path, "history", "--watch", "nope")
     assert code == 2 and "no watch named 'nope'" in err
 
 
-def test_settle_waits_for_a_digest_to_stay_unchanged(registry: LocalRegistry, tmp_path: Path) -> None:
+def test_settle_waits_for_a_digest_to_stay_unchanged(registry: LocalRegistry, tmp_path: Path, awx: FakeAwx) -> None:
     repo = "e2e/settle"
     _seed(registry, repo)
-    path = _write_config(tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo)
+    path = _write_config(
+        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, awx=awx.base
+    )
     path.write_text(path.read_text().replace('first_seen = "baseline"', 'settle = "60s"'))
-    settings = config.load(path, env={"TEST_AWX_TOKEN": "t"})
+    settings = config.load(path, env={"TEST_AWX_TOKEN": AWX_SECRET})
     application = app.App(settings)
     t0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
@@ -330,12 +383,12 @@ def test_an_unreachable_registry_exits_3_with_one_line_per_watch_and_no_tracebac
 
 
 def test_secrets_appear_nowhere(
-    registry: LocalRegistry, runner: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: LocalRegistry, runner: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, awx: FakeAwx
 ) -> None:
     repo = "e2e/secrets"
-    push_schema2(registry.base, repo, "latest", label="one")
+    _seed(registry, repo)
     database = f"sqlite:///{tmp_path}/r.db"
-    path = _write_config(tmp_path, registry=registry.base, database=database, repo=repo)
+    path = _write_config(tmp_path, registry=registry.base, database=database, repo=repo, awx=awx.base)
     registry_secret = "registry-password-never-shown-42"
     path.write_text(
         path.read_text().replace(
@@ -348,17 +401,25 @@ def test_secrets_appear_nowhere(
     outputs = []
     for args in (
         ["--log-level", "debug", "reconcile"],
-        ["reconcile", "--json"],
+        ["push"],
+        ["--log-level", "debug", "reconcile", "--dry-run"],
+        ["--log-level", "debug", "reconcile"],  # launches, waits, succeeds
+        ["push"],
+        ["--log-level", "debug", "--log-format", "json", "reconcile", "--json"],
         ["status"],
         ["status", "--json"],
         ["history", "--json"],
         ["config", "check"],
         ["--log-format", "json", "--log-level", "debug", "reconcile", "--dry-run", "--json"],
     ):
+        if args == ["push"]:
+            push_schema2(registry.base, repo, "latest", label=f"new-{len(outputs)}")
+            continue
         code, out, err = runner(path, *args)  # logs go to stderr, captured here too
-        assert code in (0, 3)
+        assert code == 0, err
         outputs.append(json.dumps(out) + err)
     assert "DEBUG" in outputs[0]  # the debug log really was captured and searched
+    assert len(awx.launches) == 2 and all(r.headers["authorization"] == f"Bearer {AWX_SECRET}" for r in awx.requests)
     outputs.append((tmp_path / "r.db").read_bytes().decode("latin-1"))
     for text in outputs:
         assert AWX_SECRET not in text
