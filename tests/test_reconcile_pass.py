@@ -157,7 +157,9 @@ def test_a_repushed_tag_is_drift_and_an_unchanged_tag_is_in_sync(
     assert code == 0
     assert _by_name(status)["staging"]["state"] == "in_sync"
     assert _by_name(status)["staging"]["deployed"]["digest"] == second
-    assert _by_name(status)["staging"]["last_action"]["ref"] == awx.ui_link(int(staging["action"]["ref"].split("/")[-1]))
+    assert _by_name(status)["staging"]["last_action"]["ref"] == awx.ui_link(
+        int(staging["action"]["ref"].split("/")[-1])
+    )
     assert _by_name(status)["frontend"]["state"] == "in_sync"
 
 
@@ -239,7 +241,9 @@ def test_dry_run_writes_nothing_and_prints_what_it_would_do(
     assert "dry run, nothing written" in text
     code, doc, _ = runner(path, "reconcile", "--dry-run", "--json")
     assert _by_name(doc)["staging"]["action"]["request"] == {
-        "method": "POST", "url": launch_url, "body": {"extra_vars": {"stack_image_tag": "latest"}}
+        "method": "POST",
+        "url": launch_url,
+        "body": {"extra_vars": {"stack_image_tag": "latest"}},
     }
     assert _row_counts(f"sqlite:///{db_file}") == before
     assert awx.count(method="POST") == 0 and awx.launches == []
@@ -252,7 +256,11 @@ def test_first_seen_deploy_acts_on_the_first_observation(
     repo = "e2e/firstdeploy"
     latest = _seed(registry, repo)
     path = _write_config(
-        tmp_path, registry=registry.base, database=f"sqlite:///{tmp_path}/r.db", repo=repo, first_seen="deploy",
+        tmp_path,
+        registry=registry.base,
+        database=f"sqlite:///{tmp_path}/r.db",
+        repo=repo,
+        first_seen="deploy",
         awx=awx.base,
     )
     code, doc, _ = runner(path, "reconcile", "--json")

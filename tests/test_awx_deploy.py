@@ -1,0 +1,488 @@
+"""Deploying through AWX exactly once: launch and wait, failures and back-off, crash recovery (SIGKILL in a
+subprocess), two instances on one PostgreSQL database, the lease. The real registry and databases, the fake AWX
+server over real HTTP, and an injected clock (the waits advance it instead of sleeping)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert, select
+
+from reconciler import app, config, model
+from reconciler.store import tables
+from tests.fakes.awx import FakeAwx
+from tests.support.databases import TestDatabase
+from tests.support.registry import LocalRegistry, push_schema2
+
+TOKEN = "awx-token-secret-4f9a"
+STAGING = "Staging Fragalysis Stack"
+PRODUCTION = "Production Fragalysis Stack"
+
+CONFIG = """
+[reconciler]
+database = "{database}"
+max_attempts = 3
+
+[registries."docker.io"]
+url = "{registry}"
+
+[awx.production]
+url = "{awx}"
+token_env = "TEST_AWX_TOKEN"
+poll = "{poll}"
+timeout = "10m"
+
+[[watch]]
+name = "staging"
+image = "{repo}"
+tag = "latest"
+[watch.action]
+kind = "awx"
+awx = "production"
+template = {template}
+extra_vars = {{ stack_image_tag = "{{tag}}", stack_digest = "{{digest}}" }}
+"""
+
+
+class FakeTime:
+    """The clock and sleep handed to the engine: sleeping moves time on, instantly."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Scenario:
+    registry: LocalRegistry
+    awx: FakeAwx
+    time: FakeTime
+    path: Path
+    repo: str
+    database: str
+
+    def settings(self, token: str = TOKEN) -> config.Settings:
+        return config.load(self.path, env={"TEST_AWX_TOKEN": token})
+
+    def reconcile(self, token: str = TOKEN) -> model.RunReport:
+        application = app.App(self.settings(token))
+        try:
+            return application.reconcile([], dry_run=False, clock=self.time, sleep=self.time.sleep)
+        finally:
+            application.close()
+
+    def push(self, label: str) -> str:
+        return push_schema2(self.registry.base, self.repo, "latest", label=label)
+
+    def outcome(self, token: str = TOKEN) -> model.WatchOutcome:
+        return self.reconcile(token).outcomes[0]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "--config", str(self.path), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TEST_AWX_TOKEN": TOKEN},
+            timeout=timeout,
+        )
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reconciler.cli", "--config", str(self.path), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TEST_AWX_TOKEN": TOKEN},
+        )
+
+    def actions(self) -> list[dict[str, Any]]:
+        engine = create_engine(self.database)
+        with engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(select(tables.actions).order_by(tables.actions.c.id))]
+        engine.dispose()
+        return rows
+
+
+def _scenario(
+    tmp_path: Path,
+    registry: LocalRegistry,
+    awx: FakeAwx,
+    database: str,
+    *,
+    template: str | int = STAGING,
+    poll: str = "5s",
+) -> Scenario:
+    time = FakeTime()
+    awx.clock = time
+    repo = f"deploy/{tmp_path.name.lower().replace('_', '-')}"[:60]
+    path = tmp_path / "config.toml"
+    path.write_text(
+        CONFIG.format(
+            database=database, registry=registry.base, awx=awx.base, repo=repo, poll=poll, template=json.dumps(template)
+        )
+    )
+    return Scenario(registry=registry, awx=awx, time=time, path=path, repo=repo, database=database)
+
+
+@pytest.fixture
+def awx() -> Iterator[FakeAwx]:
+    with FakeAwx(token=TOKEN) as fake:
+        fake.add_template(STAGING)
+        fake.add_template(PRODUCTION)
+        yield fake
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
+    return _scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db")
+
+
+def _baseline(s: Scenario) -> str:
+    first = s.push("one")
+    assert s.outcome().decision.verdict is model.Verdict.BASELINE
+    return first
+
+
+def test_drift_launches_the_template_once_waits_and_records_success(
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, db: TestDatabase
+) -> None:
+    s = _scenario(tmp_path, registry, awx, db.url)
+    first = _baseline(s)
+    second = s.push("two")
+    outcome = s.outcome()
+    assert outcome.decision.verdict is model.Verdict.DRIFT
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED
+    assert outcome.state.deployed is not None and outcome.state.deployed.digest == second
+    staging_id = next(t["id"] for t in awx.templates.values() if t["name"] == STAGING)
+    assert awx.launches == [(staging_id, {"stack_image_tag": "latest", "stack_digest": second})]
+    job_id = int(outcome.action.external_ref or 0)
+    assert outcome.action.link == awx.ui_link(job_id)
+    assert awx.jobs[job_id]["status"] == "successful"
+    assert outcome.action.detail is not None and outcome.action.detail.startswith(f"job {job_id} successful")
+    [row] = s.actions()
+    assert (row["status"], row["digest"], row["previous_digest"], row["attempt"]) == ("succeeded", second, first, 1)
+
+    again = s.outcome()
+    assert again.decision.verdict is model.Verdict.IN_SYNC and not again.acted
+    assert len(awx.launches) == 1
+
+
+def test_the_template_can_be_given_by_numeric_id(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> None:
+    template_id = awx.add_template("Numbered")
+    s = _scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/r.db", template=template_id)
+    _baseline(s)
+    s.push("two")
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert [t for t, _ in awx.launches] == [template_id]
+    assert awx.count(method="GET", path_prefix="/api/v2/job_templates/?") == 0  # no lookup by name
+
+
+@pytest.mark.parametrize("ending", ["failed", "error", "canceled"])
+def test_a_job_that_does_not_succeed_is_retried_with_backoff_up_to_max_attempts(
+    scenario: Scenario, ending: str
+) -> None:
+    s = scenario
+    first = _baseline(s)
+    second = s.push("two")
+    s.awx.script(outcome=ending, polls=1)
+    outcome = s.outcome()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.FAILED
+    assert f"job {outcome.action.external_ref} {ending}" in (outcome.action.detail or "")
+    assert outcome.state.deployed is not None and outcome.state.deployed.digest == first  # still drifted
+    retry_at = outcome.action.next_attempt_at
+    assert retry_at is not None and retry_at - s.time() <= timedelta(seconds=30)
+
+    s.time.advance(5)
+    waiting = s.outcome()
+    assert waiting.decision.verdict is model.Verdict.RETRY_LATER and not waiting.acted
+    assert f"job {outcome.action.external_ref} {ending}" in waiting.decision.reason
+    assert len(s.awx.launches) == 1
+
+    for attempt in (2, 3):
+        s.time.advance(31 * 2 ** (attempt - 2))
+        retried = s.outcome()
+        assert retried.action is not None and retried.action.attempt == attempt
+        assert retried.action.status is model.ActionStatus.FAILED
+    s.time.advance(3600)
+    gave_up = s.outcome()
+    assert gave_up.decision.verdict is model.Verdict.GAVE_UP and not gave_up.acted
+    assert "all 3 attempts" in gave_up.decision.reason
+    assert len(s.awx.launches) == 3
+    assert [a["attempt"] for a in s.actions()] == [1, 2, 3]
+
+    s.awx.script(outcome="successful", polls=1)
+    third = s.push("three")  # a newer image starts over
+    fresh = s.outcome()
+    assert (
+        fresh.action is not None and fresh.action.attempt == 1 and fresh.action.status is model.ActionStatus.SUCCEEDED
+    )
+    assert fresh.state.deployed is not None and fresh.state.deployed.digest == third
+    assert second != third
+
+
+def test_the_cli_shows_a_failed_action_and_exits_1(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    s.push("two")
+    s.awx.script(outcome="failed", polls=0)
+    done = s.cli("reconcile")
+    assert done.returncode == 1, done.stderr
+    assert "action failed" in done.stderr and "Traceback" not in done.stderr
+    status = json.loads(s.cli("status", "--json").stdout)["watches"][0]
+    assert status["state"] == "failed"
+    assert status["last_action"]["status"] == "failed"
+    assert status["last_action"]["ref"].startswith(f"{s.awx.base}/#/jobs/playbook/")
+    assert "failed" in status["last_action"]["detail"]
+    table = s.cli("status").stdout
+    assert "failed" in table and "action #1 failed" in table
+
+
+def _fails_then_recovers(s: Scenario, expected: str, *, token: str = TOKEN) -> None:
+    """The first attempt fails with `expected` in its reason; after the back-off the next one succeeds."""
+    _baseline(s)
+    s.push("two")
+    failed = s.outcome(token)
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED, failed
+    assert expected in (failed.action.detail or ""), failed.action.detail
+    assert failed.state.deployed is not None and failed.decision.verdict is model.Verdict.DRIFT
+    assert TOKEN not in (failed.action.detail or "") and "\n" not in (failed.action.detail or "")
+    s.time.advance(31)
+    recovered = s.outcome()
+    assert recovered.action is not None and recovered.action.attempt == 2
+    assert recovered.action.status is model.ActionStatus.SUCCEEDED
+
+
+def test_awx_answering_500_on_launch_is_looked_for_then_retried(scenario: Scenario) -> None:
+    scenario.awx.fail_next(1, status=500, path_kind="launch")
+    _fails_then_recovers(scenario, "AWX production answered 500 while launching job template")
+    assert len(scenario.awx.launches) == 1
+    assert scenario.awx.count(method="GET", path_prefix="/api/v2/jobs/?") >= 1  # it looked for a job first
+
+
+def test_awx_not_answering_is_retried(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> None:
+    s = _scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/r.db")
+    reachable = s.path.read_text()
+    s.path.write_text(reachable.replace(awx.base, "http://127.0.0.1:9"))
+    _baseline(s)
+    s.push("two")
+    failed = s.outcome()
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED
+    assert "cannot reach AWX production at http://127.0.0.1:9" in (failed.action.detail or "")
+    s.path.write_text(reachable)
+    s.time.advance(31)
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_a_wrong_token_is_a_clear_failure_without_the_token(scenario: Scenario) -> None:
+    _fails_then_recovers(scenario, "AWX production refused the credentials", token="wrong-token-xyz")
+    assert all("wrong-token-xyz" not in json.dumps(a, default=str) for a in scenario.actions())
+
+
+def test_ignored_extra_vars_are_a_failure_that_says_to_prompt_on_launch(
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx
+) -> None:
+    template = awx.add_template("Not Prompted", ask_variables_on_launch=False)
+    s = _scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/r.db", template="Not Prompted")
+    _baseline(s)
+    s.push("two")
+    failed = s.outcome()
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED
+    assert 'enable "Prompt on launch" for variables' in (failed.action.detail or "")
+    assert "ignored the extra vars stack_digest:" in (failed.action.detail or "")  # "latest" equals the saved value
+    awx.templates[template]["ask_variables_on_launch"] = True
+    s.time.advance(31)
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        pytest.param(
+            "Staging Fragalysis Stak",
+            "no job template named 'Staging Fragalysis Stak'; closest: 'Staging Fragalysis Stack'",
+            id="missing-with-closest",
+        ),
+        pytest.param("Twice", "2 job templates named 'Twice'", id="ambiguous"),
+    ],
+)
+def test_a_template_name_must_match_exactly_one(
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, template: str, message: str
+) -> None:
+    awx.add_template("Twice", organization="One")
+    awx.add_template("Twice", organization="Two")
+    s = _scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/r.db", template=template)
+    _baseline(s)
+    s.push("two")
+    failed = s.outcome()
+    assert failed.action is not None and message in (failed.action.detail or "")
+    assert awx.launches == []
+
+
+def test_a_job_that_outlives_the_timeout_fails_with_its_link(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    s.push("two")
+    s.awx.script(outcome="successful", polls=10_000)
+    failed = s.outcome()
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED
+    assert "was still running after 0:10:00" in (failed.action.detail or "")
+    assert s.awx.ui_link(int(failed.action.external_ref or 0)) in (failed.action.detail or "")
+
+
+def test_dry_run_sends_nothing_that_changes_awx(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    s.push("two")
+    done = s.cli("reconcile", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    action = json.loads(done.stdout)["watches"][0]["action"]
+    assert action["status"] == "would_act" and action["request"]["method"] == "POST"
+    assert {r.method for r in s.awx.requests} == {"GET"}
+    assert s.actions() == []
+
+
+def _wait_for(proc: subprocess.Popen[str], awx: FakeAwx) -> None:
+    if not awx.wait_hanging(timeout=30):
+        proc.kill()
+        _out, err = proc.communicate()
+        pytest.fail(f"the reconcile process never reached the hanging request: {err}")
+
+
+@pytest.mark.parametrize("moment", ["after-the-launch-post", "after-recording-launched"])
+def test_a_process_killed_mid_action_leads_to_exactly_one_job(scenario: Scenario, moment: str) -> None:
+    s = scenario
+    s.path.write_text(s.path.read_text().replace('poll = "5s"', 'poll = "10ms"'))
+    _baseline(s)
+    second = s.push("two")
+    s.awx.clock = lambda: datetime.now(UTC)  # the subprocesses run on the real clock; so must AWX
+    if moment == "after-the-launch-post":
+        s.awx.hang_next("launch", after_create=True)  # the job exists; the answer never arrives
+    else:
+        s.awx.hang_next("job")  # the launch was answered and recorded; the first status check hangs
+    proc = s.spawn("reconcile")
+    _wait_for(proc, s.awx)
+    status = json.loads(s.cli("status", "--json").stdout)["watches"][0]
+    assert status["state"] == "deploying"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    s.awx.release()
+    [left] = s.actions()
+    assert left["status"] == ("planned" if moment == "after-the-launch-post" else "launched")
+    assert len(s.awx.launches) == 1
+
+    done = s.cli("reconcile", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(s.awx.launches) == 1, "the restarted process must find the job, not launch another"
+    [finished] = s.actions()
+    assert finished["status"] == "succeeded" and finished["digest"] == second
+    assert json.loads(s.cli("status", "--json").stdout)["watches"][0]["deployed"]["digest"] == second
+
+
+@pytest.mark.postgres
+def test_two_processes_on_one_postgresql_database_launch_exactly_one_job(
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_url: str
+) -> None:
+    schema = f"t_two_{os.getpid()}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+    try:
+        s = _scenario(tmp_path, registry, awx, url, poll="10ms")
+        _baseline(s)
+        s.push("two")
+        awx.clock = lambda: datetime.now(UTC)  # the subprocesses run on the real clock
+        awx.hang_next("job")  # whoever acts holds the lease while it waits
+        first, second = s.spawn("reconcile"), s.spawn("reconcile")
+        _wait_for(first, awx)
+        procs = (first, second)
+        for _ in range(600):  # until one of them has exited (at most 30 s)
+            if any(p.poll() is not None for p in procs):
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                first.wait(timeout=0.05)
+        codes = [p.poll() for p in procs]
+        assert 4 in codes, codes
+        loser = (first, second)[codes.index(4)]
+        assert "another instance" in (loser.stderr.read() if loser.stderr else "")
+        awx.release()
+        winner = (first, second)[1 - codes.index(4)]
+        assert winner.wait(timeout=30) == 0
+        assert len(awx.launches) == 1
+        assert [a["status"] for a in s.actions()] == ["succeeded"]
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def test_reconcile_exits_4_and_does_nothing_while_another_instance_holds_the_lease(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    s.push("two")
+    engine = create_engine(s.database)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(tables.leases).values(
+                name="actions",
+                holder="elsewhere:1:abcd",
+                acquired_at=datetime.now(UTC),
+                expires_at=datetime.now(UTC) + timedelta(minutes=5),
+            )
+        )
+    engine.dispose()
+    done = s.cli("reconcile")
+    assert done.returncode == 4
+    assert done.stderr.strip() == ("reconciler: another instance (elsewhere:1:abcd) holds the lease; nothing was done")
+    assert s.awx.launches == [] and s.actions() == []
+
+
+def test_a_planned_action_never_launched_is_superseded_and_planned_again(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    second = s.push("two")
+    engine = create_engine(s.database)
+    staging_id = next(t["id"] for t in s.awx.templates.values() if t["name"] == STAGING)
+    with engine.begin() as conn:  # what a crash just before the launch POST leaves behind
+        conn.execute(
+            insert(tables.actions).values(
+                watch="staging",
+                kind="awx",
+                status="planned",
+                tag="latest",
+                digest=second,
+                attempt=1,
+                created_at=s.time(),
+                request=json.dumps(
+                    {
+                        "method": "POST",
+                        "url": f"{s.awx.base}/api/v2/job_templates/{staging_id}/launch/",
+                        "body": {"extra_vars": {"stack_image_tag": "latest", "stack_digest": second}},
+                    }
+                ),
+            )
+        )
+    engine.dispose()
+    outcome = s.outcome()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED
+    assert [(a["status"], a["attempt"]) for a in s.actions()] == [("superseded", 1), ("succeeded", 1)]
+    assert len(s.awx.launches) == 1
