@@ -486,3 +486,25 @@ def test_a_planned_action_never_launched_is_superseded_and_planned_again(scenari
     assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED
     assert [(a["status"], a["attempt"]) for a in s.actions()] == [("superseded", 1), ("succeeded", 1)]
     assert len(s.awx.launches) == 1
+
+
+def test_basic_credentials_work_and_every_awx_url_ends_with_a_slash(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    with FakeAwx(token=None, users={"deployer": "basic-secret-pw"}) as fake:
+        fake.add_template(STAGING)
+        s = _scenario(tmp_path, registry, fake, f"sqlite:///{tmp_path}/r.db")
+        s.path.write_text(s.path.read_text().replace(
+            'token_env = "TEST_AWX_TOKEN"', 'username_env = "TEST_AWX_USER"\npassword_env = "TEST_AWX_PASSWORD"'))
+        settings = config.load(s.path, env={"TEST_AWX_USER": "deployer", "TEST_AWX_PASSWORD": "basic-secret-pw"})
+        application = app.App(settings)
+        s.push("one")
+        application.reconcile([], dry_run=False, clock=s.time, sleep=s.time.sleep)
+        s.push("two")
+        report = application.reconcile([], dry_run=False, clock=s.time, sleep=s.time.sleep)
+        application.close()
+        assert report.outcomes[0].action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert len(fake.launches) == 1
+        paths = [r.path.split("?")[0] for r in fake.requests]
+        assert paths and all(p.endswith("/") for p in paths), paths  # a 301 would turn the POST into a GET
+        assert all(r.headers["authorization"].startswith("Basic ") for r in fake.requests)
