@@ -488,14 +488,15 @@ def test_a_planned_action_never_launched_is_superseded_and_planned_again(scenari
     assert len(s.awx.launches) == 1
 
 
-def test_basic_credentials_work_and_every_awx_url_ends_with_a_slash(
-    tmp_path: Path, registry: LocalRegistry
-) -> None:
+def test_basic_credentials_work_and_every_awx_url_ends_with_a_slash(tmp_path: Path, registry: LocalRegistry) -> None:
     with FakeAwx(token=None, users={"deployer": "basic-secret-pw"}) as fake:
         fake.add_template(STAGING)
         s = _scenario(tmp_path, registry, fake, f"sqlite:///{tmp_path}/r.db")
-        s.path.write_text(s.path.read_text().replace(
-            'token_env = "TEST_AWX_TOKEN"', 'username_env = "TEST_AWX_USER"\npassword_env = "TEST_AWX_PASSWORD"'))
+        s.path.write_text(
+            s.path.read_text().replace(
+                'token_env = "TEST_AWX_TOKEN"', 'username_env = "TEST_AWX_USER"\npassword_env = "TEST_AWX_PASSWORD"'
+            )
+        )
         settings = config.load(s.path, env={"TEST_AWX_USER": "deployer", "TEST_AWX_PASSWORD": "basic-secret-pw"})
         application = app.App(settings)
         s.push("one")

@@ -39,10 +39,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tests.support.loopback import LoopbackServer
 
 Kind = Literal["launch", "job", "jobs", "templates", "any"]
 _KINDS = ("launch", "job", "jobs", "templates", "any")
@@ -218,31 +220,18 @@ class FakeAwx:
         self._gate = threading.Event()
         self._hanging = 0
         self._closed = False
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer(_Handler, owner=self, name="fake-awx")
         self.base = ""
 
     def start(self) -> FakeAwx:
         self._closed = False
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.awx = self  # type: ignore[attr-defined]
-        self._server = server
-        self.base = f"http://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-awx", daemon=True)
-        self._thread.start()
+        self.base = self._http.start()
         return self
 
     def stop(self) -> None:
         self._closed = True  # hangs end with the fake
         self.release()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> FakeAwx:
         return self.start()
@@ -661,7 +650,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in two writes; no 40 ms delayed-ACK stall per request
 
     def do_GET(self) -> None:
-        awx: FakeAwx = self.server.awx  # type: ignore[attr-defined]
+        awx: FakeAwx = self.server.owner  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         reply = awx.handle(self.command, self.path, dict(self.headers.items()), body)
         try:

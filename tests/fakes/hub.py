@@ -32,10 +32,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.support.loopback import LoopbackServer
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -132,28 +134,15 @@ class FakeHub:
         self._cursors: dict[str, tuple[str, str]] = {}  # next_page token -> (repo, last tag of the previous page)
         self._limit = ratelimit
         self._remaining = ratelimit or 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer(_Handler, owner=self, name="fake-hub")
         self.base = ""
 
     def start(self) -> FakeHub:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.hub = self  # type: ignore[attr-defined]
-        self._server = server
-        self.base = f"http://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-hub", daemon=True)
-        self._thread.start()
+        self.base = self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -358,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        hub: FakeHub = self.server.hub  # type: ignore[attr-defined]
+        hub: FakeHub = self.server.owner  # type: ignore[attr-defined]
         reply = hub.handle(self.command, self.path, self.headers, self.client_address[0])
         self.send_response(reply.status)
         if self.path.startswith("/v2/"):

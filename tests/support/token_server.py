@@ -19,10 +19,10 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from requests.auth import AuthBase
 
+from tests.support.loopback import LoopbackServer
 from tests.support.registry import TIMEOUT, LocalRegistry, TokenConfig
 
 
@@ -86,8 +87,7 @@ class TokenServer:
         self.requests_total = 0
         self.requests: list[tuple[list[str], str | None]] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer(_Handler, owner=self, name="token-server")
         self.realm = ""
 
     def token_config(self) -> TokenConfig:
@@ -163,21 +163,11 @@ class TokenServer:
         return 200, self.issue(user, scopes)
 
     def start(self) -> TokenServer:
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self.realm = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="token-server", daemon=True)
-        self._thread.start()
+        self.realm = f"{self._http.start()}/token"
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> Self:
         self.start()
@@ -189,11 +179,6 @@ class TokenServer:
         self.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: TokenServer
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -202,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path != "/token":
             status, body = 404, {"details": "not found"}
         else:
-            owner = cast(_Server, self.server).owner
+            owner: TokenServer = self.server.owner  # type: ignore[attr-defined]
             status, body = owner.handle(url.query, self.headers.get("Authorization"))
         data = json.dumps(body).encode()
         self.send_response(status)
