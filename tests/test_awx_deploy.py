@@ -509,3 +509,34 @@ def test_basic_credentials_work_and_every_awx_url_ends_with_a_slash(tmp_path: Pa
         paths = [r.path.split("?")[0] for r in fake.requests]
         assert paths and all(p.endswith("/") for p in paths), paths  # a 301 would turn the POST into a GET
         assert all(r.headers["authorization"].startswith("Basic ") for r in fake.requests)
+
+
+@pytest.mark.parametrize(
+    ("path_kind", "body", "expected"),
+    [
+        pytest.param("templates", "<html>proxy error</html>", "sent a malformed answer while looking up", id="html"),
+        pytest.param("templates", {"count": 1, "results": "x"}, "sent a malformed list", id="results-not-a-list"),
+        pytest.param("templates", '{"count": 1, "resu', "sent a malformed answer", id="truncated"),
+        pytest.param("launch", {"ignored_fields": {}}, "answered the launch without a job id", id="launch-no-job-id"),
+        pytest.param("launch", '["a", "list"]', "sent a malformed answer while launching", id="launch-a-list"),
+    ],
+)
+def test_malformed_awx_answers_fail_the_attempt_with_a_clear_reason(
+    scenario: Scenario, path_kind: str, body: object, expected: str
+) -> None:
+    s = scenario
+    _baseline(s)
+    s.push("two")
+    s.awx.fail_next(1, status=201 if path_kind == "launch" else 200, path_kind=path_kind, body=body)  # type: ignore[arg-type]
+    failed = s.outcome()
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED
+    assert expected in (failed.action.detail or ""), failed.action.detail
+    assert "\n" not in (failed.action.detail or "")
+
+
+def test_a_job_detail_blip_while_waiting_is_not_a_failure(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    s.push("two")
+    s.awx.fail_next(2, status=500, path_kind="job")
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset({"successful", "failed", "error", "canceled"})
 RECOVERY_MARGIN = timedelta(minutes=5)  # how far before our own record a recovered job may have been created
 MAX_POLL_DELAY = 60.0
+_LAUNCH_URL = re.compile(r"/api/v2/job_templates/(\d+)/launch/$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,9 @@ class AwxClient:
                     f"AWX {self.server.name} did not answer in time while {what}"
                 ) from None
             raise errors.AwxError(f"AWX {self.server.name} did not answer in time while {what}") from None
-        except requests.RequestException as exc:
-            raise errors.AwxError(f"AWX {self.server.name} failed while {what}: {type(exc).__name__}") from None
+        except requests.RequestException as exc:  # the request went out; the answer broke off
+            error = errors.LaunchOutcomeUnknown if method == "POST" else errors.AwxError
+            raise error(f"AWX {self.server.name} failed while {what}: {type(exc).__name__}") from None
         status = response.status_code
         if status < 300:
             return response
@@ -157,11 +160,10 @@ class AwxClient:
             self._templates[template] = matches[0]["id"]
         return int(matches[0]["id"])
 
-    def launch(self, template_id: int, body: Mapping[str, Any]) -> dict[str, Any]:
-        what = f"launching job template {template_id}"
-        return self._json(
-            self._call("POST", self.url(f"job_templates/{template_id}/launch"), json=body, what=what), what
-        )
+    def launch(self, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST exactly the recorded launch request."""
+        what = f"launching job template {template_of(url)}"
+        return self._json(self._call("POST", url, json=body, what=what), what)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json(
@@ -176,6 +178,12 @@ class AwxClient:
             "page_size": "200",
         }
         return self._pages(self.url("jobs"), params=params, what=f"listing recent jobs of template {template_id}")
+
+
+def template_of(launch_url: str) -> int | None:
+    """The template id in a launch URL (`…/api/v2/job_templates/<id>/launch/`)."""
+    found = _LAUNCH_URL.search(launch_url)
+    return int(found.group(1)) if found else None
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
@@ -236,8 +244,7 @@ class AwxActuator:
 
     def launch(self, spec: model.AwxAction, request: Mapping[str, Any]) -> model.Launch:
         client = self._client(spec)
-        template_id = int(str(request["url"]).rstrip("/").split("/")[-2])
-        answer = client.launch(template_id, request["body"])
+        answer = client.launch(str(request["url"]), request["body"])
         job_id = answer.get("job", answer.get("id"))
         if not isinstance(job_id, int):
             raise errors.LaunchOutcomeUnknown(f"AWX {spec.server} answered the launch without a job id")
@@ -253,8 +260,11 @@ class AwxActuator:
     def find(self, spec: model.AwxAction, record: model.ActionRecord) -> model.Launch | None:
         """The job a crashed launch may have created: the template's recent jobs carrying our extra vars."""
         client = self._client(spec)
-        wanted = dict((record.request or {}).get("body", {}).get("extra_vars", {}))  # type: ignore[attr-defined]
-        template_id = int(str((record.request or {})["url"]).rstrip("/").split("/")[-2])
+        request: Mapping[str, Any] = record.request or {}
+        template_id = template_of(str(request.get("url", "")))
+        if template_id is None:
+            return None  # no launch request was ever written for this record, so none was sent
+        wanted = dict(request.get("body", {}).get("extra_vars", {}))
         for job in client.recent_jobs(template_id, record.created_at - RECOVERY_MARGIN):
             values = _vars_of(job)
             if all(values.get(k) == v for k, v in wanted.items()) and isinstance(job.get("id"), int):
