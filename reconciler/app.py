@@ -5,6 +5,7 @@ client) from settings, and the operations the command line and the daemon call.
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from reconciler.actuators import awx
 from reconciler.registry import auth, client
 from reconciler.store import outbox, queries, schema
 
+_PROXY_VARIABLES = tuple(v for n in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY") for v in (n, n.lower()))
 USER_AGENT = "reconciler/0.1 (+https://github.com/xchem)"
 WORKERS = 16
 
@@ -42,6 +44,11 @@ def registry_session(*, retries: int = 3, backoff: float = 0.5, pool: int = WORK
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
+    # requests re-reads proxy and CA settings from the environment (and ~/.netrc) on every request: about a fifth
+    # of a pass's CPU at 1,000 watches. Without proxy variables, read the CA bundle once here instead.
+    if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.trust_env = False
     return session
 
 

@@ -349,3 +349,14 @@ def test_docker_hub_is_served_by_registry_1() -> None:
     assert client.api_base("docker.io", {}) == "https://registry-1.docker.io"
     assert client.api_base("ghcr.io", {}) == "https://ghcr.io"
     assert client.api_base("docker.io", {"docker.io": "http://127.0.0.1:5000/"}) == "http://127.0.0.1:5000"
+
+
+def test_the_session_reads_ca_and_proxy_settings_once_unless_proxies_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/site-bundle.pem")
+    session = app.registry_session()
+    assert (session.trust_env, session.verify) == (False, "/etc/ssl/certs/site-bundle.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert app.registry_session().trust_env is True  # requests then honours HTTPS_PROXY and NO_PROXY per request
