@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from urllib3.util import Retry
 
 from reconciler import config, deploy, engine, errors, lease, model
-from reconciler.actuators import awx
+from reconciler.actuators import awx, kube
 from reconciler.registry import auth, client
 from reconciler.store import outbox, queries, schema
 
@@ -101,6 +103,23 @@ def awx_server(name: str, settings: config.AwxSettings) -> awx.Server:
     )
 
 
+def kube_api(context: str | None) -> k8s.ApiClient:
+    """In-cluster configuration inside a pod (KUBERNETES_SERVICE_HOST is set), else the kubeconfig."""
+    configuration = k8s.Configuration()
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    try:
+        if in_cluster:
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                context=context, client_configuration=configuration
+            )
+    except (kube_config.ConfigException, OSError) as exc:
+        where = "in-cluster" if in_cluster else "kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        raise errors.ConfigError(f"kubernetes: cannot load the {where} configuration: {exc}") from None
+    return k8s.ApiClient(configuration)
+
+
 def database_engine(url: str) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         return create_engine(url, connect_args={"timeout": 30})  # wait for a concurrent writer, don't fail
@@ -128,6 +147,7 @@ class App:
     def __post_init__(self) -> None:
         self._db: Engine | None = None
         self._awx_session: requests.Session | None = None
+        self._kube_api: k8s.ApiClient | None = None
 
     @property
     def db(self) -> Engine:
@@ -163,7 +183,20 @@ class App:
             name: awx.AwxClient(session=self.awx_session, server=awx_server(name, s))
             for name, s in self.settings.awx.items()
         }
-        return {model.ActionKind.AWX: awx.AwxActuator(clients=clients, clock=clock, sleep=sleep)}
+        actuators: dict[model.ActionKind, deploy.Actuator] = {
+            model.ActionKind.AWX: awx.AwxActuator(clients=clients, clock=clock, sleep=sleep)
+        }
+        if any(isinstance(w.action, model.StatefulSetAction) for w in self.settings.watches):
+            actuators[model.ActionKind.STATEFULSET] = kube.StatefulSetActuator(
+                api=self.kube_api, clock=clock, sleep=sleep, poll=self.settings.kube_poll.total_seconds()
+            )
+        return actuators
+
+    @property
+    def kube_api(self) -> k8s.ApiClient:
+        if self._kube_api is None:
+            self._kube_api = kube_api(self.settings.kube_context)
+        return self._kube_api
 
     @property
     def awx_session(self) -> requests.Session:

@@ -177,6 +177,7 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
                 "name": w.action.name,
                 "container": w.action.container,
                 "mode": w.action.mode.value,
+                "on_delete": w.action.on_delete.value,
                 "timeout": _duration(w.action.timeout),
             }
         return {
@@ -214,7 +215,7 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
             }
             for name, a in settings.awx.items()
         },
-        "kubernetes": {"context": settings.kube_context},
+        "kubernetes": {"context": settings.kube_context, "poll": _duration(settings.kube_poll)},
         "watch": [watch(w) for w in settings.watches],
     }
 

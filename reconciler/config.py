@@ -64,6 +64,7 @@ class Settings:
     registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
     awx: Mapping[str, AwxSettings] = field(default_factory=dict)
     kube_context: str | None = None
+    kube_poll: timedelta = timedelta(seconds=5)
     watches: tuple[model.Watch, ...] = ()
 
     def watch(self, name: str) -> model.Watch:
@@ -180,13 +181,14 @@ def _action(table: config_table.Table, awx: Mapping[str, AwxSettings]) -> model.
             extra_vars=_extra_vars(table.table("extra_vars")),
         )
     elif kind == model.ActionKind.STATEFULSET:
-        table.expect("kind", "namespace", "name", "container", "mode", "timeout")
+        table.expect("kind", "namespace", "name", "container", "mode", "timeout", "on_delete")
         action = model.StatefulSetAction(
             namespace=table.required("namespace"),
             name=table.required("name"),
             container=table.required("container"),
             mode=table.choice("mode", model.RolloutMode, model.RolloutMode.RESTART),
             timeout=table.duration("timeout", timedelta(minutes=15)),
+            on_delete=table.choice("on_delete", model.OnDelete, model.OnDelete.REPORT),
         )
     else:
         raise errors.ConfigError(f'{table.key("kind")}: expected "awx" or "statefulset", got {kind!r}')
@@ -345,8 +347,9 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
     assert file_database is not None
     defaults = _schedule(main, _Defaults())
     awx = _awx(top.table("awx"))
-    kube = top.table("kubernetes")
-    context = kube.expect("context").text("context") if kube is not None else None
+    kube = (top.table("kubernetes") or config_table.Table({}, "kubernetes", env, path.parent)).expect("context", "poll")
+    context = kube.text("context")
+    kube_poll = kube.duration("poll", timedelta(seconds=5))
     watch_list = top.get("watch") or []
     if not isinstance(watch_list, list):
         raise errors.ConfigError("watch: expected [[watch]] tables")
@@ -371,6 +374,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         registries=_registries(top.table("registries")),
         awx=awx,
         kube_context=context,
+        kube_poll=kube_poll,
         watches=watches,
     )
     return settings

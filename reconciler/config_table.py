@@ -19,7 +19,7 @@ from reconciler import errors, model
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_E = TypeVar("_E", model.FirstSeen, model.RolloutMode)
+_E = TypeVar("_E", model.FirstSeen, model.RolloutMode, model.OnDelete)
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,8 +161,9 @@ class Deployer:
 
     def _wait(self, spec: model.Action, record: model.ActionRecord) -> model.ActionRecord:
         finish = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive)
+        detail = "; ".join(filter(None, [finish.detail, record.detail]))  # keep a launch warning with the outcome
         if finish.succeeded:
-            done = self._outbox.succeeded(record, finish.detail, self._clock())
+            done = self._outbox.succeeded(record, detail, self._clock())
             log.info(
                 "watch %s: action #%d succeeded: %s",
                 record.watch,
@@ -171,7 +172,7 @@ class Deployer:
                 extra={"watch": record.watch, "action_id": record.id},
             )
             return done
-        return self._failed(record, finish.detail)
+        return self._failed(record, detail)
 
     def _failed(self, record: model.ActionRecord, detail: str) -> model.ActionRecord:
         now = self._clock()

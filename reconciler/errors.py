@@ -11,6 +11,8 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   └── TagNotFound(LookupError)   no such tag, or no tag matches the watch's rule
     ├── ActuatorError                  an action could not be carried out: the watch stays drifted, retried
     │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400, ignored extra_vars …)
+    │   ├── KubeError                  Kubernetes refused or failed (403 naming the verb, 404, 422, a stalled roll-out)
+    │   │   └── KubeConflict           409: the object changed under us; the patch is tried again
     │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout after sending)
     ├── StoreError                     the database refused or is unreachable
     └── LockHeld                       another instance holds the lease: exit 4
@@ -50,6 +52,14 @@ class ActuatorError(ReconcilerError):
 
 class AwxError(ActuatorError):
     """AWX refused the request or could not be reached before anything was sent."""
+
+
+class KubeError(ActuatorError):
+    """The Kubernetes API refused or failed; the message names the verb, resource and namespace."""
+
+
+class KubeConflict(KubeError):
+    """409 Conflict: the object changed while we patched it."""
 
 
 class LaunchOutcomeUnknown(ActuatorError):

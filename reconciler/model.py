@@ -41,6 +41,13 @@ class RolloutMode(enum.StrEnum):
     PIN = "pin"
 
 
+class OnDelete(enum.StrEnum):
+    """What a roll-out does with an `OnDelete` StatefulSet, whose pods change only when deleted."""
+
+    REPORT = "report"  # fail the action, saying the pods must be deleted
+    DELETE_PODS = "delete-pods"  # delete them one at a time, highest ordinal first
+
+
 class Verdict(enum.StrEnum):
     """What one pass decided for one watch."""
 
@@ -193,6 +200,7 @@ class StatefulSetAction:
     container: str
     mode: RolloutMode = RolloutMode.RESTART
     timeout: timedelta = timedelta(minutes=15)
+    on_delete: OnDelete = OnDelete.REPORT
     kind: ActionKind = field(default=ActionKind.STATEFULSET, init=False)
 
     def describe(self) -> str:
@@ -299,6 +307,7 @@ class Launch:
 
     ref: str
     link: str | None = None
+    note: str | None = None  # a warning worth keeping with the action (e.g. a pull policy that may not pull)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,9 @@ def reconcile(console: Console, document: dict[str, Any]) -> None:
                 console.print(f"{w['name']}: cannot tell the exact request: {action['error']}", markup=False)
             else:
                 request = action["request"]
-                console.print(f"{w['name']} would send: {request['method']} {request['url']}", markup=False)
+                where = request.get("url") or request.get("path")
+                kind = f" ({request['content_type']})" if request.get("content_type") else ""
+                console.print(f"{w['name']} would send: {request['method']} {where}{kind}", markup=False)
                 console.print(json.dumps(request["body"], indent=2), markup=False)
     console.print(("dry run, nothing written: " if document["dry_run"] else "") + document["summary"])
 

@@ -36,6 +36,15 @@ def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
     }
 
 
+def _running(watch: model.Watch, last_action: model.ActionRecord | None) -> dict[str, Any] | None:
+    """For a StatefulSet watch: the digest its pods were verified to run after the last successful roll-out."""
+    if not isinstance(watch.action, model.StatefulSetAction) or last_action is None:
+        return None
+    if last_action.status is not model.ActionStatus.SUCCEEDED:
+        return None
+    return {"digest": last_action.digest, "verified_at": iso(last_action.finished_at)}
+
+
 def watch_status(
     watch: model.Watch,
     state: model.WatchState | None,
@@ -65,6 +74,7 @@ def watch_status(
         "last_error": state.last_error if state else None,
         "last_action": action_document(last_action),
         "deploys_via": None if watch.action is None else watch.action.describe(),
+        "running": _running(watch, last_action),
     }
 
 

@@ -113,6 +113,7 @@ class Outbox:
         return self._transition(
             action_id,
             "record a launch",
+            detail=launch.note,
             status=model.ActionStatus.LAUNCHED.value,
             external_ref=launch.ref,
             link=launch.link,
