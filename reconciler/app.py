@@ -112,7 +112,9 @@ def kube_api(context: str | None) -> k8s.ApiClient:
             kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                context=context, client_configuration=configuration
+                config_file=os.environ.get("KUBECONFIG"),  # the library reads it once, at import
+                context=context,
+                client_configuration=configuration,
             )
     except (kube_config.ConfigException, OSError) as exc:
         where = "in-cluster" if in_cluster else "kubeconfig ($KUBECONFIG or ~/.kube/config)"

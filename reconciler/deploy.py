@@ -160,7 +160,10 @@ class Deployer:
         return finished
 
     def _wait(self, spec: model.Action, record: model.ActionRecord) -> model.ActionRecord:
-        finish = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive)
+        try:
+            finish = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive)
+        except errors.ActuatorError as exc:  # e.g. the permission to follow the roll-out is missing
+            return self._failed(record, str(exc))
         detail = "; ".join(filter(None, [finish.detail, record.detail]))  # keep a launch warning with the outcome
         if finish.succeeded:
             done = self._outbox.succeeded(record, detail, self._clock())

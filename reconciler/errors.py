@@ -12,7 +12,8 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     ├── ActuatorError                  an action could not be carried out: the watch stays drifted, retried
     │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400, ignored extra_vars …)
     │   ├── KubeError                  Kubernetes refused or failed (403 naming the verb, 404, 422, a stalled roll-out)
-    │   │   └── KubeConflict           409: the object changed under us; the patch is tried again
+    │   │   ├── KubeConflict           409: the object changed under us; the patch is tried again
+    │   │   └── KubeUnavailable        5xx or unreachable: a wait keeps polling through it
     │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout after sending)
     ├── StoreError                     the database refused or is unreachable
     └── LockHeld                       another instance holds the lease: exit 4
@@ -60,6 +61,10 @@ class KubeError(ActuatorError):
 
 class KubeConflict(KubeError):
     """409 Conflict: the object changed while we patched it."""
+
+
+class KubeUnavailable(KubeError):
+    """The API server failed (5xx) or could not be reached; worth asking again."""
 
 
 class LaunchOutcomeUnknown(ActuatorError):

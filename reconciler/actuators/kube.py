@@ -69,7 +69,9 @@ def progress(sts: Mapping[str, Any], *, generation: int) -> Progress:
         observed >= generation
         and updated >= replicas - partition
         and ready >= replicas
-        and (partition > 0 or current == update)
+        # the controller completes a revision only for an unpartitioned RollingUpdate (completeRollingUpdate);
+        # otherwise the pods' own revision labels are what tell (checked by the caller)
+        and (partition > 0 or _strategy(sts) == "OnDelete" or current == update)
     )
     return Progress(done=done, summary=summary)
 
@@ -166,13 +168,17 @@ class StatefulSetActuator:
         deadline = (record.launched_at or self._clock()) + spec.timeout
         last = "not read yet"
         while True:
-            sts = self._read(spec)
-            if _strategy(sts) == "OnDelete":
-                self._delete_next_stale_pod(spec, sts)
-            state = progress(sts, generation=generation)
-            last = state.summary
-            if state.done and self._pods_current(spec, sts):
-                return self._verify(spec, sts, record)
+            try:
+                sts = self._read(spec)
+                if _strategy(sts) == "OnDelete":
+                    self._delete_next_stale_pod(spec, sts)
+                state = progress(sts, generation=generation)
+                last = state.summary
+                if state.done and self._pods_current(spec, sts):
+                    return self._verify(spec, sts, record)
+            except errors.KubeUnavailable as exc:  # a blip of the API server is not the roll-out failing
+                log.warning("StatefulSet %s/%s: %s", spec.namespace, spec.name, exc)
+                last = str(exc)
             if self._clock() >= deadline:
                 return model.Finish(
                     False,
@@ -293,9 +299,12 @@ class StatefulSetActuator:
                 raise errors.KubeError(f"Kubernetes rejected the {verb} of {where} (422): {message}") from None
             if exc.status == 401:
                 raise errors.KubeError(f"Kubernetes refused the credentials at {self._host} (401)") from None
-            raise errors.KubeError(f"Kubernetes answered {exc.status} to {verb} on {where}: {message}") from None
+            error = errors.KubeUnavailable if (exc.status or 0) >= 500 else errors.KubeError
+            raise error(f"Kubernetes answered {exc.status} to {verb} on {where}: {message}") from None
         except (HTTPError, OSError) as exc:
-            raise errors.KubeError(f"cannot reach the Kubernetes API at {self._host}: {type(exc).__name__}") from None
+            raise errors.KubeUnavailable(
+                f"cannot reach the Kubernetes API at {self._host}: {type(exc).__name__}"
+            ) from None
 
 
 def _status_message(exc: ApiException) -> str:
