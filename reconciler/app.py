@@ -9,17 +9,20 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 from requests.adapters import HTTPAdapter
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from urllib3.util import Retry
 
-from reconciler import config, deploy, engine, errors, lease, model
+from reconciler import config, daemon, deploy, engine, errors, lease, metrics, model, report
 from reconciler.actuators import awx, kube
 from reconciler.registry import auth, client
 from reconciler.store import outbox, queries, schema
@@ -89,6 +92,12 @@ def awx_session(*, retries: int = 3, backoff: float = 0.5) -> requests.Session:
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:8080` or `[::1]:8080` into host and port (the configuration has checked the form)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def awx_server(name: str, settings: config.AwxSettings) -> awx.Server:
@@ -179,7 +188,7 @@ class App:
         return tuple(self.settings.watch(n) for n in dict.fromkeys(names))
 
     def actuators(
-        self, *, clock: engine.Clock, sleep: Callable[[float], None]
+        self, *, clock: engine.Clock, sleep: Callable[[float], object]
     ) -> dict[model.ActionKind, deploy.Actuator]:
         clients = {
             name: awx.AwxClient(session=self.awx_session, server=awx_server(name, s))
@@ -212,11 +221,14 @@ class App:
         *,
         dry_run: bool,
         clock: engine.Clock = engine.utc_now,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
+        held: lease.Lease | None = None,
+        keep_alive: Callable[[], None] | None = None,
     ) -> model.RunReport:
-        """One pass; unless a dry run, under the lease, after finishing what a previous run left open."""
+        """One pass; unless a dry run, under the lease (taken here, or `held` by the daemon), after finishing what
+        a previous run left open. `keep_alive` is called while actions wait (the daemon's stop check)."""
         watches = self.select(names)
-        registry = self.registry or registry_client(self.settings)
+        self.registry = registry = self.registry or registry_client(self.settings)
         actuators = self.actuators(clock=clock, sleep=sleep)
         if dry_run:
             store = self.reader()
@@ -232,11 +244,15 @@ class App:
             return runner.run_pass(watches, dry_run=True)
         schema.upgrade(self.db)
         store = queries.Store(self.db)
-        holder = lease.Lease(store=store, clock=clock)
-        holder.acquire()
+        holder = held or self.new_lease(clock)
+        if held is None:
+            holder.acquire()
         try:
             deployer = deploy.Deployer(
-                outbox=outbox.Outbox(self.db), actuators=actuators, clock=clock, keep_alive=holder.keep_alive
+                outbox=outbox.Outbox(self.db),
+                actuators=actuators,
+                clock=clock,
+                keep_alive=keep_alive or holder.keep_alive,
             )
             runner = engine.Engine(
                 registry=registry,
@@ -248,7 +264,68 @@ class App:
             )
             return runner.run_pass(watches)
         finally:
-            holder.release()
+            if held is None:
+                holder.release()
+
+    def new_lease(self, clock: engine.Clock) -> lease.Lease:
+        return lease.Lease(store=queries.Store(self.db), clock=clock, ttl=self.settings.lease_ttl)
+
+    def status(self, selected: Sequence[str], *, now: datetime) -> dict[str, Any]:
+        """The `status --json` document, from the database alone."""
+        watches = self.select(selected)
+        store = self.reader()
+        states = store.states([w.name for w in watches]) if store is not None else {}
+        return report.status_document(
+            watches, states, now=now, last_actions=self.last_actions([w.name for w in watches])
+        )
+
+    def database_ok(self) -> bool:
+        try:
+            with self.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def serve(self) -> None:
+        """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
+        self.upgrade()
+        clock = engine.utc_now
+        holder = self.new_lease(clock)
+        registry = self.registry = self.registry or registry_client(self.settings)
+        counters = metrics.Metrics(
+            registry_requests=lambda: registry.requests, ratelimit_remaining=lambda: registry.ratelimit_remaining
+        )
+
+        def run_pass(
+            names: Sequence[str], keep_alive: Callable[[], None], sleep: Callable[[float], object]
+        ) -> model.RunReport:
+            return self.reconcile(
+                names,
+                dry_run=False,
+                clock=clock,
+                sleep=sleep,
+                held=holder,
+                keep_alive=keep_alive,
+            )
+
+        server = self.settings.server
+        host, port = split_listen(server.listen)
+        daemon.Daemon(
+            watches=self.settings.watches,
+            run_pass=run_pass,
+            holder=holder,
+            lease_ttl=self.settings.lease_ttl,
+            status=lambda: self.status([], now=clock()),
+            database_ok=self.database_ok,
+            counters=counters,
+            server=daemon.Server(
+                host=host,
+                port=port,
+                token=server.token.reveal() if server.token else None,
+                webhook_secret=server.webhook_secret.reveal() if server.webhook_secret else None,
+            ),
+        ).run_forever()
 
     def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
         return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}

@@ -64,11 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     parser.add_argument("--config", help="configuration file (default $RECONCILER_CONFIG, else ./config.toml)")
     parser.add_argument("--database", help="database URL (overrides $RECONCILER_DATABASE_URL and the file)")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info for run, else warning"
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    rec = commands.add_parser("reconcile", help="one pass over the watches: check, decide, report")
+    commands.add_parser("run", help="the daemon: poll on schedule, act on drift, serve the endpoints")
+
+    rec = commands.add_parser("reconcile", help="one pass over the watches: check, decide, act, report")
     rec.add_argument("--watch", action="append", default=[], metavar="NAME", help="only this watch (repeatable)")
     rec.add_argument("--dry-run", action="store_true", help="decide and print, change nothing anywhere")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -121,13 +125,7 @@ def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
 
 
 def cmd_status(args: argparse.Namespace, application: app.App) -> int:
-    watches = application.select(args.watch)
-    store = application.reader()
-    names = [w.name for w in watches]
-    states = store.states(names) if store is not None else {}
-    document = report.status_document(
-        watches, states, now=engine.utc_now(), last_actions=application.last_actions(names)
-    )
+    document = application.status(args.watch, now=engine.utc_now())
     _print_json(document) if args.json else render.status(_console(), document)
     return EXIT_OK
 
@@ -226,7 +224,13 @@ def cmd_config(args: argparse.Namespace, application: app.App) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace, application: app.App) -> int:
+    application.serve()
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
+    "run": cmd_run,
     "reconcile": cmd_reconcile,
     "status": cmd_status,
     "history": cmd_history,
@@ -237,6 +241,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.log_level = args.log_level or ("info" if args.command == "run" else "warning")
     _setup_logging(args.log_level, args.log_format)
     application: app.App | None = None
     try:

@@ -65,6 +65,7 @@ class Settings:
     awx: Mapping[str, AwxSettings] = field(default_factory=dict)
     kube_context: str | None = None
     kube_poll: timedelta = timedelta(seconds=5)
+    lease_ttl: timedelta = timedelta(seconds=60)
     watches: tuple[model.Watch, ...] = ()
 
     def watch(self, name: str) -> model.Watch:
@@ -342,7 +343,10 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         "reconciler", "server", "registries", "awx", "kubernetes", "watch"
     )
     main = top.table("reconciler") or config_table.Table({}, "reconciler", env, path.parent)
-    main.expect("database", *_SCHEDULE_KEYS)
+    main.expect("database", "lease", *_SCHEDULE_KEYS)
+    lease_ttl = main.duration("lease", timedelta(seconds=60))
+    if lease_ttl < timedelta(seconds=3):
+        raise errors.ConfigError("reconciler.lease: must be at least 3s")
     file_database = main.text("database", DEFAULT_DATABASE)
     assert file_database is not None
     defaults = _schedule(main, _Defaults())
@@ -375,6 +379,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         awx=awx,
         kube_context=context,
         kube_poll=kube_poll,
+        lease_ttl=lease_ttl,
         watches=watches,
     )
     return settings

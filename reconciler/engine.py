@@ -122,9 +122,7 @@ class Engine:
             return self._deployer.act(
                 outcome.watch, target, attempt=decide.next_attempt(outcome.action, outcome.result)
             )
-        except errors.LeaseLost:
-            raise
-        except errors.StoreError:
+        except (errors.LeaseLost, errors.Stopped, errors.StoreError):
             raise
         except Exception:  # one watch's bug must not end the pass for the others
             log.exception("watch %s: unexpected error while acting", outcome.watch.name)

@@ -16,8 +16,9 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   │   └── KubeUnavailable        5xx or unreachable: a wait keeps polling through it
     │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout after sending)
     ├── StoreError                     the database refused or is unreachable
-    └── LockHeld                       another instance holds the lease: exit 4
-        └── LeaseLost                  this instance lost the lease while acting, and stopped
+    ├── LockHeld                       another instance holds the lease: exit 4
+    │   └── LeaseLost                  this instance lost the lease while acting, and stopped
+    └── Stopped                        the daemon is shutting down: open actions are left to be resumed
 """
 
 from __future__ import annotations
@@ -81,3 +82,7 @@ class LockHeld(ReconcilerError):
 
 class LeaseLost(LockHeld):
     """This instance's lease expired and another took it: stop acting, leave open actions to be resumed."""
+
+
+class Stopped(ReconcilerError):
+    """The process was asked to stop (SIGTERM): stop acting and leave open actions to be resumed."""

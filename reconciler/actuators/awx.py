@@ -223,7 +223,7 @@ class AwxActuator:
         *,
         clients: Mapping[str, AwxClient],
         clock: Callable[[], datetime],
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._clients = clients
         self._clock = clock

@@ -84,7 +84,7 @@ class StatefulSetActuator:
         *,
         api: k8s.ApiClient,
         clock: Callable[[], datetime],
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         poll: float = 5.0,
     ) -> None:
         self._api = api

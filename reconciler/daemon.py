@@ -1,0 +1,201 @@
+"""`reconciler run`: the long-running daemon.
+
+APScheduler 3.x runs one job per watch at its interval (with jitter, `max_instances=1`, `coalesce=True`) and one
+job that holds the lease. Only the instance holding the lease acts: it polls its watches (a pass for each at
+start-up), renews the lease, and when it loses it, pauses its watches and waits in standby to take it back.
+Waitress serves the endpoints. SIGTERM/SIGINT set the stop event: a running action notices it at its next poll
+(its sleeps wake at once) and stops, left `launched` to be resumed; the scheduler and server stop and the lease
+is released, well within 10 s. The daemon receives everything it needs from the composition root.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from waitress.server import create_server
+
+from reconciler import endpoints, errors, lease, metrics, model
+
+log = logging.getLogger(__name__)
+LEASE_JOB = "_lease"
+PassRunner = Callable[[Sequence[str], Callable[[], None], Callable[[float], object]], model.RunReport]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    host: str
+    port: int
+    token: str | None
+    webhook_secret: str | None
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+
+class Daemon:
+    def __init__(
+        self,
+        *,
+        watches: Sequence[model.Watch],
+        run_pass: PassRunner,
+        holder: lease.Lease,
+        lease_ttl: timedelta,
+        status: Callable[[], dict[str, Any]],
+        database_ok: Callable[[], bool],
+        counters: metrics.Metrics,
+        server: Server,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._watches = {w.name: w for w in watches}
+        self._run_pass = run_pass
+        self._lease = holder
+        self._lease_ttl = lease_ttl
+        self._status = status
+        self._database_ok = database_ok
+        self._metrics = counters
+        self._server_settings = server
+        self._clock = clock
+        self.stop = threading.Event()
+        self._acting = False
+        self._standby_logged = False
+        self._last_pass: datetime | None = None
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
+        self._http = create_server(self._endpoints(), host=server.host, port=server.port, threads=4, ident="reconciler")
+
+    @property
+    def port(self) -> int:
+        return int(self._http.effective_port)  # type: ignore[union-attr]
+
+    def _endpoints(self) -> endpoints.Endpoints:
+        callbacks = endpoints.Callbacks(
+            alive=lambda: self._scheduler.running and not self.stop.is_set(),
+            ready=self._ready,
+            status=self._status,
+            metrics=self._metrics.exposition,
+            reconcile=self.trigger,
+            repository=lambda image: self.trigger([w.name for w in self._watches.values() if w.image == image]),
+        )
+        s = self._server_settings
+        return endpoints.Endpoints(
+            callbacks=callbacks, token=s.token, webhook_secret=s.webhook_secret, loopback=s.loopback
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for watch in self._watches.values():
+            trigger = IntervalTrigger(seconds=watch.interval.total_seconds(), jitter=watch.jitter.total_seconds())
+            self._scheduler.add_job(self._poll, trigger, id=watch.name, args=[watch.name], next_run_time=None)
+        every = max(self._lease_ttl.total_seconds() / 3, 1.0)
+        self._scheduler.add_job(
+            self._hold_lease, IntervalTrigger(seconds=every), id=LEASE_JOB, next_run_time=self._clock()
+        )
+        self._scheduler.start()
+        threading.Thread(target=self._http.run, name="http", daemon=True).start()
+        log.info("serving on %s:%d; %d watches", self._server_settings.host, self.port, len(self._watches))
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)  # running passes see `stop` at their next poll
+        self._http.close()
+        self._http.task_dispatcher.shutdown()
+        if self._acting:
+            self._lease.release()
+        log.info("stopped")
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM or SIGINT, then stop cleanly."""
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        self.stop.wait()
+        self.shutdown()
+
+    # --- jobs -----------------------------------------------------------------------------------------------
+    def _hold_lease(self) -> None:
+        if self.stop.is_set():
+            return
+        if self._acting:
+            try:
+                self._lease.keep_alive()
+            except errors.LeaseLost as exc:
+                self._to_standby(str(exc))
+            return
+        try:
+            self._lease.acquire()
+        except errors.LockHeld as exc:
+            if not self._standby_logged:
+                log.warning("standby: %s; taking over when it is released or expires", exc)
+                self._standby_logged = True
+            return
+        self._acting, self._standby_logged = True, False
+        log.info("holding the lease as %s: acting", self._lease.holder)
+        self.trigger(list(self._watches))  # a pass for every watch now, then on schedule
+
+    def _to_standby(self, why: str) -> None:
+        self._acting = False
+        for name in self._watches:
+            self._scheduler.pause_job(name)
+        log.error("%s: standing by", why)
+
+    def _keep_alive(self) -> None:
+        if self.stop.is_set():
+            raise errors.Stopped("stopping: the open action is left to be resumed")
+        self._lease.keep_alive()
+
+    def _poll(self, name: str) -> None:
+        if not self._acting or self.stop.is_set():
+            return
+        try:
+            report = self._run_pass([name], self._keep_alive, self.stop.wait)
+        except errors.Stopped:
+            log.info("watch %s: stopped while acting; its action will be resumed", name)
+            return
+        except errors.LeaseLost as exc:
+            self._to_standby(str(exc))
+            return
+        except errors.ReconcilerError as exc:
+            log.error("watch %s: pass failed: %s", name, exc, extra={"watch": name})
+            return
+        self._metrics.record(report)
+        self._last_pass = report.finished_at
+
+    def trigger(self, names: Sequence[str]) -> list[str]:
+        """Run these watches' passes now (all when empty); unknown names are a ConfigError."""
+        for name in names:
+            if name not in self._watches:
+                raise errors.ConfigError(f"no watch named {name!r}")
+        if not self._acting:
+            log.info("standby: not checking %s; the acting instance will", ", ".join(names) or "all watches")
+            return []
+        chosen = list(names) or list(self._watches)
+        for name in chosen:
+            self._scheduler.modify_job(name, next_run_time=self._clock())
+        return chosen
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self._database_ok():
+            return False, "the database does not answer"
+        if not self._acting:
+            return False, "standby: another instance holds the lease"
+        shortest = min((w.interval for w in self._watches.values()), default=timedelta(minutes=5))
+        if self._last_pass is None or self._clock() - self._last_pass > 3 * shortest:
+            return False, "no pass in the last 3 intervals"
+        return True, "ready"

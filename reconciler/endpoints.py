@@ -1,0 +1,143 @@
+"""The daemon's HTTP endpoints of SPEC.md as one WSGI application (served by waitress in `daemon`).
+
+Only routing, authentication and parsing live here; what each endpoint does is a callback the daemon provides.
+The webhook's payload is never trusted: it only names a repository, whose watches are then checked against the
+registry. Secrets are compared in constant time and never echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from reconciler import errors, model
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+Start = Callable[[str, list[tuple[str, str]]], Any]
+Reply = tuple[str, list[tuple[str, str]], bytes]
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Callbacks:
+    alive: Callable[[], bool]
+    ready: Callable[[], tuple[bool, str]]
+    status: Callable[[], dict[str, Any]]
+    metrics: Callable[[], bytes]
+    reconcile: Callable[[Sequence[str]], list[str]]  # watch names (all when empty) -> the names queued
+    repository: Callable[[model.ImageRef], list[str]]  # a pushed repository -> the names of its watches queued
+
+
+def _reply(status: int, body: bytes | str | Mapping[str, Any], content_type: str = "application/json") -> Reply:
+    if isinstance(body, Mapping):
+        payload = json.dumps(body).encode()
+    else:
+        payload = body.encode() if isinstance(body, str) else body
+        content_type = content_type if content_type != "application/json" else "text/plain; charset=utf-8"
+    return (
+        f"{status} {_REASONS[status]}",
+        [("Content-Type", content_type), ("Content-Length", str(len(payload)))],
+        (payload),
+    )
+
+
+class Endpoints:
+    def __init__(self, *, callbacks: Callbacks, token: str | None, webhook_secret: str | None, loopback: bool) -> None:
+        self._cb = callbacks
+        self._token = token
+        self._webhook_secret = webhook_secret
+        self._open_reconcile = token is None and loopback  # no token: only a loopback listener may trigger
+
+    def __call__(self, environ: Mapping[str, Any], start_response: Start) -> Iterable[bytes]:
+        try:
+            status, headers, body = self._route(environ)
+        except Exception:  # an endpoint's bug must not take the daemon down, nor leak a traceback to the caller
+            log.exception("error serving %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error"
+        start_response(status, headers)
+        return [body]
+
+    def _route(self, environ: Mapping[str, Any]) -> Reply:
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        gets: dict[str, Callable[[], Reply]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/status": self._status,
+        }
+        if path in gets:
+            return gets[path]() if method in ("GET", "HEAD") else _reply(405, "use GET")
+        if path == "/reconcile":
+            return self._reconcile(environ) if method == "POST" else _reply(405, "use POST")
+        if path.startswith("/hooks/dockerhub/"):
+            return (
+                self._hook(environ, path.removeprefix("/hooks/dockerhub/"))
+                if method == "POST"
+                else _reply(405, "use POST")
+            )
+        return _reply(404, "not found")
+
+    def _healthz(self) -> Reply:
+        return _reply(200, "ok") if self._cb.alive() else _reply(503, "scheduler stopped")
+
+    def _readyz(self) -> Reply:
+        ready, why = self._cb.ready()
+        return _reply(200 if ready else 503, why)
+
+    def _metrics(self) -> Reply:
+        return _reply(200, self._cb.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _status(self) -> Reply:
+        return _reply(200, self._cb.status())
+
+    def _reconcile(self, environ: Mapping[str, Any]) -> Reply:
+        if not self._open_reconcile:
+            if self._token is None:
+                return _reply(403, "POST /reconcile is disabled: set [server].token_env to enable it")
+            given = str(environ.get("HTTP_AUTHORIZATION", ""))
+            if not given.startswith("Bearer "):
+                status, headers, body = _reply(401, "a bearer token is required")
+                return status, [*headers, ("WWW-Authenticate", 'Bearer realm="reconciler"')], body
+            if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), self._token.encode()):
+                return _reply(403, "wrong token")
+        names = parse_qs(str(environ.get("QUERY_STRING", ""))).get("watch", [])
+        try:
+            queued = self._cb.reconcile(names)
+        except errors.ConfigError as exc:
+            return _reply(404, {"error": str(exc)})
+        return _reply(202, {"queued": queued})
+
+    def _hook(self, environ: Mapping[str, Any], secret: str) -> Reply:
+        if self._webhook_secret is None or not hmac.compare_digest(secret.encode(), self._webhook_secret.encode()):
+            return _reply(403, "forbidden")
+        length = str(environ.get("CONTENT_LENGTH") or "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return _reply(413, f"the payload must be at most {MAX_BODY} bytes")
+        raw = environ["wsgi.input"].read(int(length))
+        try:
+            payload = json.loads(raw)
+            name = payload["repository"]["repo_name"]
+            if not isinstance(name, str):
+                raise TypeError(name)
+            image = model.ImageRef.parse(name)
+        except (ValueError, KeyError, TypeError, errors.ConfigError):
+            return _reply(400, "expected a Docker Hub webhook payload naming repository.repo_name")
+        queued = self._cb.repository(image)
+        log.info("webhook for %s: checking %s", image, ", ".join(queued) or "no watch")
+        return _reply(202, {"repository": str(image), "queued": queued})
