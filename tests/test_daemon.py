@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -111,7 +110,7 @@ class Daemon:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError, socket.timeout):
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
             return 0, b""
 
     def status(self) -> dict[str, Any]:
@@ -211,6 +210,7 @@ def _polls(d: Daemon) -> float:
 def test_metrics_parse_and_count_the_polls(running: Daemon) -> None:
     wait_until("two polls", lambda: _polls(running) >= 2, timeout=10)
     code, body = running.get("/metrics")
+    assert code == 200
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     for name in (
         "reconciler_polls",
