@@ -15,6 +15,7 @@ import fnmatch
 import http.server
 import importlib.resources
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -27,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-from reconciler import config
+from reconciler import config, errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -145,8 +146,11 @@ def test_a_wheel_is_built_in_a_stage_and_installed_in_the_final_one() -> None:
     build = [i for i in INSTRUCTIONS if i.stage < FINAL_STAGE and i.keyword == "RUN"]
     assert any(re.search(r"\bpip wheel\b", i.args) for i in build), "no `pip wheel` in a build stage"
     final_runs = " ".join(i.args for i in _final("RUN"))
-    assert re.search(r"pip install --no-index --find-links=/wheels reconciler\b", final_runs), final_runs
-    assert "from=build" in final_runs or any("--from=build" in i.args for i in _final("COPY"))
+    # only the wheels built in the first stage: --no-index, nothing fetched or built here
+    assert re.search(r"pip\"? install --no-index --find-links=/wheels reconciler\b", final_runs), final_runs
+    assert re.search(r"--mount=type=bind,from=build\S*target=/wheels", final_runs) or any(
+        "--from=build" in i.args for i in _final("COPY")
+    ), "the wheels do not come from the build stage"
 
 
 def test_the_final_stage_has_no_build_tools_and_no_source_tree() -> None:
@@ -195,6 +199,7 @@ def test_the_healthcheck_asks_healthz_with_urllib() -> None:
     assert command[:2] == ["python", "-c"], command
     code = command[2]
     assert "urllib.request" in code
+    assert "ProxyHandler({})" in code  # the loopback request never goes through $HTTP_PROXY
     assert f"http://127.0.0.1:{PORT}/healthz" in code
     assert "curl" not in code and "wget" not in code
 
@@ -205,48 +210,62 @@ def test_the_default_config_baked_into_the_image_is_the_compose_one() -> None:
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with `status` and remembers the paths asked for (a subclass per server)."""
+
     status = 200
-    paths: list[str] = []  # noqa: RUF012 - shared on purpose: the test reads what the server saw
+    paths: list[str]
 
     def do_GET(self) -> None:
-        type(self).paths.append(self.path)
-        self.send_response(type(self).status)
+        self.paths.append(self.path)
+        self.send_response(self.status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class names it `format`
         pass
 
 
 @contextmanager
-def _serving(status: int) -> Iterator[int]:
-    handler = type("Handler", (_Health,), {"status": status, "paths": []})
+def _serving(status: int) -> Iterator[tuple[int, list[str]]]:
+    """A loopback HTTP server answering `status`: yields its port and the list of paths it was asked for."""
+    paths: list[str] = []
+    handler = type("Handler", (_Health,), {"status": status, "paths": paths})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.server_address[1]
+        yield server.server_address[1], paths
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
-    _Health.last_paths = handler.paths  # type: ignore[attr-defined]
 
 
-def _run_healthcheck(port: int) -> int:
+def _run_healthcheck(port: int, proxy: str | None = None) -> int:
     """The image's HEALTHCHECK command, run by this interpreter against 127.0.0.1:<port> instead of :8080."""
     _, flag, code = _healthcheck_command()
     code = code.replace(f"127.0.0.1:{PORT}", f"127.0.0.1:{port}")
-    return subprocess.run([sys.executable, flag, code], capture_output=True, timeout=30).returncode
+    env = {k: v for k, v in os.environ.items() if k.lower() not in {"http_proxy", "https_proxy", "no_proxy"}}
+    if proxy is not None:
+        env |= {"HTTP_PROXY": proxy, "http_proxy": proxy}
+    return subprocess.run([sys.executable, flag, code], capture_output=True, timeout=30, env=env).returncode
 
 
 def test_the_healthcheck_command_passes_on_200_and_fails_otherwise() -> None:
-    with _serving(200) as port:
+    with _serving(200) as (port, paths):
         assert _run_healthcheck(port) == 0
-    assert _Health.last_paths == ["/healthz"]  # type: ignore[attr-defined]
-    with _serving(503) as port:
+    assert paths == ["/healthz"]
+    with _serving(503) as (port, paths):
         assert _run_healthcheck(port) != 0
+    assert paths == ["/healthz"]
     assert _run_healthcheck(port) != 0  # nothing listens any more: connection refused
+
+
+def test_the_healthcheck_ignores_a_proxy_set_for_the_registry() -> None:
+    with _serving(200) as (port, paths), _serving(502) as (proxy_port, proxied):
+        assert _run_healthcheck(port, proxy=f"http://127.0.0.1:{proxy_port}") == 0
+    assert paths == ["/healthz"]
+    assert proxied == []
 
 
 # --- .dockerignore -----------------------------------------------------------------------------------------------
@@ -273,9 +292,18 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     patterns = _ignore_patterns()
-    for path in (".venv/bin/python", ".git/HEAD", "reconciler.db", ".pytest_cache/v/x", ".mypy_cache/3.11/x",
-                 ".ruff_cache/x", "reconciler/__pycache__/cli.cpython-311.pyc", "build/lib/reconciler/cli.py",
-                 "reconciler.egg-info/PKG-INFO", ".env"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "reconciler.db",
+        ".pytest_cache/v/x",
+        ".mypy_cache/3.11/x",
+        ".ruff_cache/x",
+        "reconciler/__pycache__/cli.cpython-311.pyc",
+        "build/lib/reconciler/cli.py",
+        "reconciler.egg-info/PKG-INFO",
+        ".env",
+    ):
         assert _ignored(path, patterns), f"{path} is sent to the Docker daemon"
 
 
@@ -309,9 +337,20 @@ def _compose_schema() -> Doc:
     return schema
 
 
-def _compose_validator() -> jsonschema.protocols.Validator:
+# The draft named by the schema's $schema: 2020-12 in check-jsonschema 0.39, draft-07 (written without the trailing
+# `#`, which jsonschema's own look-up misses) in older releases.
+_DRAFTS: dict[str, Any] = {
+    "json-schema.org/draft-07/schema": jsonschema.Draft7Validator,
+    "json-schema.org/draft/2019-09/schema": jsonschema.Draft201909Validator,
+    "json-schema.org/draft/2020-12/schema": jsonschema.Draft202012Validator,
+}
+
+
+def _compose_validator() -> Any:
     schema = _compose_schema()
-    cls = jsonschema.validators.validator_for(schema)  # the draft named by its $schema (2020-12 today)
+    draft = re.sub(r"^https?://", "", schema["$schema"]).rstrip("#")
+    assert draft in _DRAFTS, f"compose-spec.json: an unexpected $schema {schema['$schema']!r}"
+    cls = _DRAFTS[draft]
     cls.check_schema(schema)
     return cls(schema)
 
@@ -354,8 +393,8 @@ def _unknown_depends_on_condition(doc: Doc) -> None:
     doc["services"]["reconciler"]["depends_on"]["postgres"]["conditon"] = "service_healthy"
 
 
-def _restart_as_a_number(doc: Doc) -> None:
-    doc["services"]["postgres"]["healthcheck"]["retries"] = "many"
+def _depends_on_as_a_string(doc: Doc) -> None:
+    doc["services"]["reconciler"]["depends_on"] = "postgres"  # a list or a mapping
 
 
 def _unknown_volume_mount_key(doc: Doc) -> None:
@@ -368,10 +407,10 @@ def _unknown_volume_mount_key(doc: Doc) -> None:
         _unknown_service_key,
         _unknown_top_level_key,
         _unknown_depends_on_condition,
-        _restart_as_a_number,
+        _depends_on_as_a_string,
         _unknown_volume_mount_key,
     ],
-    ids=["service-key", "top-level-key", "depends-on-key", "retries-not-a-number", "mount-key"],
+    ids=["service-key", "top-level-key", "depends-on-key", "depends-on-string", "mount-key"],
 )
 def test_a_broken_compose_file_is_rejected(breakage: Callable[[Doc], None]) -> None:
     doc = copy.deepcopy(_compose())
@@ -390,7 +429,9 @@ def test_extension_keys_are_allowed() -> None:
 
 # --- docker-compose.yml: interpolation ---------------------------------------------------------------------------
 
-_VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[?-])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+_VARIABLE = re.compile(
+    r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[?-])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 class MissingVariable(Exception):
@@ -543,7 +584,7 @@ def test_the_compose_config_leaves_the_database_to_the_environment() -> None:
 
 
 def test_the_compose_config_needs_only_the_awx_token() -> None:
-    with pytest.raises(Exception, match="AWX_TOKEN"):
+    with pytest.raises(errors.ConfigError, match="AWX_TOKEN"):
         config.load(COMPOSE_CONFIG, env={})
     settings = config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x"})
     assert settings.server.token is None and settings.server.webhook_secret is None  # optional: endpoints disabled

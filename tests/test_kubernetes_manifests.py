@@ -351,6 +351,9 @@ def test_the_deployment_runs_one_daemon_at_a_time() -> None:
     assert pod["serviceAccountName"] == SERVICE_ACCOUNT
     assert pod.get("automountServiceAccountToken", True) is True  # the in-cluster config reads the token
     assert pod.get("terminationGracePeriodSeconds", 30) > 10  # reconciler needs up to 10 s after SIGTERM
+    # Service `reconciler` would otherwise inject RECONCILER_SERVICE_HOST, RECONCILER_PORT=tcp://… into the pod,
+    # in the namespace of reconciler's own RECONCILER_* settings
+    assert pod["enableServiceLinks"] is False
     container = _container()
     assert container["args"] == ["--log-format", "json", "run"]
     assert "command" not in container  # the image's ENTRYPOINT ["reconciler"]
