@@ -249,7 +249,8 @@ class App:
                 deployer=deployer,
             )
             return runner.run_pass(watches, dry_run=True)
-        schema.upgrade(self.db)
+        if held is None:  # the daemon migrated once at start; its passes run concurrently
+            schema.upgrade(self.db)
         store = queries.Store(self.db)
         holder = held or self.new_lease(clock)
         if held is None:

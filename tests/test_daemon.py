@@ -56,6 +56,11 @@ kind = "awx"
 awx = "production"
 template = "Staging Fragalysis Stack"
 extra_vars = {{ stack_image_tag = "{{tag}}" }}
+
+[[watch]]
+name = "frontend"
+image = "{repo}-frontend"
+tag = "latest"
 """
 
 
@@ -169,6 +174,7 @@ def _repo(d: Daemon) -> str:
 def running(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Iterator[Daemon]:
     d = _daemon(tmp_path, registry, awx)
     first = push_schema2(registry.base, _repo(d), "latest", label="one")
+    push_schema2(registry.base, f"{_repo(d)}-frontend", "latest", label="front")  # two watches: concurrent passes
     d.start()
     wait_until(
         "the start-up pass", lambda: d.status().get("deployed", {}) and d.status()["deployed"]["digest"] == first
@@ -198,12 +204,14 @@ def test_a_repushed_tag_is_noticed_within_an_interval_and_acted_on_once(
     assert AWX_TOKEN not in d.logs() and API_TOKEN not in d.logs() and HOOK_SECRET not in d.logs()
 
 
-def _polls(d: Daemon) -> float:
+def _polls(d: Daemon, watch: str = "staging") -> float:
     code, body = d.get("/metrics")
     assert code == 200
     for family in text_string_to_metric_families(body.decode()):
         if family.name == "reconciler_polls":
-            return sum(s.value for s in family.samples if s.name == "reconciler_polls_total")
+            return sum(
+                s.value for s in family.samples if s.name == "reconciler_polls_total" and s.labels["watch"] == watch
+            )
     return 0.0
 
 

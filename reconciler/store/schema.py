@@ -5,6 +5,7 @@ Owns the path to `reconciler/migrations`; never edits data.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reconciler import errors
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+_ALEMBIC = threading.Lock()
 
 
 def _config() -> Config:
@@ -46,7 +48,7 @@ def upgrade(engine: Engine) -> None:
     """Apply every migration up to head (a no-op when already there)."""
     config = _config()
     try:
-        with engine.begin() as conn:
+        with _ALEMBIC, engine.begin() as conn:  # alembic's command API swaps module globals: one at a time
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
