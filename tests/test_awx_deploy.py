@@ -399,40 +399,30 @@ def test_a_process_killed_mid_action_leads_to_exactly_one_job(scenario: Scenario
 
 @pytest.mark.postgres
 def test_two_processes_on_one_postgresql_database_launch_exactly_one_job(
-    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_url: str
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_db: TestDatabase
 ) -> None:
-    schema = f"t_two_{os.getpid()}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
-    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-    try:
-        s = _scenario(tmp_path, registry, awx, url, poll="10ms")
-        _baseline(s)
-        s.push("two")
-        awx.clock = lambda: datetime.now(UTC)  # the subprocesses run on the real clock
-        awx.hang_next("job")  # whoever acts holds the lease while it waits
-        first, second = s.spawn("reconcile"), s.spawn("reconcile")
-        _wait_for(first, awx)
-        procs = (first, second)
-        for _ in range(600):  # until one of them has exited (at most 30 s)
-            if any(p.poll() is not None for p in procs):
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                first.wait(timeout=0.05)
-        codes = [p.poll() for p in procs]
-        assert 4 in codes, codes
-        loser = (first, second)[codes.index(4)]
-        assert "another instance" in (loser.stderr.read() if loser.stderr else "")
-        awx.release()
-        winner = (first, second)[1 - codes.index(4)]
-        assert winner.wait(timeout=30) == 0
-        assert len(awx.launches) == 1
-        assert [a["status"] for a in s.actions()] == ["succeeded"]
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
+    s = _scenario(tmp_path, registry, awx, postgres_db.url, poll="10ms")
+    _baseline(s)
+    s.push("two")
+    awx.clock = lambda: datetime.now(UTC)  # the subprocesses run on the real clock
+    awx.hang_next("job")  # whoever acts holds the lease while it waits
+    first, second = s.spawn("reconcile"), s.spawn("reconcile")
+    _wait_for(first, awx)
+    procs = (first, second)
+    for _ in range(600):  # until one of them has exited (at most 30 s)
+        if any(p.poll() is not None for p in procs):
+            break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            first.wait(timeout=0.05)
+    codes = [p.poll() for p in procs]
+    assert 4 in codes, codes
+    loser = procs[codes.index(4)]
+    assert "another instance" in (loser.stderr.read() if loser.stderr else "")
+    awx.release()
+    winner = procs[1 - codes.index(4)]
+    assert winner.wait(timeout=30) == 0
+    assert len(awx.launches) == 1
+    assert [a["status"] for a in s.actions()] == ["succeeded"]
 
 
 def test_reconcile_exits_4_and_does_nothing_while_another_instance_holds_the_lease(scenario: Scenario) -> None:

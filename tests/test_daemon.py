@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, select
 
 from reconciler.store import tables
 from tests.fakes.awx import FakeAwx
+from tests.support.databases import TestDatabase
 from tests.support.registry import LocalRegistry, free_port, push_schema2
 
 AWX_TOKEN = "awx-daemon-token-77"
@@ -300,18 +301,14 @@ def test_sigterm_during_an_awx_wait_leaves_a_resumable_action_and_exits_cleanly(
 
 @pytest.mark.postgres
 def test_two_daemons_on_one_database_only_one_acts_and_the_other_takes_over(
-    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_url: str
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_db: TestDatabase
 ) -> None:
-    schema = f"t_daemons_{os.getpid()}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
-    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-    first = _daemon(tmp_path, registry, awx, database=url, name="first")
-    second = _daemon(tmp_path, registry, awx, database=url, name="second")
+    first = _daemon(tmp_path, registry, awx, database=postgres_db.url, name="first")
+    second = _daemon(tmp_path, registry, awx, database=postgres_db.url, name="second")
     second.config.write_text(second.config.read_text().replace(_repo(second), _repo(first)))
     try:
         push_schema2(registry.base, _repo(first), "latest", label="one")
+        push_schema2(registry.base, f"{_repo(first)}-frontend", "latest", label="front")
         first.start()
         second.start()
         wait_until("one daemon to act", lambda: first.get("/readyz")[0] == 200 or second.get("/readyz")[0] == 200)
@@ -333,6 +330,3 @@ def test_two_daemons_on_one_database_only_one_acts_and_the_other_takes_over(
         for d in (first, second):
             if d.proc and d.proc.poll() is None:
                 d.stop(signal.SIGKILL)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()

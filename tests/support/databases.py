@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,19 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]
     if request.param == "sqlite":
         yield TestDatabase(backend="sqlite", url=f"sqlite:///{tmp_path / 'reconciler.db'}")
         return
-    postgres_url: str = request.getfixturevalue("postgres_url")
+    with _postgres_schema(request.getfixturevalue("postgres_url")) as database:
+        yield database
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[TestDatabase]:
+    """An empty PostgreSQL database only (a fresh schema), for tests about several processes on one server."""
+    with _postgres_schema(postgres_url) as database:
+        yield database
+
+
+@contextmanager
+def _postgres_schema(postgres_url: str) -> Iterator[TestDatabase]:
     name = f"t_{uuid.uuid4().hex}"
     admin = _admin_engine(postgres_url)
     try:
