@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from waitress.server import create_server
@@ -98,8 +100,13 @@ class Daemon:
             trigger = IntervalTrigger(seconds=watch.interval.total_seconds(), jitter=watch.jitter.total_seconds())
             self._scheduler.add_job(self._poll, trigger, id=watch.name, args=[watch.name], next_run_time=None)
         every = max(self._lease_ttl.total_seconds() / 3, 1.0)
+        self._scheduler.add_executor(ThreadPoolExecutor(1), "lease")  # never queued behind slow passes
         self._scheduler.add_job(
-            self._hold_lease, IntervalTrigger(seconds=every), id=LEASE_JOB, next_run_time=self._clock()
+            self._hold_lease,
+            IntervalTrigger(seconds=every),
+            id=LEASE_JOB,
+            next_run_time=self._clock(),
+            executor="lease",
         )
         self._scheduler.start()
         threading.Thread(target=self._http.run, name="http", daemon=True).start()
@@ -182,12 +189,15 @@ class Daemon:
         for name in names:
             if name not in self._watches:
                 raise errors.ConfigError(f"no watch named {name!r}")
-        if not self._acting:
-            log.info("standby: not checking %s; the acting instance will", ", ".join(names) or "all watches")
+        if not self._acting or self.stop.is_set():
+            log.info("not acting: not checking %s now", ", ".join(names) or "all watches")
             return []
         chosen = list(names) or list(self._watches)
-        for name in chosen:
-            self._scheduler.modify_job(name, next_run_time=self._clock())
+        try:
+            for name in chosen:
+                self._scheduler.modify_job(name, next_run_time=self._clock())
+        except JobLookupError:  # the scheduler is shutting down
+            return []
         return chosen
 
     def _ready(self) -> tuple[bool, str]:

@@ -12,13 +12,16 @@ A failure leaves the watch drifted; `decide` retries it after `decide.backoff`, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence, Set
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from reconciler import decide, errors, model
 
 log = logging.getLogger(__name__)
+# How long a launch whose answer never came stays open before it is taken as never sent: longer than any request
+# timeout, so a server still working on it has created its job (and `find` sees it) by then.
+UNRESOLVED_GRACE = timedelta(minutes=2)
 
 
 class Actuator(Protocol):
@@ -28,13 +31,17 @@ class Actuator(Protocol):
 
     def launch(self, spec: Any, request: Mapping[str, Any]) -> model.Launch: ...
 
-    def find(self, spec: Any, record: model.ActionRecord) -> model.Launch | None: ...
+    def find(
+        self, spec: Any, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
+    ) -> model.Launch | None: ...
 
     def wait(self, spec: Any, record: model.ActionRecord, *, keep_alive: Callable[[], None]) -> model.Finish: ...
 
 
 class Outbox(Protocol):
     def open_actions(self) -> list[model.ActionRecord]: ...
+
+    def refs(self, watch: str) -> set[str]: ...
 
     def plan(
         self, *, target: model.Target, kind: model.ActionKind, attempt: int, request: Mapping[str, Any], now: datetime
@@ -94,6 +101,7 @@ class Deployer:
         except errors.ActuatorError as exc:  # nothing was sent; still an attempt, recorded and retried
             record = self._outbox.plan(target=target, kind=spec.kind, attempt=attempt, request={}, now=self._clock())
             return None if record is None else self._failed(record, str(exc))
+        self._keep_alive()  # never plan, nor launch, without the lease
         record = self._outbox.plan(target=target, kind=spec.kind, attempt=attempt, request=request, now=self._clock())
         if record is None:
             return None
@@ -105,15 +113,24 @@ class Deployer:
             extra={"watch": watch.name, "action_id": record.id},
         )
         try:
+            self._keep_alive()
             launch = actuator.launch(spec, request)
         except errors.LaunchOutcomeUnknown as exc:
             try:
-                launch_found = actuator.find(spec, record)
+                launch_found = actuator.find(spec, record, exclude=self._outbox.refs(record.watch))
             except errors.ActuatorError:
-                log.warning("watch %s: action #%d: %s; left planned, to be resumed", watch.name, record.id, exc)
+                launch_found = None
+            if launch_found is None and exc.answered:
+                return self._failed(record, f"{exc}; nothing was launched")
+            if launch_found is None:  # the server may still act on it: resolved by a later pass's `resume`
+                log.warning(
+                    "watch %s: action #%d: %s; left planned, to be looked for again",
+                    watch.name,
+                    record.id,
+                    exc,
+                    extra={"watch": watch.name, "action_id": record.id},
+                )
                 return record
-            if launch_found is None:
-                return self._failed(record, f"{exc}; no job was created")
             launch = launch_found
         except errors.ActuatorError as exc:
             return self._failed(record, str(exc))
@@ -139,12 +156,14 @@ class Deployer:
             spec = watch.action
             if record.status is model.ActionStatus.PLANNED:
                 try:
-                    launch = self._actuator(spec).find(spec, record)
+                    launch = self._actuator(spec).find(spec, record, exclude=self._outbox.refs(record.watch))
                 except errors.ActuatorError as exc:
                     log.warning(
                         "watch %s: action #%d: cannot tell whether it launched: %s", record.watch, record.id, exc
                     )
                     continue
+                if launch is None and self._clock() - record.created_at < UNRESOLVED_GRACE:
+                    continue  # its request may still be acted on; look again in a later pass
                 if launch is None:
                     finished.append(
                         self._outbox.superseded(

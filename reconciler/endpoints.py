@@ -68,7 +68,9 @@ class Endpoints:
         try:
             status, headers, body = self._route(environ)
         except Exception:  # an endpoint's bug must not take the daemon down, nor leak a traceback to the caller
-            log.exception("error serving %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            path = str(environ.get("PATH_INFO", ""))
+            shown = "/hooks/dockerhub/…" if path.startswith("/hooks/dockerhub/") else path  # the secret is in it
+            log.exception("error serving %s %s", environ.get("REQUEST_METHOD"), shown)
             status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error"
         start_response(status, headers)
         return [body]

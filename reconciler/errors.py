@@ -69,7 +69,15 @@ class KubeUnavailable(KubeError):
 
 
 class LaunchOutcomeUnknown(ActuatorError):
-    """The launch request was sent but no answer came: a job may exist; look for it before launching again."""
+    """The launch request was sent but its outcome is unknown: look for its effect before launching again.
+
+    `answered` is True when the server did answer (a 5xx): whatever it did is visible at once. Otherwise (a
+    timeout, a dropped connection) it may still act later, so the action must stay open a while.
+    """
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 class StoreError(ReconcilerError):

@@ -64,7 +64,7 @@ class Lease:
     def acquire(self) -> None:
         now = self._clock()
         if self._store.acquire_lease(name=self.name, holder=self.holder, now=now, until=now + self._ttl):
-            self._renew_at = now + self._ttl / 3
+            self._renew_at, self._lost = now + self._ttl / 3, False
             return
         other = self._store.lease_holder(name=self.name, now=now)
         if other is not None and _dead_here(other):
@@ -72,7 +72,7 @@ class Lease:
             if self._store.acquire_lease(
                 name=self.name, holder=self.holder, now=now, until=now + self._ttl, steal_from=other
             ):
-                self._renew_at = now + self._ttl / 3
+                self._renew_at, self._lost = now + self._ttl / 3, False
                 return
         raise errors.LockHeld(f"another instance ({other or 'unknown'}) holds the lease; nothing was done")
 

@@ -461,7 +461,7 @@ def test_a_planned_action_never_launched_is_superseded_and_planned_again(scenari
                 tag="latest",
                 digest=second,
                 attempt=1,
-                created_at=s.time(),
+                created_at=s.time() - timedelta(minutes=3),  # older than the grace for a launch still in flight
                 request=json.dumps(
                     {
                         "method": "POST",
@@ -530,3 +530,72 @@ def test_a_job_detail_blip_while_waiting_is_not_a_failure(scenario: Scenario) ->
     s.push("two")
     s.awx.fail_next(2, status=500, path_kind="job")
     assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_a_lost_launch_answer_never_adopts_the_job_of_an_earlier_action(scenario: Scenario) -> None:
+    """With only `{tag}` in the extra vars, every deployment of `latest` carries the same vars: recovery must not
+    take the previous deployment's job for this one."""
+    s = scenario
+    s.path.write_text(s.path.read_text().replace(', stack_digest = "{digest}"', ""))
+    _baseline(s)
+    s.push("two")
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+    third = s.push("three")
+    s.awx.fail_next(1, status=502, path_kind="launch")  # a proxy: nothing reached AWX
+    failed = s.outcome()
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED, failed.action
+    assert "nothing was launched" in (failed.action.detail or "")
+    assert failed.state.deployed is not None and failed.state.deployed.digest != third
+    s.time.advance(31)
+    retried = s.outcome()
+    assert retried.action is not None and retried.action.status is model.ActionStatus.SUCCEEDED
+    assert len(s.awx.launches) == 2 and retried.state.deployed.digest == third  # type: ignore[union-attr]
+
+
+def test_an_illegible_launch_answer_is_looked_for_then_failed_and_retried(scenario: Scenario) -> None:
+    s = scenario
+    _baseline(s)
+    second = s.push("two")
+    s.awx.fail_next(1, status=200, path_kind="launch", body="")  # AWX answered, but with nothing legible
+    first = s.outcome()
+    assert first.action is not None and first.action.status is model.ActionStatus.FAILED
+    assert "malformed answer while launching" in (first.action.detail or "")
+    s.time.advance(31)
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert len(s.awx.launches) == 1
+    assert json.loads(s.cli("status", "--json").stdout)["watches"][0]["deployed"]["digest"] == second
+
+
+def test_a_recent_planned_action_with_no_job_yet_stays_open_then_is_planned_again(scenario: Scenario) -> None:
+    """A launch whose answer never came may still be acted on by AWX: it is not replaced for two minutes."""
+    s = scenario
+    _baseline(s)
+    second = s.push("two")
+    staging_id = next(t["id"] for t in s.awx.templates.values() if t["name"] == STAGING)
+    engine = create_engine(s.database)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(tables.actions).values(
+                watch="staging",
+                kind="awx",
+                status="planned",
+                tag="latest",
+                digest=second,
+                attempt=1,
+                created_at=s.time() - timedelta(seconds=20),
+                request=json.dumps(
+                    {
+                        "method": "POST",
+                        "url": f"{s.awx.base}/api/v2/job_templates/{staging_id}/launch/",
+                        "body": {"extra_vars": {"stack_image_tag": "latest", "stack_digest": second}},
+                    }
+                ),
+            )
+        )
+    engine.dispose()
+    busy = s.outcome()
+    assert busy.decision.verdict is model.Verdict.BUSY and s.awx.launches == []
+    s.time.advance(120)
+    done = s.outcome()
+    assert done.action is not None and done.action.status is model.ActionStatus.SUCCEEDED
+    assert [a["status"] for a in s.actions()] == ["superseded", "succeeded"] and len(s.awx.launches) == 1

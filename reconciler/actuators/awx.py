@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,8 +27,8 @@ from reconciler import errors, model
 
 log = logging.getLogger(__name__)
 TERMINAL = frozenset({"successful", "failed", "error", "canceled"})
-RECOVERY_MARGIN = timedelta(minutes=5)  # how far before our own record a recovered job may have been created
-MAX_POLL_DELAY = 60.0
+CLOCK_SKEW = timedelta(seconds=30)  # how far AWX's clock may be behind ours when matching a job to our record
+MAX_POLL_DELAY = 15.0  # well under a third of the default lease, which the waits renew between polls
 _LAUNCH_URL = re.compile(r"/api/v2/job_templates/(\d+)/launch/$")
 
 
@@ -106,7 +106,7 @@ class AwxClient:
         if status == 403:
             raise errors.AwxError(f"AWX {self.server.name} denied {what} (403): {_detail(response)}")
         if method == "POST" and status >= 500:
-            raise errors.LaunchOutcomeUnknown(f"AWX {self.server.name} answered {status} while {what}")
+            raise errors.LaunchOutcomeUnknown(f"AWX {self.server.name} answered {status} while {what}", answered=True)
         raise errors.AwxError(f"AWX {self.server.name} answered {status} while {what}: {_detail(response)}")
 
     def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
@@ -163,7 +163,11 @@ class AwxClient:
     def launch(self, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST exactly the recorded launch request."""
         what = f"launching job template {template_of(url)}"
-        return self._json(self._call("POST", url, json=body, what=what), what)
+        response = self._call("POST", url, json=body, what=what)
+        try:
+            return self._json(response, what)
+        except errors.AwxError as exc:  # AWX answered, but not legibly: a job may exist all the same
+            raise errors.LaunchOutcomeUnknown(str(exc), answered=True) from None
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json(
@@ -247,7 +251,7 @@ class AwxActuator:
         answer = client.launch(str(request["url"]), request["body"])
         job_id = answer.get("job", answer.get("id"))
         if not isinstance(job_id, int):
-            raise errors.LaunchOutcomeUnknown(f"AWX {spec.server} answered the launch without a job id")
+            raise errors.LaunchOutcomeUnknown(f"AWX {spec.server} answered the launch without a job id", answered=True)
         ignored = answer.get("ignored_fields") or {}
         if isinstance(ignored, dict) and ignored.get("extra_vars"):
             names = ", ".join(sorted(ignored["extra_vars"])) if isinstance(ignored["extra_vars"], dict) else "?"
@@ -257,18 +261,24 @@ class AwxActuator:
             )
         return model.Launch(ref=str(job_id), link=client.link(str(job_id)))
 
-    def find(self, spec: model.AwxAction, record: model.ActionRecord) -> model.Launch | None:
-        """The job a crashed launch may have created: the template's recent jobs carrying our extra vars."""
+    def find(
+        self, spec: model.AwxAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
+    ) -> model.Launch | None:
+        """The job a launch whose answer was lost may have created: a job of the template created after our record
+        was written, carrying our extra vars, and not already the job of another action (`exclude`)."""
         client = self._client(spec)
         request: Mapping[str, Any] = record.request or {}
         template_id = template_of(str(request.get("url", "")))
         if template_id is None:
             return None  # no launch request was ever written for this record, so none was sent
         wanted = dict(request.get("body", {}).get("extra_vars", {}))
-        for job in client.recent_jobs(template_id, record.created_at - RECOVERY_MARGIN):
+        for job in client.recent_jobs(template_id, record.created_at - CLOCK_SKEW):
+            job_id = job.get("id")
+            if not isinstance(job_id, int) or str(job_id) in exclude:
+                continue
             values = _vars_of(job)
-            if all(values.get(k) == v for k, v in wanted.items()) and isinstance(job.get("id"), int):
-                return model.Launch(ref=str(job["id"]), link=client.link(str(job["id"])))
+            if all(values.get(k) == v for k, v in wanted.items()):
+                return model.Launch(ref=str(job_id), link=client.link(str(job_id)))
         return None
 
     def wait(

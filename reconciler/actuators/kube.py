@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,6 +136,8 @@ class StatefulSetActuator:
                         spec.name, spec.namespace, dict(request["body"]), field_manager=FIELD_MANAGER
                     )
                 break
+            except errors.KubeUnavailable as exc:  # the patch may have been applied: look before patching again
+                raise errors.LaunchOutcomeUnknown(str(exc)) from None
             except errors.KubeConflict:
                 if attempt == CONFLICT_RETRIES:
                     raise
@@ -143,7 +145,9 @@ class StatefulSetActuator:
         generation = self._json(patched).get("metadata", {}).get("generation", 0)
         return model.Launch(ref=str(generation), link=None, note=note)
 
-    def find(self, spec: model.StatefulSetAction, record: model.ActionRecord) -> model.Launch | None:
+    def find(
+        self, spec: model.StatefulSetAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
+    ) -> model.Launch | None:
         """Whether our recorded patch is already on the StatefulSet (the process stopped before recording it)."""
         body = (record.request or {}).get("body")
         if not isinstance(body, dict):

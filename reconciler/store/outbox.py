@@ -67,6 +67,13 @@ class Outbox:
         with self._begin("read the last actions") as conn:
             return {r.watch: _action(r) for r in conn.execute(query)}
 
+    def refs(self, watch: str) -> set[str]:
+        """The external references (AWX job ids) already recorded on this watch's actions."""
+        a = tables.actions
+        with self._begin("read the action references") as conn:
+            rows = conn.execute(select(a.c.external_ref).where(a.c.watch == watch, a.c.external_ref.is_not(None)))
+            return {str(r.external_ref) for r in rows}
+
     def actions(self, *, watch: str | None = None, limit: int = 50) -> list[model.ActionRecord]:
         a = tables.actions
         query = select(a).order_by(a.c.id.desc()).limit(limit)
@@ -144,9 +151,14 @@ class Outbox:
                 .where(a.c.id == action.id)
                 .values(status=model.ActionStatus.SUCCEEDED.value, detail=detail, finished_at=now)
             )
+            newer = (  # a newer action of this watch already succeeded: an older one must not move deployed back
+                select(a.c.id)
+                .where(a.c.watch == action.watch, a.c.id > action.id, a.c.status == model.ActionStatus.SUCCEEDED.value)
+                .exists()
+            )
             conn.execute(
                 update(w)
-                .where(w.c.watch == action.watch)
+                .where(w.c.watch == action.watch, ~newer)
                 .values(deployed_tag=action.tag, deployed_digest=action.digest, deployed_at=now)
             )
             return _action(conn.execute(select(a).where(a.c.id == action.id)).one())
