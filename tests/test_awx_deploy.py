@@ -344,8 +344,11 @@ def test_a_job_that_outlives_the_timeout_fails_with_its_link(scenario: Scenario)
     s.awx.script(outcome="successful", polls=10_000)
     failed = s.outcome()
     assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED
-    assert "was still running after 0:10:00" in (failed.action.detail or "")
-    assert s.awx.ui_link(int(failed.action.external_ref or 0)) in (failed.action.detail or "")
+    assert "was still running after 0:10:00; canceled it" in (failed.action.detail or "")
+    job = int(failed.action.external_ref or 0)
+    assert s.awx.ui_link(job) in (failed.action.detail or "")
+    assert s.awx.jobs[job]["status"] == "canceled", "a retry must never run beside a job still going"
+    assert s.awx.count(method="POST", path_prefix=f"/api/v2/jobs/{job}/cancel/") == 1
 
 
 def test_dry_run_sends_nothing_that_changes_awx(scenario: Scenario) -> None:

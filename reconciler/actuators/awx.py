@@ -174,6 +174,18 @@ class AwxClient:
             self._call("GET", self.url(f"jobs/{job_id}"), what=f"checking job {job_id}"), f"checking job {job_id}"
         )
 
+    def cancel(self, job_id: str) -> bool:
+        """Ask AWX to cancel a job; False when it can no longer be canceled (it has finished)."""
+        try:
+            self._call("POST", self.url(f"jobs/{job_id}/cancel"), what=f"canceling job {job_id}")
+        except errors.AwxError as exc:
+            if "answered 405" in str(exc):
+                return False
+            raise
+        except errors.LaunchOutcomeUnknown:
+            return False
+        return True
+
     def recent_jobs(self, template_id: int, since: datetime) -> list[dict[str, Any]]:
         params = {
             "job_template": str(template_id),
@@ -300,11 +312,18 @@ class AwxActuator:
             if status in TERMINAL:
                 return self._finish(job, job_id, status, client)
             now = self._clock()
-            if now >= deadline:
+            if now >= deadline:  # cancel it, so that a retry never runs beside it
+                try:
+                    if not client.cancel(job_id):  # it finished meanwhile: report how
+                        job = client.job(job_id)
+                        if str(job.get("status")) in TERMINAL:
+                            return self._finish(job, job_id, str(job.get("status")), client)
+                    outcome = "canceled it"
+                except errors.AwxError as exc:
+                    outcome = f"could not cancel it ({exc})"
                 return model.Finish(
                     False,
-                    f"job {job_id} was still {status} after {client.server.timeout}; "
-                    f"stopped waiting (it may still finish: {client.link(job_id)})",
+                    f"job {job_id} was still {status} after {client.server.timeout}; {outcome} ({client.link(job_id)})",
                 )
             keep_alive()
             self._sleep(min(delay, (deadline - now).total_seconds()))

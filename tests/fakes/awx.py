@@ -100,6 +100,7 @@ _ROUTES = [  # (path, kind for faults, route)
     (re.compile(r"^/api/v2/job_templates/(\d+)/jobs/$"), "jobs", "template_jobs"),
     (re.compile(r"^/api/v2/jobs/$"), "jobs", "job_list"),
     (re.compile(r"^/api/v2/jobs/(\d+)/$"), "job", "job"),
+    (re.compile(r"^/api/v2/jobs/(\d+)/cancel/$"), "job", "cancel"),
 ]
 _YAML_WORDS = {"": None, "~": None, "null": None} | dict.fromkeys(["yes", "true", "on"], True)
 _YAML_WORDS |= dict.fromkeys(["no", "false", "off"], False)  # YAML 1.1, as PyYAML's safe_load reads them
@@ -360,7 +361,7 @@ class FakeAwx:
 
     def _dispatch(self, method: str, route: str, ident: int, target: str, user: str, hdrs: dict[str, str],
                   body: bytes) -> _Reply:  # fmt: skip
-        if method not in (("GET", "POST") if route == "launch" else ("GET",)):
+        if method not in (("GET", "POST") if route in ("launch", "cancel") else ("GET",)):
             raise _Http(405, {"detail": f'Method "{method}" not allowed.'})
         params = parse_qsl(urlsplit(target).query, keep_blank_values=True)
         with self.lock:
@@ -372,6 +373,18 @@ class FakeAwx:
                     params.append(("job_template", str(self._template(ident)["id"])))
                 items = self._filter("Job", list(self.jobs.values()), params)
                 return self._page(target, [self._job_view(j, _LIST_OMITS) for j in items], params)
+            if route == "cancel":  # UnifiedJobCancel: 202 while it can be canceled, else 405; GET says which
+                if ident not in self.jobs:
+                    raise _Http(404, {"detail": "Not found."})
+                job = self.jobs[ident]
+                can_cancel = job["status"] in ("new", "pending", "waiting", "running")
+                if method == "GET":
+                    return _json(200, {"can_cancel": can_cancel})
+                if not can_cancel:
+                    raise _Http(405, {"detail": 'Method "POST" not allowed.'})
+                self._progress.pop(ident, None)
+                self._set_status(job, "canceled")
+                return _Reply(202, b"", {})
             if route == "job":
                 if ident not in self.jobs:
                     raise _Http(404, {"detail": "Not found."})
