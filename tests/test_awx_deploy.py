@@ -114,6 +114,30 @@ class Scenario:
             env={**os.environ, "TEST_AWX_TOKEN": TOKEN},
         )
 
+    def left_planned(self, *, digest: str, created_at: datetime) -> None:
+        """The row a process leaves when it dies between writing its launch request and sending it."""
+        staging_id = next(t["id"] for t in self.awx.templates.values() if t["name"] == STAGING)
+        request = {
+            "method": "POST",
+            "url": f"{self.awx.base}/api/v2/job_templates/{staging_id}/launch/",
+            "body": {"extra_vars": {"stack_image_tag": "latest", "stack_digest": digest}},
+        }
+        engine = create_engine(self.database)
+        with engine.begin() as conn:
+            conn.execute(
+                insert(tables.actions).values(
+                    watch="staging",
+                    kind="awx",
+                    status="planned",
+                    tag="latest",
+                    digest=digest,
+                    attempt=1,
+                    created_at=created_at,
+                    request=json.dumps(request),
+                )
+            )
+        engine.dispose()
+
     def actions(self) -> list[dict[str, Any]]:
         engine = create_engine(self.database)
         with engine.connect() as conn:
@@ -453,28 +477,8 @@ def test_a_planned_action_never_launched_is_superseded_and_planned_again(scenari
     s = scenario
     _baseline(s)
     second = s.push("two")
-    engine = create_engine(s.database)
-    staging_id = next(t["id"] for t in s.awx.templates.values() if t["name"] == STAGING)
-    with engine.begin() as conn:  # what a crash just before the launch POST leaves behind
-        conn.execute(
-            insert(tables.actions).values(
-                watch="staging",
-                kind="awx",
-                status="planned",
-                tag="latest",
-                digest=second,
-                attempt=1,
-                created_at=s.time() - timedelta(minutes=3),  # older than the grace for a launch still in flight
-                request=json.dumps(
-                    {
-                        "method": "POST",
-                        "url": f"{s.awx.base}/api/v2/job_templates/{staging_id}/launch/",
-                        "body": {"extra_vars": {"stack_image_tag": "latest", "stack_digest": second}},
-                    }
-                ),
-            )
-        )
-    engine.dispose()
+    # what a crash just before the launch POST leaves behind, older than the grace for a launch still in flight
+    s.left_planned(digest=second, created_at=s.time() - timedelta(minutes=3))
     outcome = s.outcome()
     assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED
     assert [(a["status"], a["attempt"]) for a in s.actions()] == [("superseded", 1), ("succeeded", 1)]
@@ -574,28 +578,7 @@ def test_a_recent_planned_action_with_no_job_yet_stays_open_then_is_planned_agai
     s = scenario
     _baseline(s)
     second = s.push("two")
-    staging_id = next(t["id"] for t in s.awx.templates.values() if t["name"] == STAGING)
-    engine = create_engine(s.database)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(tables.actions).values(
-                watch="staging",
-                kind="awx",
-                status="planned",
-                tag="latest",
-                digest=second,
-                attempt=1,
-                created_at=s.time() - timedelta(seconds=20),
-                request=json.dumps(
-                    {
-                        "method": "POST",
-                        "url": f"{s.awx.base}/api/v2/job_templates/{staging_id}/launch/",
-                        "body": {"extra_vars": {"stack_image_tag": "latest", "stack_digest": second}},
-                    }
-                ),
-            )
-        )
-    engine.dispose()
+    s.left_planned(digest=second, created_at=s.time() - timedelta(seconds=20))
     busy = s.outcome()
     assert busy.decision.verdict is model.Verdict.BUSY and s.awx.launches == []
     s.time.advance(120)
