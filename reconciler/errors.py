@@ -10,11 +10,14 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   ├── RegistryRateLimited        429 after the retries ran out
     │   └── TagNotFound(LookupError)   no such tag, or no tag matches the watch's rule
     ├── ActuatorError                  an action could not be carried out: the watch stays drifted, retried
-    │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400, ignored extra_vars …)
+    │   ├── ActuatorUnavailable        nothing reached the system (refused, DNS, TLS, a 500 rolled back): an outage,
+    │   │                              backed off without using up an attempt
+    │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400 …)
+    │   │   └── AwxUnavailable(ActuatorUnavailable)
     │   ├── KubeError                  Kubernetes refused or failed (403 naming the verb, 404, 422, a stalled roll-out)
     │   │   ├── KubeConflict           409: the object changed under us; the patch is tried again
-    │   │   └── KubeUnavailable        5xx or unreachable: a wait keeps polling through it
-    │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout after sending)
+    │   │   └── KubeUnavailable(ActuatorUnavailable)  5xx, 429 or unreachable: asked again, never a failed roll-out
+    │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout, a gateway's 502/503/504)
     ├── StoreError                     the database refused or is unreachable
     ├── LockHeld                       another instance holds the lease: exit 4
     │   └── LeaseLost                  this instance lost the lease while acting, and stopped
@@ -52,8 +55,17 @@ class ActuatorError(ReconcilerError):
     """An action could not be carried out; its message says what AWX or Kubernetes answered."""
 
 
+class ActuatorUnavailable(ActuatorError):
+    """Nothing reached the system that carries out the action (connection refused, DNS, TLS, a 500 that AWX rolled
+    back): an outage, not a failed deployment, so it backs off without using up one of `max_attempts`."""
+
+
 class AwxError(ActuatorError):
-    """AWX refused the request or could not be reached before anything was sent."""
+    """AWX refused the request (401, 403, 404, 400 …) or answered what cannot be read."""
+
+
+class AwxUnavailable(AwxError, ActuatorUnavailable):
+    """AWX could not be reached, or answered 500 with its own error body (it rolls the request back)."""
 
 
 class KubeError(ActuatorError):
@@ -64,8 +76,8 @@ class KubeConflict(KubeError):
     """409 Conflict: the object changed while we patched it."""
 
 
-class KubeUnavailable(KubeError):
-    """The API server failed (5xx) or could not be reached; worth asking again."""
+class KubeUnavailable(KubeError, ActuatorUnavailable):
+    """The API server failed (5xx), throttled (429) or could not be reached; worth asking again."""
 
 
 class LaunchOutcomeUnknown(ActuatorError):

@@ -6,6 +6,8 @@ Constructors validate, so an invalid watch or image reference cannot exist. Noth
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +88,14 @@ class ActionStatus(enum.StrEnum):
     @property
     def open(self) -> bool:
         return self in (ActionStatus.PLANNED, ActionStatus.LAUNCHED)
+
+
+class Failure(enum.StrEnum):
+    """Why a failed action failed, which decides how it is retried."""
+
+    DEPLOYMENT = "deployment"  # it ran and failed (or was refused): uses up one of `max_attempts`
+    OUTAGE = "outage"  # nothing reached the system: backed off, but no attempt is used up
+    REFUSED = "refused"  # a retry cannot succeed (ignored vars): not retried until the watch's action changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,15 +190,16 @@ ExtraVar = str | int | float | bool
 
 @dataclass(frozen=True, slots=True)
 class AwxAction:
-    """Launch an AWX job template (by name or numeric id) and wait for the job."""
+    """Launch an AWX job template, or a workflow job template (`workflow`), by name or numeric id, and wait."""
 
     server: str
     template: str | int
     extra_vars: Mapping[str, ExtraVar] = field(default_factory=dict)
+    workflow: bool = False
     kind: ActionKind = field(default=ActionKind.AWX, init=False)
 
     def describe(self) -> str:
-        return f"awx {self.server}: {self.template}"
+        return f"awx {self.server}: {'workflow ' if self.workflow else ''}{self.template}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +219,13 @@ class StatefulSetAction:
 
 
 Action = AwxAction | StatefulSetAction
+
+
+def fingerprint(action: Action) -> str:
+    """A short digest of an action's configuration: a failure that a retry cannot fix is retried once it changes."""
+    fields = {k: getattr(action, k) for k in action.__dataclass_fields__}
+    canonical = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,11 +326,22 @@ class Launch:
     ref: str
     link: str | None = None
     note: str | None = None  # a warning worth keeping with the action (e.g. a pull policy that may not pull)
+    abort: str | None = None  # started, but must be stopped at once and fail with this reason (AWX ignored our vars)
 
 
 @dataclass(frozen=True, slots=True)
 class Finish:
+    """How a launched action ended; `final`: a retry cannot succeed until the watch's action changes."""
+
     succeeded: bool
+    detail: str
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A wait that ended with the action still running (a cancel not yet effective): it stays open, followed later."""
+
     detail: str
 
 
@@ -337,6 +366,11 @@ class ActionRecord:
     launched_at: datetime | None = None
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    failure: Failure | None = None  # how a failed action failed
+    fingerprint: str | None = None  # `fingerprint(action)` of the configuration it was planned under
+    outages: int = 0  # outage failures of the same attempt before this action (their back-off grows)
+    abort: str | None = None  # the launched job must be canceled: why
+    reset_at: datetime | None = None  # `reconciler retry`: its failures no longer hold the watch back
 
     def targets(self, tag: str, digest: str) -> bool:
         return (self.tag, self.digest) == (tag, digest)

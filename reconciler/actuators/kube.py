@@ -112,6 +112,11 @@ class StatefulSetActuator:
             body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         return {"method": "PATCH", "path": self._path(spec), "content_type": SMP, "body": body}
 
+    @staticmethod
+    def mark(spec: model.StatefulSetAction, request: Mapping[str, Any], marker: str) -> dict[str, Any]:
+        """The request as recorded: a patch needs no marker, since `find` recognises the patch itself."""
+        return dict(request)
+
     # --- launch ---------------------------------------------------------------------------------------------
     def launch(self, spec: model.StatefulSetAction, request: Mapping[str, Any]) -> model.Launch:
         sts = self._read(spec)
