@@ -5,8 +5,9 @@ client) from settings, and the operations the command line and the daemon call.
 from __future__ import annotations
 
 import base64
+import logging
 import os
-import time
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,16 +27,41 @@ from reconciler.actuators import awx
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 from reconciler.registry import auth, client
-from reconciler.store import outbox, queries, schema
+from reconciler.store import leases, outbox, queries, schema
 
+log = logging.getLogger(__name__)
 _PROXY_VARIABLES = tuple(v for n in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY") for v in (n, n.lower()))
 USER_AGENT = "reconciler/0.1 (+https://github.com/xchem)"
 WORKERS = 16
 
 
-def registry_session(*, retries: int = 3, backoff: float = 0.5, pool: int = WORKERS) -> requests.Session:
-    """A session that retries 429, 5xx and connection failures with exponential back-off, honouring Retry-After."""
-    retry = Retry(
+class _StoppableRetry(Retry):
+    """urllib3's Retry whose waits (a back-off, a `Retry-After` of up to a minute) end at once on `stop`."""
+
+    stop: threading.Event | None = None  # set on a subclass per process stop event (`new()` keeps the class)
+
+    def sleep(self, response: Any = None) -> None:
+        seconds = self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        seconds = seconds or self.get_backoff_time()
+        if self.stop is not None and self.stop.wait(max(seconds, 0.0)):
+            raise errors.Stopped("stopping: gave up waiting to ask again")
+        if self.stop is None and seconds > 0:
+            super().sleep(response)
+
+
+def _retry(stop: threading.Event | None, **options: Any) -> Retry:
+    kind = type("StoppableRetry", (_StoppableRetry,), {"stop": stop})
+    retry: Retry = kind(**options)
+    return retry
+
+
+def registry_session(
+    *, retries: int = 3, backoff: float = 0.5, pool: int = WORKERS, stop: threading.Event | None = None
+) -> requests.Session:
+    """A session that retries 429, 5xx and connection failures with exponential back-off, honouring Retry-After;
+    its waits end at once when `stop` is set."""
+    retry = _retry(
+        stop,
         total=retries,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=frozenset({"HEAD", "GET"}),
@@ -59,9 +85,13 @@ def registry_session(*, retries: int = 3, backoff: float = 0.5, pool: int = WORK
 
 
 def registry_client(
-    settings: config.Settings, *, session: requests.Session | None = None, docker_config: str | None = None
+    settings: config.Settings,
+    *,
+    session: requests.Session | None = None,
+    docker_config: str | None = None,
+    stop: threading.Event | None = None,
 ) -> client.RegistryClient:
-    session = session or registry_session()
+    session = session or registry_session(stop=stop)
     from_docker = auth.docker_config_credentials(docker_config)
 
     def credentials(registry: str) -> auth.Credentials | None:
@@ -76,10 +106,11 @@ def registry_client(
     )
 
 
-def awx_session(*, retries: int = 3, backoff: float = 0.5) -> requests.Session:
+def awx_session(*, retries: int = 3, backoff: float = 0.5, stop: threading.Event | None = None) -> requests.Session:
     """A session for AWX: GETs retried on 502/503/504 and connection failures; the launch POST never re-sent
     once it may have reached AWX (urllib3 retries a POST only when the connection could not be made)."""
-    retry = Retry(
+    retry = _retry(
+        stop,
         total=retries,
         status_forcelist=(502, 503, 504),
         allowed_methods=frozenset({"GET"}),
@@ -109,7 +140,12 @@ def awx_server(name: str, settings: config.AwxSettings) -> awx.Server:
         raw = f"{settings.username.reveal()}:{settings.password.reveal()}".encode()
         authorization = "Basic " + base64.b64encode(raw).decode("ascii")
     return awx.Server(
-        name=name, url=settings.url, authorization=authorization, timeout=settings.timeout, poll=settings.poll
+        name=name,
+        url=settings.url,
+        authorization=authorization,
+        timeout=settings.timeout,
+        poll=settings.poll,
+        marker=settings.marker,
     )
 
 
@@ -155,7 +191,8 @@ def _sqlite_file_missing(url: str) -> bool:
 
 @dataclass
 class App:
-    """The settings and the clients built from them."""
+    """The settings and the clients built from them. `stop` is the process's stop request (SIGINT/SIGTERM): every
+    wait of a pass (registry retries, AWX and roll-out polls) ends at once when it is set."""
 
     settings: config.Settings
     registry: client.RegistryClient | None = None
@@ -164,11 +201,13 @@ class App:
         self._db: Engine | None = None
         self._awx_session: requests.Session | None = None
         self._kube_api: k8s.ApiClient | None = None
+        self.stop = threading.Event()
 
     @property
     def db(self) -> Engine:
         if self._db is None:
             self._db = database_engine(self.settings.database)
+            log.info("database: %s", schema.safe_url(self._db))
         return self._db
 
     def upgrade(self) -> str:
@@ -219,8 +258,16 @@ class App:
     @property
     def awx_session(self) -> requests.Session:
         if self._awx_session is None:
-            self._awx_session = awx_session()
+            self._awx_session = awx_session(stop=self.stop)
         return self._awx_session
+
+    def _registry(self) -> client.RegistryClient:
+        self.registry = self.registry or registry_client(self.settings, stop=self.stop)
+        return self.registry
+
+    def _stop_check(self) -> None:
+        if self.stop.is_set():
+            raise errors.Stopped("stopping: open actions are left to be resumed by the next run")
 
     def reconcile(
         self,
@@ -228,15 +275,14 @@ class App:
         *,
         dry_run: bool,
         clock: engine.Clock = engine.utc_now,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         held: lease.Lease | None = None,
-        keep_alive: Callable[[], None] | None = None,
     ) -> model.RunReport:
         """One pass; unless a dry run, under the lease (taken here, or `held` by the daemon), after finishing what
-        a previous run left open. `keep_alive` is called while actions wait (the daemon's stop check)."""
+        a previous run left open. Waits sleep on `stop` unless `sleep` is given (tests move a fake clock)."""
         watches = self.select(names)
-        self.registry = registry = self.registry or registry_client(self.settings)
-        actuators = self.actuators(clock=clock, sleep=sleep)
+        registry = self._registry()
+        actuators = self.actuators(clock=clock, sleep=sleep or self.stop.wait)
         if dry_run:
             store = self.reader()
             deployer = deploy.Deployer(outbox=outbox.Outbox(self.db), actuators=actuators, clock=clock)
@@ -251,32 +297,59 @@ class App:
             return runner.run_pass(watches, dry_run=True)
         if held is None:  # the daemon migrated once at start; its passes run concurrently
             schema.upgrade(self.db)
-        store = queries.Store(self.db)
-        holder = held or self.new_lease(clock)
+        holder = held or self.new_lease()
         if held is None:
             holder.acquire()
+
+        def keep_alive() -> None:
+            self._stop_check()
+            holder.keep_alive()
+
+        def confirm() -> None:
+            self._stop_check()
+            holder.confirm()
+
         try:
             deployer = deploy.Deployer(
                 outbox=outbox.Outbox(self.db),
                 actuators=actuators,
                 clock=clock,
-                keep_alive=keep_alive or holder.keep_alive,
+                keep_alive=keep_alive,
+                sleep=sleep or self.stop.wait,
+                configured=self.settings.watches,
             )
             runner = engine.Engine(
                 registry=registry,
-                store=store,
+                store=queries.Store(self.db),
                 clock=clock,
                 workers=WORKERS,
                 actions=outbox.Outbox(self.db),
                 deployer=deployer,
+                keep_alive=keep_alive,
+                confirm=confirm,
             )
             return runner.run_pass(watches)
         finally:
             if held is None:
-                holder.release()
+                try:
+                    holder.release()
+                except errors.StoreError as exc:  # it expires by itself; the pass's own outcome matters more
+                    log.warning("could not release the lease: %s", exc)
 
-    def new_lease(self, clock: engine.Clock) -> lease.Lease:
-        return lease.Lease(store=queries.Store(self.db), clock=clock, ttl=self.settings.lease_ttl)
+    def new_lease(self) -> lease.Lease:
+        return lease.Lease(store=leases.Leases(self.db), ttl=self.settings.lease_ttl)
+
+    def retry(self, name: str, *, now: datetime) -> model.ActionRecord | None:
+        """`reconciler retry WATCH`: the watch's failed action no longer holds it back; None if it has none."""
+        self.settings.watch(name)
+        if self.reader() is None:
+            return None
+        return outbox.Outbox(self.db).reset(name, now)
+
+    def open_actions(self, names: Sequence[str]) -> list[model.ActionRecord]:
+        if self.reader() is None:
+            return []
+        return [a for a in outbox.Outbox(self.db).open_actions() if not names or a.watch in names]
 
     def status(self, selected: Sequence[str], *, now: datetime) -> dict[str, Any]:
         """The `status --json` document, from the database alone."""
@@ -299,34 +372,21 @@ class App:
         """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
         self.upgrade()
         clock = engine.utc_now
-        holder = self.new_lease(clock)
-        registry = self.registry = self.registry or registry_client(self.settings)
+        holder = self.new_lease()
+        registry = self._registry()
         counters = metrics.Metrics(
             registry_requests=lambda: registry.requests, ratelimit_remaining=lambda: registry.ratelimit_remaining
         )
-
-        def run_pass(
-            names: Sequence[str], keep_alive: Callable[[], None], sleep: Callable[[float], object]
-        ) -> model.RunReport:
-            return self.reconcile(
-                names,
-                dry_run=False,
-                clock=clock,
-                sleep=sleep,
-                held=holder,
-                keep_alive=keep_alive,
-            )
-
         server = self.settings.server
         host, port = split_listen(server.listen)
         daemon.Daemon(
             watches=self.settings.watches,
-            run_pass=run_pass,
+            run_pass=lambda names: self.reconcile(names, dry_run=False, clock=clock, held=holder),
             holder=holder,
-            lease_ttl=self.settings.lease_ttl,
             status=lambda: self.status([], now=clock()),
             database_ok=self.database_ok,
             counters=counters,
+            stop=self.stop,
             server=daemon.Server(
                 host=host,
                 port=port,

@@ -11,9 +11,12 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -86,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("--limit", type=_positive, default=50, metavar="N")
     hist.add_argument("--json", action="store_true")
 
+    retry = commands.add_parser("retry", help="clear a watch's failures (gave up, back-off) so the next pass acts")
+    retry.add_argument("watch", metavar="WATCH")
+
     db = commands.add_parser("db", help="database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     db_commands.add_parser("upgrade", help="apply the migrations")
@@ -105,8 +111,45 @@ def _print_json(document: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
+@contextmanager
+def _stoppable(application: app.App) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM ask the pass to stop (its waits wake at once, open actions stay open to be resumed); a
+    second one ends the process at once, which the outbox also survives. Yields the signals received."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        application.stop.set()
+        print("reconciler: stopping (again to quit at once) …", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _left_open(application: app.App, names: Sequence[str]) -> str:
+    actions = application.open_actions(names)
+    if not actions:
+        return "no action was left open"
+    shown = "; ".join(
+        f"action #{a.id} of watch {a.watch} is left {a.status.value}" + (f" ({a.link})" if a.link else "")
+        for a in actions
+    )
+    return f"{shown}; the next `reconciler reconcile` or `reconciler run` resumes it, never launching it again"
+
+
 def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
-    result = application.reconcile(args.watch, dry_run=args.dry_run)
+    with _stoppable(application) as received:
+        try:
+            result = application.reconcile(args.watch, dry_run=args.dry_run)
+        except errors.Stopped:
+            print(f"reconciler: interrupted: {_left_open(application, args.watch)}", file=sys.stderr)
+            return 128 + (received[0] if received else signal.SIGINT)
     document = report.reconcile_document(result)
     _print_json(document) if args.json else render.reconcile(_console(), document)
     unchecked = [o for o in result.outcomes if isinstance(o.result, model.CheckFailure)]
@@ -141,6 +184,18 @@ def cmd_history(args: argparse.Namespace, application: app.App) -> int:
     return EXIT_OK
 
 
+def cmd_retry(args: argparse.Namespace, application: app.App) -> int:
+    action = application.retry(args.watch, now=engine.utc_now())
+    if action is None:
+        print(f"watch {args.watch} has no failed action to retry; nothing changed")
+        return EXIT_OK
+    print(
+        f"watch {args.watch}: action #{action.id} ({action.tag} {action.digest}) no longer holds it back; "
+        "the next pass acts again, from attempt 1"
+    )
+    return EXIT_OK
+
+
 def cmd_db(args: argparse.Namespace, application: app.App) -> int:
     revision = application.upgrade()
     print(f"database {application.db.url.render_as_string(hide_password=True)} is at revision {revision}")
@@ -165,7 +220,7 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
             action = {
                 "kind": "awx",
                 "awx": w.action.server,
-                "template": w.action.template,
+                "workflow_template" if w.action.workflow else "template": w.action.template,
                 "extra_vars": dict(w.action.extra_vars),
             }
         elif isinstance(w.action, model.StatefulSetAction):
@@ -210,6 +265,7 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
                 "password": secret(a.password),
                 "timeout": _duration(a.timeout),
                 "poll": _duration(a.poll),
+                "marker": a.marker,
             }
             for name, a in settings.awx.items()
         },
@@ -234,6 +290,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
     "reconcile": cmd_reconcile,
     "status": cmd_status,
     "history": cmd_history,
+    "retry": cmd_retry,
     "db": cmd_db,
     "config": cmd_config,
 }

@@ -26,6 +26,7 @@ from reconciler import config_table, errors, model
 
 Secret = config_table.Secret  # settings carry these; re-exported for their readers
 DEFAULT_DATABASE = "sqlite:///reconciler.db"
+DEFAULT_MARKER = "reconciler_action"
 PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
 _SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
 
@@ -54,6 +55,7 @@ class AwxSettings:
     password: Secret | None = None
     timeout: timedelta = timedelta(minutes=45)
     poll: timedelta = timedelta(seconds=5)
+    marker: str = "reconciler_action"  # the extra var that names the action a launch belongs to; "" = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +78,30 @@ class Settings:
         raise errors.ConfigError(f"no watch named {name!r} in {self.source} (watches: {known})")
 
 
-def _url(table: config_table.Table, name: str, *, required: bool) -> str | None:
+def _url(table: config_table.Table, name: str, *, required: bool, credentials: str) -> str | None:
+    """An http(s) URL without credentials in it: they would be echoed in logs, errors and the database."""
     value = table.required(name) if required else table.text(name)
+    if value is not None and "@" in value.partition("://")[2].split("/", 1)[0]:
+        raise errors.ConfigError(f"{table.key(name)}: the URL must not carry a user name or password; {credentials}")
     if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise errors.ConfigError(f"{table.key(name)}: expected an http:// or https:// URL, got {value!r}")
     return value.rstrip("/") if value else None
 
 
-def _database(url: str, where: str) -> str:
+def _database(url: str, where: str, *, base: Path | None = None) -> str:
+    """A database URL; with `base` (it came from the configuration file), a relative SQLite path is taken from the
+    file's directory, so every command finds the same database wherever it is run from."""
     try:
-        make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # never echo a password
         raise errors.ConfigError(f"{where}: {shown!r} is not a database URL such as sqlite:///reconciler.db") from None
-    return url
+    name = parsed.database or ""
+    if base is None or parsed.get_backend_name() != "sqlite" or name in ("", ":memory:") or "uri" in parsed.query:
+        return url
+    if os.path.isabs(os.path.expanduser(name)):
+        return url
+    return parsed.set(database=os.path.abspath(base / name)).render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +183,19 @@ def _extra_vars(table: config_table.Table | None) -> dict[str, model.ExtraVar]:
 def _action(table: config_table.Table, awx: Mapping[str, AwxSettings]) -> model.Action:
     kind = table.required("kind")
     if kind == model.ActionKind.AWX:
-        table.expect("kind", "awx", "template", "extra_vars")
+        table.expect("kind", "awx", "template", "workflow_template", "extra_vars")
         server = table.required("awx")
         if server not in awx:
             known = ", ".join(f"[awx.{n}]" for n in awx) or "none"
             raise errors.ConfigError(f"{table.key('awx')}: no [awx.{server}] section (defined: {known})")
+        if table.has("template") and table.has("workflow_template"):
+            raise errors.ConfigError(f"{table.key('workflow_template')}: give template or workflow_template, not both")
+        key = "workflow_template" if table.has("workflow_template") else "template"
         action: model.Action = model.AwxAction(
             server=server,
-            template=_template(table.get("template"), table.key("template")),
+            template=_template(table.get(key), table.key(key)),
             extra_vars=_extra_vars(table.table("extra_vars")),
+            workflow=key == "workflow_template",
         )
     elif kind == model.ActionKind.STATEFULSET:
         table.expect("kind", "namespace", "name", "container", "mode", "timeout", "on_delete")
@@ -260,7 +276,7 @@ def _registries(table: config_table.Table | None) -> dict[str, RegistrySettings]
         password = entry.secret("password", required=True)
         if (username is None) != (password is None):
             raise errors.ConfigError(f"{entry.path}: give both username and password, or neither")
-        url = _url(entry, "url", required=False)
+        url = _url(entry, "url", required=False, credentials="give them as username_env and password_env")
         key = model.DOCKER_HUB if host == "index.docker.io" else host.lower()
         out[key] = RegistrySettings(url=url, username=username, password=password)
     return out
@@ -273,10 +289,22 @@ def _awx(table: config_table.Table | None) -> dict[str, AwxSettings]:
         entry = table.table(name)
         assert entry is not None
         entry.expect(
-            "url", "timeout", "poll", *(f"{s}_{k}" for s in ("token", "username", "password") for k in ("env", "file"))
+            "url",
+            "timeout",
+            "poll",
+            "marker",
+            *(f"{s}_{k}" for s in ("token", "username", "password") for k in ("env", "file")),
         )
-        url = _url(entry, "url", required=True)
+        url = _url(entry, "url", required=True, credentials="give token_env, or username_env and password_env")
         assert url is not None
+        marker = entry.get("marker")
+        if marker is None:
+            marker = DEFAULT_MARKER
+        if not isinstance(marker, str) or not re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]{0,99})?", marker):
+            raise errors.ConfigError(
+                f'{entry.key("marker")}: expected the name of an extra var (letters, digits, _), or "" for none, '
+                f"got {marker!r}"
+            )
         token = entry.secret("token", required=True)
         username = entry.secret("username", required=True)
         password = entry.secret("password", required=True)
@@ -289,6 +317,7 @@ def _awx(table: config_table.Table | None) -> dict[str, AwxSettings]:
             password=password,
             timeout=entry.duration("timeout", timedelta(minutes=45)),
             poll=entry.duration("poll", timedelta(seconds=5)),
+            marker=marker,
         )
         out[name] = settings
     return out
@@ -365,6 +394,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         if w.name in seen:
             raise errors.ConfigError(f"watch[{i}].name: {w.name!r} is used by another watch")
         seen.add(w.name)
+    base = Path(os.path.abspath(path)).parent
     settings = Settings(
         source=str(path),
         database=_database(database, "--database")
@@ -372,7 +402,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         else (
             _database(env["RECONCILER_DATABASE_URL"], "RECONCILER_DATABASE_URL")
             if env.get("RECONCILER_DATABASE_URL")
-            else _database(file_database, "reconciler.database")
+            else _database(file_database, "reconciler.database", base=base)
         ),
         server=_server(top),
         registries=_registries(top.table("registries")),

@@ -1,11 +1,13 @@
 """`reconciler run`: the long-running daemon.
 
-APScheduler 3.x runs one job per watch at its interval (with jitter, `max_instances=1`, `coalesce=True`) and one
-job that holds the lease. Only the instance holding the lease acts: it polls its watches (a pass for each at
-start-up), renews the lease, and when it loses it, pauses its watches and waits in standby to take it back.
-Waitress serves the endpoints. SIGTERM/SIGINT set the stop event: a running action notices it at its next poll
-(its sleeps wake at once) and stops, left `launched` to be resumed; the scheduler and server stop and the lease
-is released, well within 10 s. The daemon receives everything it needs from the composition root.
+APScheduler 3.x runs one job per watch at its interval (with jitter, `coalesce=True`) and one job that holds the
+lease. Only the instance holding the lease acts: it polls its watches (a pass for each at start-up), renews the
+lease, and when it loses it — taken by another, or expired while the database was away — pauses its watches and
+stands by, taking it again only by the normal rules. A database outage is one warning a minute, not a crash.
+A trigger (POST /reconcile, a webhook) that arrives while that watch's pass runs is never dropped: the pass runs
+again right after. Waitress serves the endpoints. SIGTERM/SIGINT set the stop event: a running action notices it at
+its next poll (its sleeps wake at once) and stops, left `launched` to be resumed; the scheduler and server stop and
+the lease is released, well within 10 s. The daemon receives everything it needs from the composition root.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +32,8 @@ from reconciler import endpoints, errors, lease, metrics, model
 
 log = logging.getLogger(__name__)
 LEASE_JOB = "_lease"
-PassRunner = Callable[[Sequence[str], Callable[[], None], Callable[[float], object]], model.RunReport]
+OUTAGE_LOG_EVERY = 60.0  # seconds between the warnings while the database does not answer
+PassRunner = Callable[[Sequence[str]], model.RunReport]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,28 +55,37 @@ class Daemon:
         watches: Sequence[model.Watch],
         run_pass: PassRunner,
         holder: lease.Lease,
-        lease_ttl: timedelta,
         status: Callable[[], dict[str, Any]],
         database_ok: Callable[[], bool],
         counters: metrics.Metrics,
         server: Server,
+        stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._watches = {w.name: w for w in watches}
         self._run_pass = run_pass
         self._lease = holder
-        self._lease_ttl = lease_ttl
+        self._lease_ttl = holder.ttl
         self._status = status
         self._database_ok = database_ok
         self._metrics = counters
         self._server_settings = server
         self._clock = clock
-        self.stop = threading.Event()
+        self._monotonic = monotonic
+        self.stop = stop or threading.Event()
         self._acting = False
         self._standby_logged = False
+        self._renewed_at = 0.0  # monotonic time of the last renewal that the database confirmed
+        self._outage_logged_at: float | None = None
         self._last_pass: datetime | None = None
+        self._passes = threading.Lock()
+        self._running: set[str] = set()  # watches whose pass runs now
+        self._again: set[str] = set()  # watches triggered while their pass ran: run once more right after
+        # Two instances per watch job: a trigger's run while a pass runs only marks it to run again (see _poll);
+        # with one, APScheduler would skip it, and a trigger could be dropped.
         self._scheduler = BackgroundScheduler(
-            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 2, "misfire_grace_time": None}
         )
         self._http = create_server(self._endpoints(), host=server.host, port=server.port, threads=4, ident="reconciler")
 
@@ -87,7 +100,7 @@ class Daemon:
             status=self._status,
             metrics=self._metrics.exposition,
             reconcile=self.trigger,
-            repository=lambda image: self.trigger([w.name for w in self._watches.values() if w.image == image]),
+            repository=self._trigger_repository,
         )
         s = self._server_settings
         return endpoints.Endpoints(
@@ -139,12 +152,22 @@ class Daemon:
     def _hold_lease(self) -> None:
         if self.stop.is_set():
             return
-        if self._acting:
-            try:
+        try:
+            if self._acting:
                 self._lease.keep_alive()
-            except errors.LeaseLost as exc:
-                self._to_standby(str(exc))
+                self._renewed_at = self._monotonic()
+            else:
+                self._take_lease()
+        except errors.LeaseLost as exc:
+            self._to_standby(str(exc))
+        except errors.StoreError as exc:
+            self._database_away(exc)
             return
+        if self._outage_logged_at is not None:
+            log.warning("the database answers again")
+            self._outage_logged_at = None
+
+    def _take_lease(self) -> None:
         try:
             self._lease.acquire()
         except errors.LockHeld as exc:
@@ -153,8 +176,19 @@ class Daemon:
                 self._standby_logged = True
             return
         self._acting, self._standby_logged = True, False
+        self._renewed_at = self._monotonic()
         log.info("holding the lease as %s: acting", self._lease.holder)
         self.trigger(list(self._watches))  # a pass for every watch now, then on schedule
+
+    def _database_away(self, exc: errors.StoreError) -> None:
+        """One warning a minute while the database is away; past the lease's end, stand by (it is lost)."""
+        now = self._monotonic()
+        if self._outage_logged_at is None or now - self._outage_logged_at >= OUTAGE_LOG_EVERY:
+            log.warning("%s; trying again", exc)
+            self._outage_logged_at = now
+        if self._acting and now - self._renewed_at > self._lease_ttl.total_seconds():
+            self._lease.forfeit()  # running passes stop acting at their next renewal
+            self._to_standby("the lease expired while the database did not answer")
 
     def _to_standby(self, why: str) -> None:
         self._acting = False
@@ -162,16 +196,28 @@ class Daemon:
             self._scheduler.pause_job(name)
         log.error("%s: standing by", why)
 
-    def _keep_alive(self) -> None:
-        if self.stop.is_set():
-            raise errors.Stopped("stopping: the open action is left to be resumed")
-        self._lease.keep_alive()
-
     def _poll(self, name: str) -> None:
-        if not self._acting or self.stop.is_set():
-            return
+        """One pass for one watch, then another for each trigger that arrived meanwhile."""
+        with self._passes:
+            if name in self._running:  # a trigger while the pass runs: run it again right after
+                self._again.add(name)
+                return
+            self._running.add(name)
         try:
-            report = self._run_pass([name], self._keep_alive, self.stop.wait)
+            while self._acting and not self.stop.is_set():
+                self._pass(name)
+                with self._passes:
+                    if name not in self._again:
+                        break
+                    self._again.discard(name)
+        finally:
+            with self._passes:
+                self._running.discard(name)
+                self._again.discard(name)
+
+    def _pass(self, name: str) -> None:
+        try:
+            report = self._run_pass([name])
         except errors.Stopped:
             log.info("watch %s: stopped while acting; its action will be resumed", name)
             return
@@ -185,20 +231,28 @@ class Daemon:
         self._last_pass = report.finished_at
 
     def trigger(self, names: Sequence[str]) -> list[str]:
-        """Run these watches' passes now (all when empty); unknown names are a ConfigError."""
+        """Run these watches' passes now (all when empty); a pass already running runs once more right after.
+        Unknown names are a ConfigError; a standby instance raises LockHeld and runs nothing."""
         for name in names:
             if name not in self._watches:
                 raise errors.ConfigError(f"no watch named {name!r}")
-        if not self._acting or self.stop.is_set():
-            log.info("not acting: not checking %s now", ", ".join(names) or "all watches")
-            return []
+        if self.stop.is_set():
+            raise errors.Stopped("stopping: no pass is started")
+        if not self._acting:
+            raise errors.LockHeld("standby: another instance holds the lease and runs the passes")
         chosen = list(names) or list(self._watches)
+        with self._passes:
+            self._again.update(n for n in chosen if n in self._running)
         try:
             for name in chosen:
                 self._scheduler.modify_job(name, next_run_time=self._clock())
         except JobLookupError:  # the scheduler is shutting down
             return []
         return chosen
+
+    def _trigger_repository(self, image: model.ImageRef) -> list[str]:
+        names = [w.name for w in self._watches.values() if w.image == image]
+        return self.trigger(names) if names else []
 
     def _ready(self) -> tuple[bool, str]:
         if not self._database_ok():

@@ -16,17 +16,31 @@ BACKOFF_MAX = timedelta(minutes=30)
 
 
 def backoff(attempt: int) -> timedelta:
-    """How long after failed attempt `attempt` the next one may start: 30s, 1m, 2m, … at most 30m."""
+    """How long after failed attempt (or outage) number `attempt` the next may start: 30s, 1m, 2m, … at most 30m."""
     return min(BACKOFF_BASE * (1 << min(max(attempt - 1, 0), 16)), BACKOFF_MAX)
 
 
-def next_attempt(last: model.ActionRecord | None, target: model.Observation) -> int:
-    """The attempt number of a new action: counting on after failures for the same target, else 1."""
-    if last is None or not last.targets(target.tag, target.digest):
-        return 1
+def _fresh_start(last: model.ActionRecord, action: model.Action | None) -> bool:
+    """Whether a failure no longer counts: `reconciler retry` reset it, or the watch's action changed since."""
+    changed = action is not None and last.fingerprint is not None and last.fingerprint != model.fingerprint(action)
+    return last.reset_at is not None or changed
+
+
+def next_attempt(
+    last: model.ActionRecord | None, target: model.Observation, action: model.Action | None = None
+) -> tuple[int, int]:
+    """The attempt number of a new action, and how many outages of that attempt came before it.
+
+    Counting goes on after deployment failures for the same target; an outage (nothing reached the system) uses
+    up no attempt but lengthens the back-off; a reset or a changed action starts over at 1.
+    """
+    if last is None or not last.targets(target.tag, target.digest) or _fresh_start(last, action):
+        return 1, 0
+    if last.status is model.ActionStatus.FAILED and last.failure is model.Failure.OUTAGE:
+        return last.attempt, last.outages + 1
     if last.status is model.ActionStatus.FAILED:
-        return last.attempt + 1
-    return last.attempt  # superseded before it launched: that attempt never happened
+        return last.attempt + 1, 0
+    return last.attempt, last.outages  # superseded before it launched: that attempt never happened
 
 
 def _same(seen: model.Seen | model.Deployed | None, result: model.Observation) -> bool:
@@ -75,15 +89,23 @@ def decide(
     if last is not None and last.targets(result.tag, result.digest):
         if last.status.open:
             return model.Decision(Verdict.BUSY, f"action #{last.id} for {target} is {last.status.value}")
-        if last.status is model.ActionStatus.FAILED:
-            if last.attempt >= watch.max_attempts:
+        if last.status is model.ActionStatus.FAILED and not _fresh_start(last, watch.action):
+            if last.failure is model.Failure.REFUSED:
+                return model.Decision(
+                    Verdict.GAVE_UP,
+                    f"action #{last.id} for {target} cannot succeed as configured ({last.detail}); not retried "
+                    "until the watch's action changes or `reconciler retry` is run",
+                )
+            if last.failure is not model.Failure.OUTAGE and last.attempt >= watch.max_attempts:
                 return model.Decision(
                     Verdict.GAVE_UP, f"all {last.attempt} attempts for {target} failed; last: {last.detail}"
                 )
             if last.next_attempt_at is not None and now < last.next_attempt_at:
                 left = int((last.next_attempt_at - now).total_seconds())
+                what = "could not be launched" if last.failure is model.Failure.OUTAGE else "failed"
                 return model.Decision(
-                    Verdict.RETRY_LATER, f"attempt {last.attempt} for {target} failed ({last.detail}); retry in {left}s"
+                    Verdict.RETRY_LATER,
+                    f"attempt {last.attempt} for {target} {what} ({last.detail}); retry in {left}s",
                 )
     return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed")
 
@@ -149,6 +171,7 @@ def state_of(
         last_action is not None
         and last_action.status is model.ActionStatus.FAILED
         and last_action.targets(observed.tag, observed.digest)
+        and not _fresh_start(last_action, watch.action)
     ):
         return model.State.FAILED
     if now - observed.since < watch.settle:

@@ -1,12 +1,18 @@
-"""Carrying out a watch's action through the outbox, so that a crash never loses or doubles a deployment.
+"""Carrying out a watch's action through the outbox, so that a crash or a misbehaving system never loses or
+doubles a deployment.
 
     planned --launch--> launched(external ref) --wait--> succeeded | failed
-       └── launch outcome unknown: look for the job first; not found -> failed (or superseded on resume)
+       └── launch outcome unknown (a timeout, a gateway's 502/503/504): looked for until UNRESOLVED_GRACE has
+           passed, never launched again before; found -> launched, not found -> failed as an outage
 
 Each transition is committed before the next step. On start, `resume` finishes what a previous process left
-open: a `launched` action is waited for, never launched again; a `planned` one is looked for among the
-template's recent jobs, and taken as launched if found, else superseded (the pass plans it again if still due).
-A failure leaves the watch drifted; `decide` retries it after `decide.backoff`, up to `max_attempts`.
+open: a `launched` action is waited for, never launched again; a `planned` one is looked for and taken as launched
+if found, else superseded once the grace has passed (the pass plans it again if still due). An open action whose
+watch no longer has an action of its kind in the configuration is closed as superseded.
+
+How a failure counts (`model.Failure`): a deployment that ran and failed uses up an attempt; an outage (nothing
+reached the system) backs off without using one; a refusal a retry cannot fix waits for the configuration to
+change. A wait may end `Unfinished` (a cancel not yet effective): the action stays open and no retry runs beside it.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from reconciler import decide, errors, model
 
 log = logging.getLogger(__name__)
 # How long a launch whose answer never came stays open before it is taken as never sent: longer than any request
-# timeout, so a server still working on it has created its job (and `find` sees it) by then.
+# timeout and a gateway's patience, so a server still working on it has created its job (and `find` sees it).
 UNRESOLVED_GRACE = timedelta(minutes=2)
+RESOLVE_EVERY = 10.0  # seconds between looks for a launch whose outcome is unknown
+WAITING = "waiting: "  # how a note of an action left open begins (replaced by the outcome when it ends)
 
 
 class Actuator(Protocol):
@@ -29,13 +37,17 @@ class Actuator(Protocol):
 
     def request(self, spec: Any, target: model.Target) -> dict[str, Any]: ...
 
+    def mark(self, spec: Any, request: Mapping[str, Any], marker: str) -> dict[str, Any]: ...
+
     def launch(self, spec: Any, request: Mapping[str, Any]) -> model.Launch: ...
 
     def find(
         self, spec: Any, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
     ) -> model.Launch | None: ...
 
-    def wait(self, spec: Any, record: model.ActionRecord, *, keep_alive: Callable[[], None]) -> model.Finish: ...
+    def wait(
+        self, spec: Any, record: model.ActionRecord, *, keep_alive: Callable[[], None]
+    ) -> model.Finish | model.Unfinished: ...
 
 
 class Outbox(Protocol):
@@ -44,15 +56,25 @@ class Outbox(Protocol):
     def refs(self, watch: str) -> set[str]: ...
 
     def plan(
-        self, *, target: model.Target, kind: model.ActionKind, attempt: int, request: Mapping[str, Any], now: datetime
+        self,
+        *,
+        target: model.Target,
+        kind: model.ActionKind,
+        attempt: int,
+        request: Callable[[int], Mapping[str, Any]],
+        now: datetime,
+        fingerprint: str | None = None,
+        outages: int = 0,
     ) -> model.ActionRecord | None: ...
 
     def launched(self, action_id: int, launch: model.Launch, now: datetime) -> model.ActionRecord: ...
 
+    def note(self, action_id: int, detail: str) -> model.ActionRecord: ...
+
     def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord: ...
 
     def failed(
-        self, action_id: int, detail: str, now: datetime, *, retry_at: datetime | None
+        self, action_id: int, detail: str, now: datetime, *, retry_at: datetime | None, failure: model.Failure = ...
     ) -> model.ActionRecord: ...
 
     def succeeded(self, action: model.ActionRecord, detail: str, now: datetime) -> model.ActionRecord: ...
@@ -69,6 +91,15 @@ def target_of(watch: model.Watch, observation: model.Observation, deployed: mode
     )
 
 
+def marker(watch: str, action_id: int | str) -> str:
+    """What a launch carries to say which action it belongs to: `<watch>#<action id>`."""
+    return f"{watch}#{action_id}"
+
+
+def _extra(record: model.ActionRecord) -> dict[str, object]:
+    return {"watch": record.watch, "action_id": record.id}
+
+
 class Deployer:
     def __init__(
         self,
@@ -77,11 +108,15 @@ class Deployer:
         actuators: Mapping[model.ActionKind, Actuator],
         clock: Callable[[], datetime],
         keep_alive: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], object] = lambda _: None,
+        configured: Sequence[model.Watch] | None = None,
     ) -> None:
         self._outbox = outbox
         self._actuators = actuators
         self._clock = clock
         self._keep_alive = keep_alive
+        self._sleep = sleep
+        self._configured = None if configured is None else {w.name: w for w in configured}
 
     def _actuator(self, spec: model.Action) -> Actuator:
         return self._actuators[spec.kind]
@@ -89,121 +124,173 @@ class Deployer:
     def describe(self, watch: model.Watch, target: model.Target) -> dict[str, Any]:
         """The exact request the action would send (for --dry-run); changes nothing anywhere."""
         assert watch.action is not None
-        return self._actuator(watch.action).request(watch.action, target)
+        actuator = self._actuator(watch.action)
+        return actuator.mark(watch.action, actuator.request(watch.action, target), marker(watch.name, "<id>"))
 
-    def act(self, watch: model.Watch, target: model.Target, *, attempt: int) -> model.ActionRecord | None:
+    def act(
+        self, watch: model.Watch, target: model.Target, *, attempt: int, outages: int = 0
+    ) -> model.ActionRecord | None:
         """Plan, launch, wait and record one action; None when another instance already has it open."""
         spec = watch.action
         assert spec is not None
         actuator = self._actuator(spec)
+        fingerprint = model.fingerprint(spec)
+
+        def plan(request: Callable[[int], Mapping[str, Any]]) -> model.ActionRecord | None:
+            return self._outbox.plan(
+                target=target,
+                kind=spec.kind,
+                attempt=attempt,
+                request=request,
+                now=self._clock(),
+                fingerprint=fingerprint,
+                outages=outages,
+            )
+
         try:
             request = actuator.request(spec, target)
-        except errors.ActuatorError as exc:  # nothing was sent; still an attempt, recorded and retried
-            record = self._outbox.plan(target=target, kind=spec.kind, attempt=attempt, request={}, now=self._clock())
-            return None if record is None else self._failed(record, str(exc))
+        except errors.ActuatorError as exc:  # nothing was sent; still recorded, and retried after a back-off
+            record = plan(lambda _: {})
+            return None if record is None else self._failed(record, str(exc), _failure_of(exc))
         self._keep_alive()  # never plan, nor launch, without the lease
-        record = self._outbox.plan(target=target, kind=spec.kind, attempt=attempt, request=request, now=self._clock())
+        record = plan(lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)))
         if record is None:
             return None
-        log.info(
-            "watch %s: action #%d planned: %s",
-            watch.name,
-            record.id,
-            spec.describe(),
-            extra={"watch": watch.name, "action_id": record.id},
-        )
+        log.info("watch %s: action #%d planned: %s", watch.name, record.id, spec.describe(), extra=_extra(record))
         try:
             self._keep_alive()
-            launch = actuator.launch(spec, request)
+            launch = actuator.launch(spec, record.request or request)
         except errors.LaunchOutcomeUnknown as exc:
-            try:
-                launch_found = actuator.find(spec, record, exclude=self._outbox.refs(record.watch))
-            except errors.ActuatorError:
-                launch_found = None
-            if launch_found is None and exc.answered:
-                return self._failed(record, f"{exc}; nothing was launched")
-            if launch_found is None:  # the server may still act on it: resolved by a later pass's `resume`
-                log.warning(
-                    "watch %s: action #%d: %s; left planned, to be looked for again",
-                    watch.name,
-                    record.id,
-                    exc,
-                    extra={"watch": watch.name, "action_id": record.id},
-                )
-                return record
-            launch = launch_found
+            log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
+            return self._resolve(spec, record, str(exc))
         except errors.ActuatorError as exc:
-            return self._failed(record, str(exc))
+            return self._failed(record, str(exc), _failure_of(exc))
+        return self._launched(spec, record, launch)
+
+    def _launched(self, spec: model.Action, record: model.ActionRecord, launch: model.Launch) -> model.ActionRecord:
         record = self._outbox.launched(record.id, launch, self._clock())
         log.info(
             "watch %s: action #%d launched: %s",
-            watch.name,
+            record.watch,
             record.id,
             launch.link or launch.ref,
-            extra={"watch": watch.name, "action_id": record.id},
+            extra=_extra(record),
         )
         return self._wait(spec, record)
 
+    def _resolve(self, spec: model.Action, record: model.ActionRecord, why: str) -> model.ActionRecord:
+        """A launch whose outcome is unknown: look for its effect until the grace has passed; never relaunch."""
+        actuator = self._actuator(spec)
+        while True:
+            try:
+                found = actuator.find(spec, record, exclude=self._outbox.refs(record.watch))
+            except errors.ActuatorError as exc:
+                log.warning("watch %s: action #%d: cannot look for it yet: %s", record.watch, record.id, exc)
+                found = None
+            if found is not None:
+                return self._launched(spec, record, found)
+            waited = self._clock() - record.created_at
+            if waited >= UNRESOLVED_GRACE:
+                return self._failed(
+                    record,
+                    f"{why}; nothing was launched: no sign of it {int(UNRESOLVED_GRACE.total_seconds())}s later",
+                    model.Failure.OUTAGE,
+                )
+            self._keep_alive()
+            self._sleep(min(RESOLVE_EVERY, (UNRESOLVED_GRACE - waited).total_seconds()))
+
     def resume(self, watches: Sequence[model.Watch]) -> list[model.ActionRecord]:
-        """Finish the actions a previous process left open (called under the lease, before a pass)."""
+        """Finish the actions a previous process left open (called under the lease, before a pass); close those
+        whose watch's configuration no longer has their kind of action. One odd action never stops the others."""
         by_name = {w.name: w for w in watches}
         finished = []
-        for left_open in self._outbox.open_actions():
-            record = left_open
-            watch = by_name.get(record.watch)
-            if watch is None or watch.action is None or watch.action.kind is not record.kind:
-                continue  # not ours to finish in this run (another watch selection, or a changed configuration)
-            spec = watch.action
-            if record.status is model.ActionStatus.PLANNED:
-                try:
-                    launch = self._actuator(spec).find(spec, record, exclude=self._outbox.refs(record.watch))
-                except errors.ActuatorError as exc:
-                    log.warning(
-                        "watch %s: action #%d: cannot tell whether it launched: %s", record.watch, record.id, exc
-                    )
-                    continue
-                if launch is None and self._clock() - record.created_at < UNRESOLVED_GRACE:
-                    continue  # its request may still be acted on; look again in a later pass
-                if launch is None:
-                    finished.append(
-                        self._outbox.superseded(
-                            record.id,
-                            "never launched (the process stopped first); planned again if still due",
-                            self._clock(),
-                        )
-                    )
-                    continue
-                record = self._outbox.launched(record.id, launch, self._clock())
-            log.info("watch %s: resuming action #%d (%s)", record.watch, record.id, record.link or record.external_ref)
-            finished.append(self._wait(spec, record))
+        for record in self._outbox.open_actions():
+            try:
+                done = self._resume_one(record, by_name)
+            except (errors.LeaseLost, errors.Stopped, errors.StoreError):
+                raise
+            except Exception as exc:  # one odd record must not stop the recovery of the others
+                log.error(
+                    "watch %s: action #%d could not be resumed, left open: %s",
+                    record.watch,
+                    record.id,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                    extra=_extra(record),
+                )
+                continue
+            if done is not None:
+                finished.append(done)
         return finished
+
+    def _orphaned(self, record: model.ActionRecord) -> str | None:
+        """Why an open action no longer belongs to the configuration, if it does not."""
+        if self._configured is None:
+            return None
+        watch = self._configured.get(record.watch)
+        if watch is None:
+            return f"watch {record.watch} is no longer in the configuration"
+        if watch.action is None or watch.action.kind is not record.kind:
+            return f"watch {record.watch} no longer has a {record.kind.value} action in the configuration"
+        return None
+
+    def _resume_one(self, record: model.ActionRecord, by_name: Mapping[str, model.Watch]) -> model.ActionRecord | None:
+        orphaned = self._orphaned(record)
+        if orphaned is not None:
+            running = f"; its {record.link or record.external_ref} may still run" if record.external_ref else ""
+            log.warning("action #%d closed: %s%s", record.id, orphaned, running, extra=_extra(record))
+            return self._outbox.superseded(record.id, f"closed: {orphaned}{running}", self._clock())
+        watch = by_name.get(record.watch)
+        if watch is None or watch.action is None or watch.action.kind is not record.kind:
+            return None  # another watch selection's, or an unchecked configuration's: not ours to finish here
+        spec = watch.action
+        if record.status is model.ActionStatus.PLANNED:
+            found = self._actuator(spec).find(spec, record, exclude=self._outbox.refs(record.watch))
+            if found is None and self._clock() - record.created_at < UNRESOLVED_GRACE:
+                return self._resolve(spec, record, "the process that launched it stopped before recording the answer")
+            if found is None:
+                return self._outbox.superseded(
+                    record.id, "never launched (the process stopped first); planned again if still due", self._clock()
+                )
+            return self._launched(spec, record, found)
+        log.info("watch %s: resuming action #%d (%s)", record.watch, record.id, record.link or record.external_ref)
+        return self._wait(spec, record)
 
     def _wait(self, spec: model.Action, record: model.ActionRecord) -> model.ActionRecord:
         try:
-            finish = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive)
+            result = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive)
         except errors.ActuatorError as exc:  # e.g. the permission to follow the roll-out is missing
-            return self._failed(record, str(exc))
-        detail = "; ".join(filter(None, [finish.detail, record.detail]))  # keep a launch warning with the outcome
-        if finish.succeeded:
+            return self._failed(record, str(exc), model.Failure.DEPLOYMENT)
+        if isinstance(result, model.Unfinished):
+            log.warning("watch %s: action #%d: %s", record.watch, record.id, result.detail, extra=_extra(record))
+            return self._outbox.note(record.id, WAITING + result.detail)
+        kept = record.detail if record.detail and not record.detail.startswith(WAITING) else None
+        detail = "; ".join(filter(None, [result.detail, kept]))  # keep a launch warning with the outcome
+        if result.succeeded:
             done = self._outbox.succeeded(record, detail, self._clock())
-            log.info(
-                "watch %s: action #%d succeeded: %s",
-                record.watch,
-                record.id,
-                finish.detail,
-                extra={"watch": record.watch, "action_id": record.id},
-            )
+            log.info("watch %s: action #%d succeeded: %s", record.watch, record.id, result.detail, extra=_extra(record))
             return done
-        return self._failed(record, detail)
+        return self._failed(record, detail, model.Failure.REFUSED if result.final else model.Failure.DEPLOYMENT)
 
-    def _failed(self, record: model.ActionRecord, detail: str) -> model.ActionRecord:
+    def _failed(self, record: model.ActionRecord, detail: str, failure: model.Failure) -> model.ActionRecord:
         now = self._clock()
         log.warning(
-            "watch %s: action #%d failed (attempt %d): %s",
+            "watch %s: action #%d failed (%s, attempt %d): %s",
             record.watch,
             record.id,
+            failure.value,
             record.attempt,
             detail,
-            extra={"watch": record.watch, "action_id": record.id},
+            extra=_extra(record),
         )
-        return self._outbox.failed(record.id, detail, now, retry_at=now + decide.backoff(record.attempt))
+        if failure is model.Failure.REFUSED:
+            retry_at = None
+        elif failure is model.Failure.OUTAGE:
+            retry_at = now + decide.backoff(record.outages + 1)
+        else:
+            retry_at = now + decide.backoff(record.attempt)
+        return self._outbox.failed(record.id, detail, now, retry_at=retry_at, failure=failure)
+
+
+def _failure_of(exc: errors.ActuatorError) -> model.Failure:
+    return model.Failure.OUTAGE if isinstance(exc, errors.ActuatorUnavailable) else model.Failure.DEPLOYMENT

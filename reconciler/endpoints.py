@@ -123,6 +123,8 @@ class Endpoints:
             queued = self._cb.reconcile(names)
         except errors.ConfigError as exc:
             return _reply(404, {"error": str(exc)})
+        except (errors.LockHeld, errors.Stopped) as exc:  # a standby (or stopping) instance runs nothing
+            return _reply(503, {"error": str(exc)})
         return _reply(202, {"queued": queued})
 
     def _hook(self, environ: Mapping[str, Any], secret: str) -> Reply:
@@ -140,6 +142,9 @@ class Endpoints:
             image = model.ImageRef.parse(name)
         except (ValueError, KeyError, TypeError, errors.ConfigError):
             return _reply(400, "expected a Docker Hub webhook payload naming repository.repo_name")
-        queued = self._cb.repository(image)
+        try:
+            queued = self._cb.repository(image)
+        except (errors.LockHeld, errors.Stopped) as exc:  # a standby (or stopping) instance runs nothing
+            return _reply(503, {"error": str(exc)})
         log.info("webhook for %s: checking %s", image, ", ".join(queued) or "no watch")
         return _reply(202, {"repository": str(image), "queued": queued})

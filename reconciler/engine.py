@@ -4,6 +4,11 @@ Each watch is isolated: a registry failure, or a bug, in one watch becomes that 
 stops the pass. `dry_run` is the single gate that keeps a pass from writing or acting: it previews the exact
 requests instead. The engine receives its registry, store and deployer through the small protocols below and
 reads time only from its injected clock.
+
+The lease (`keep_alive`, `confirm`): it is renewed while the registry is asked, however slowly it answers, and
+confirmed before the pass records anything and again right before each action is planned, where the watch's state
+and newest action are read afresh and decided again — so a pass that lost the lease, or whose snapshot went
+stale meanwhile, plans nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -19,6 +24,7 @@ from reconciler import decide, deploy, errors, model, policy
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+HEARTBEAT = 1.0  # seconds between lease renewals (and stop checks) while the registry is being asked
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -53,6 +59,8 @@ class Engine:
         workers: int = 16,
         actions: ActionLog | None = None,
         deployer: deploy.Deployer | None = None,
+        keep_alive: Callable[[], None] = lambda: None,
+        confirm: Callable[[], None] = lambda: None,
     ) -> None:
         self._registry = registry
         self._store = store  # None: a database that does not exist yet, read as empty (dry runs)
@@ -60,12 +68,29 @@ class Engine:
         self._deployer = deployer
         self._clock = clock
         self._workers = workers
+        self._keep_alive = keep_alive  # renews the lease when due; raises LeaseLost or Stopped
+        self._confirm = confirm  # renews the lease now; raises LeaseLost or Stopped
 
-    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T], name: str) -> list[_R]:
+    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T], name: str, *, heartbeat: bool) -> list[_R]:
+        """`fn` over `items` on a pool. With `heartbeat`, the lease is kept alive meanwhile, and a stop or a lost
+        lease ends the wait at once (the workers then finish on their own: their sleeps wake on the same stop);
+        without it, the workers keep the lease alive themselves, and are waited for."""
         if not items:
             return []
-        with ThreadPoolExecutor(max_workers=min(self._workers, len(items)), thread_name_prefix=name) as pool:
-            return list(pool.map(fn, items))
+        pool = ThreadPoolExecutor(max_workers=min(self._workers, len(items)), thread_name_prefix=name)
+        try:
+            futures = [pool.submit(fn, item) for item in items]
+            pending = set(futures)
+            while heartbeat and pending:
+                done, pending = wait(pending, timeout=HEARTBEAT, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if (failure := future.exception()) is not None:
+                        raise failure
+                if pending:
+                    self._keep_alive()
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=not heartbeat, cancel_futures=True)
 
     def observe(self, watch: model.Watch) -> model.CheckResult:
         """Ask the registry what the watch points at now; never raises."""
@@ -80,6 +105,8 @@ class Engine:
                     )
             digest = self._registry.digest(watch.image, tag)
             return model.Observation(tag=tag, digest=digest, checked_at=self._clock())
+        except (errors.Stopped, errors.LeaseLost):
+            raise
         except errors.ReconcilerError as exc:
             return model.CheckFailure(message=str(exc), checked_at=self._clock())
         except Exception as exc:  # one watch's bug must not end the pass for the others
@@ -95,38 +122,48 @@ class Engine:
         names = [w.name for w in watches]
         states = self._store.states(names) if self._store is not None else {}
         last = self._actions.last_actions(names) if self._actions is not None else {}
-        results = self._map(self.observe, watches, "observe")
+        results = self._map(self.observe, watches, "observe", heartbeat=True)
         now = self._clock()
         outcomes = [
             self._outcome(w, r, states.get(w.name), last.get(w.name), now)
             for w, r in zip(watches, results, strict=True)
         ]
         if not dry_run and self._store is not None:
+            self._confirm()  # a pass that lost the lease records nothing, not even a baseline
             self._store.record_pass(model.RunReport(started, self._clock(), dry_run, tuple(outcomes)))
         due = [o for o in outcomes if o.decision.verdict is model.Verdict.DRIFT and o.watch.action is not None]
         if dry_run:
             previews = {o.watch.name: self._preview(o) for o in due}
             outcomes = [dataclasses.replace(o, preview=previews.get(o.watch.name)) for o in outcomes]
         elif acting:
-            done = dict(zip([o.watch.name for o in due], self._map(self._act, due, "act"), strict=True))
-            done.update({k: v for k, v in resumed.items() if k not in done})
-            outcomes = [self._after(o, done.get(o.watch.name)) for o in outcomes]
+            acted = {o.watch.name: o for o in self._map(self._act, due, "act", heartbeat=False)}
+            outcomes = [acted.get(o.watch.name) or self._after(o, resumed.get(o.watch.name)) for o in outcomes]
         report = model.RunReport(started, self._clock(), dry_run, tuple(outcomes))
         self._log(report)
         return report
 
-    def _act(self, outcome: model.WatchOutcome) -> model.ActionRecord | None:
+    def _act(self, outcome: model.WatchOutcome) -> model.WatchOutcome:
+        """Carry out a due action: under a confirmed lease, and only if the watch's state read afresh still says
+        so (another pass, process or person may have moved it since the snapshot this pass decided on)."""
         assert self._deployer is not None and isinstance(outcome.result, model.Observation)
-        target = deploy.target_of(outcome.watch, outcome.result, outcome.state.deployed)
+        watch, result = outcome.watch, outcome.result
+        self._confirm()
+        state = self._store.states([watch.name]).get(watch.name) if self._store is not None else None
+        last = self._actions.last_actions([watch.name]).get(watch.name) if self._actions is not None else None
+        decision = decide.decide(watch=watch, result=result, state=state, now=self._clock(), last_action=last)
+        if decision.verdict is not model.Verdict.DRIFT:
+            log.info("watch %s: no longer due: %s", watch.name, decision.reason, extra={"watch": watch.name})
+            return dataclasses.replace(outcome, decision=decision, action=last)
+        target = deploy.target_of(watch, result, state.deployed if state is not None else None)
+        attempt, outages = decide.next_attempt(last, result, watch.action)
         try:
-            return self._deployer.act(
-                outcome.watch, target, attempt=decide.next_attempt(outcome.action, outcome.result)
-            )
+            record = self._deployer.act(watch, target, attempt=attempt, outages=outages)
         except (errors.LeaseLost, errors.Stopped, errors.StoreError):
             raise
         except Exception:  # one watch's bug must not end the pass for the others
-            log.exception("watch %s: unexpected error while acting", outcome.watch.name)
-            return None
+            log.exception("watch %s: unexpected error while acting", watch.name)
+            record = None
+        return self._after(outcome, record)
 
     def _preview(self, outcome: model.WatchOutcome) -> dict[str, object]:
         assert self._deployer is not None and isinstance(outcome.result, model.Observation)

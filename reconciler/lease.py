@@ -1,8 +1,10 @@
 """The lease that lets one instance act on a database at a time (SQLite and PostgreSQL alike).
 
-A row in `leases` names its holder (`host:pid:nonce`) and when it expires; the holder renews it while it acts.
-A holder on this host whose process is gone is known dead, so its lease is taken at once instead of waiting for
-expiry — a crashed `reconcile` does not block the next one. Losing the lease while acting raises `LeaseLost`.
+A row in `leases` names its holder (`host:pid:nonce`) and when it expires, on the database's clock. The holder
+renews it while it acts; `confirm` renews it at once and is called right before anything is planned. An expired
+lease is lost: renewal fails, `LeaseLost` is raised, and the holder stops acting; it may take the lease again only
+through `acquire`, by the same rules as anyone else. A holder on this host whose process is gone is known dead, so
+its lease is taken at once instead of waiting for expiry — a crashed `reconcile` does not block the next one.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from reconciler import errors
@@ -24,13 +27,13 @@ TTL = timedelta(seconds=60)
 
 
 class LeaseStore(Protocol):
-    def acquire_lease(
-        self, *, name: str, holder: str, now: datetime, until: datetime, steal_from: str | None = None
-    ) -> bool: ...
+    def acquire(self, *, name: str, holder: str, ttl: timedelta, steal_from: str | None = None) -> bool: ...
 
-    def release_lease(self, *, name: str, holder: str) -> None: ...
+    def renew(self, *, name: str, holder: str, ttl: timedelta) -> bool: ...
 
-    def lease_holder(self, *, name: str, now: datetime) -> str | None: ...
+    def release(self, *, name: str, holder: str) -> None: ...
+
+    def holder(self, *, name: str) -> str | None: ...
 
 
 def _dead_here(holder: str) -> bool:
@@ -43,55 +46,88 @@ def _dead_here(holder: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return False
     return False
 
 
 class Lease:
+    """This process's claim on the lease. `monotonic` only schedules renewals; validity is the database's."""
+
     def __init__(
-        self, *, store: LeaseStore, clock: Callable[[], datetime], ttl: timedelta = TTL, name: str = NAME
+        self,
+        *,
+        store: LeaseStore,
+        ttl: timedelta = TTL,
+        name: str = NAME,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._clock = clock
         self._ttl = ttl
+        self._monotonic = monotonic
         self.name = name
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._renew_at: datetime | None = None
+        self._renew_at: float | None = None  # None: not held
         self._lost = False
         self._lock = threading.Lock()
 
+    @property
+    def ttl(self) -> timedelta:
+        return self._ttl
+
     def acquire(self) -> None:
-        now = self._clock()
-        if self._store.acquire_lease(name=self.name, holder=self.holder, now=now, until=now + self._ttl):
-            self._renew_at, self._lost = now + self._ttl / 3, False
-            return
-        other = self._store.lease_holder(name=self.name, now=now)
-        if other is not None and _dead_here(other):
-            log.warning("taking over the lease of %s, whose process is gone", other)
-            if self._store.acquire_lease(
-                name=self.name, holder=self.holder, now=now, until=now + self._ttl, steal_from=other
-            ):
-                self._renew_at, self._lost = now + self._ttl / 3, False
+        """Take the lease (free, expired, or held by a dead process of this host); else raise `LockHeld`."""
+        with self._lock:
+            if self._store.acquire(name=self.name, holder=self.holder, ttl=self._ttl):
+                self._held()
                 return
+            other = self._store.holder(name=self.name)
+            if other is not None and _dead_here(other):
+                log.warning("taking over the lease of %s, whose process is gone", other)
+                if self._store.acquire(name=self.name, holder=self.holder, ttl=self._ttl, steal_from=other):
+                    self._held()
+                    return
         raise errors.LockHeld(f"another instance ({other or 'unknown'}) holds the lease; nothing was done")
 
+    def _held(self) -> None:
+        self._renew_at, self._lost = self._monotonic() + self._ttl.total_seconds() / 3, False
+
     def keep_alive(self) -> None:
-        """Renew when a third of the lease has passed; raise `LeaseLost` if another instance took it."""
+        """Renew once a third of the lease has passed; raise `LeaseLost` if it expired or another took it."""
         with self._lock:
-            now = self._clock()
-            if not self._lost and (self._renew_at is None or now < self._renew_at):
+            if not self._lost and self._renew_at is not None and self._monotonic() < self._renew_at:
                 return
-            if self._lost or not self._store.acquire_lease(
-                name=self.name, holder=self.holder, now=now, until=now + self._ttl
-            ):
-                self._lost, self._renew_at = True, None
-                raise errors.LeaseLost(
-                    "this instance lost the lease to another one; its open actions are left to be resumed"
-                )
-            self._renew_at = now + self._ttl / 3
+            self._renew()
+
+    def confirm(self) -> None:
+        """Renew now and make sure the lease is still ours: called right before planning an action."""
+        with self._lock:
+            self._renew()
+
+    def _renew(self) -> None:
+        if (
+            self._lost
+            or self._renew_at is None
+            or not self._store.renew(name=self.name, holder=self.holder, ttl=self._ttl)
+        ):
+            self._lost, self._renew_at = True, None
+            raise errors.LeaseLost(
+                "this instance's lease expired or was taken by another instance, so it stopped acting; "
+                "nothing more was planned and open actions are left to be resumed"
+            )
+        self._renew_at = self._monotonic() + self._ttl.total_seconds() / 3
+
+    def forfeit(self) -> None:
+        """Take the lease as lost (its end passed unconfirmed): renewals fail until `acquire` succeeds again."""
+        with self._lock:
+            self._lost = True
+
+    @property
+    def held(self) -> bool:
+        return self._renew_at is not None and not self._lost
 
     def release(self) -> None:
-        if self._renew_at is not None:
-            self._store.release_lease(name=self.name, holder=self.holder)
-            self._renew_at = None
+        with self._lock:
+            if self._renew_at is not None:
+                self._store.release(name=self.name, holder=self.holder)
+                self._renew_at = None

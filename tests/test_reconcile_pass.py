@@ -185,7 +185,9 @@ def test_a_new_release_tag_is_drift_and_other_tags_are_ignored(
     assert production["action"]["status"] == "succeeded"
     assert [w["name"] for w in doc["watches"]] == ["production"]
     production_template = next(t["id"] for t in awx.templates.values() if t["name"] == "Production Fragalysis Stack")
-    assert awx.launches == [(production_template, {"stack_image_tag": "2026.08.10"})]
+    assert awx.launches == [
+        (production_template, {"stack_image_tag": "2026.08.10", "reconciler_action": "production#1"})
+    ]
 
 
 def test_a_repushed_release_is_drift_too(registry: LocalRegistry, runner: Run, tmp_path: Path, awx: FakeAwx) -> None:
@@ -202,7 +204,7 @@ def test_a_repushed_release_is_drift_too(registry: LocalRegistry, runner: Run, t
     assert code == 0
     assert _by_name(doc)["production"]["decision"]["verdict"] == "drift"
     assert _by_name(doc)["production"]["observed"]["digest"] == rebuilt
-    assert [vars_ for _, vars_ in awx.launches] == [{"stack_image_tag": "1.2.3"}]
+    assert [vars_ for _, vars_ in awx.launches] == [{"stack_image_tag": "1.2.3", "reconciler_action": "production#1"}]
 
 
 def _row_counts(url: str) -> dict[str, int]:
@@ -243,7 +245,7 @@ def test_dry_run_writes_nothing_and_prints_what_it_would_do(
     assert _by_name(doc)["staging"]["action"]["request"] == {
         "method": "POST",
         "url": launch_url,
-        "body": {"extra_vars": {"stack_image_tag": "latest"}},
+        "body": {"extra_vars": {"stack_image_tag": "latest", "reconciler_action": "staging#<id>"}},
     }
     assert _row_counts(f"sqlite:///{db_file}") == before
     assert awx.count(method="POST") == 0 and awx.launches == []

@@ -1,5 +1,5 @@
 """The SQL store's contract, on SQLite and on PostgreSQL alike: states, the change log, runs, the actions outbox
-rule and the lease. Every test gets an empty, migrated database of its own (tests/support/databases.py).
+rule. Every test gets an empty, migrated database of its own (tests/support/databases.py).
 """
 
 from __future__ import annotations
@@ -287,11 +287,6 @@ def test_naive_datetime_is_refused(store: queries.Store) -> None:
     assert store.last_run() is None
 
 
-def test_naive_datetime_is_refused_by_the_lease(store: queries.Store) -> None:
-    with pytest.raises(errors.StoreError, match="naive datetime"):
-        store.acquire_lease(name="engine", holder="a", now=datetime(2026, 8, 3), until=at(30))
-
-
 # --- the actions outbox ---------------------------------------------------------------------------------------
 
 
@@ -355,45 +350,6 @@ def test_closing_an_action_lets_a_new_one_open(migrated_engine: Engine) -> None:
 def test_status_outside_the_allowed_set_violates_the_check(migrated_engine: Engine, status: str) -> None:
     with pytest.raises(IntegrityError, match="ck_actions_status"), migrated_engine.begin() as conn:
         conn.execute(insert(tables.actions), _action(status))
-
-
-# --- the lease ------------------------------------------------------------------------------------------------
-
-
-def test_lease_lifecycle(store: queries.Store) -> None:
-    assert store.lease_holder(name="engine", now=T0) is None
-    assert store.acquire_lease(name="engine", holder="A", now=T0, until=at(30))
-    assert store.lease_holder(name="engine", now=at(1)) == "A"
-
-    assert not store.acquire_lease(name="engine", holder="B", now=at(10), until=at(40))
-    assert not store.acquire_lease(name="engine", holder="B", now=at(30), until=at(60))  # expires after `until`
-    assert store.lease_holder(name="engine", now=at(30)) == "A"
-
-    assert store.acquire_lease(name="engine", holder="A", now=at(20), until=at(50))  # renew own
-    assert not store.acquire_lease(name="engine", holder="B", now=at(40), until=at(70))
-    assert store.lease_holder(name="engine", now=at(45)) == "A"
-
-    assert store.lease_holder(name="engine", now=at(51)) is None  # expired
-    assert store.acquire_lease(name="engine", holder="B", now=at(51), until=at(81))
-    assert store.lease_holder(name="engine", now=at(52)) == "B"
-    assert not store.acquire_lease(name="engine", holder="A", now=at(60), until=at(90))
-
-
-def test_release_lets_another_take_the_lease(store: queries.Store) -> None:
-    assert store.acquire_lease(name="engine", holder="A", now=T0, until=at(30))
-    store.release_lease(name="engine", holder="B")  # not B's to release
-    assert store.lease_holder(name="engine", now=at(1)) == "A"
-    store.release_lease(name="engine", holder="A")
-    assert store.lease_holder(name="engine", now=at(1)) is None
-    assert store.acquire_lease(name="engine", holder="B", now=at(1), until=at(31))
-    assert store.lease_holder(name="engine", now=at(2)) == "B"
-
-
-def test_leases_are_per_name(store: queries.Store) -> None:
-    assert store.acquire_lease(name="engine", holder="A", now=T0, until=at(30))
-    assert store.acquire_lease(name="webhook", holder="B", now=T0, until=at(30))
-    assert store.lease_holder(name="engine", now=at(1)) == "A"
-    assert store.lease_holder(name="webhook", now=at(1)) == "B"
 
 
 # --- scale ----------------------------------------------------------------------------------------------------

@@ -1,220 +1,48 @@
-"""Launch an AWX job template and wait for its job (protocols.md §2).
+"""Launch an AWX job template or workflow job template, and follow its job until it ends (protocols.md §2).
 
-Owns the AWX REST conventions: trailing slashes on every URL (a 301 would turn the launch POST into a GET),
-Bearer or Basic auth, the template found by numeric id or exact name, `ignored_fields.extra_vars` treated as a
-failure, job status polled with back-off, and — after a crash — the template's recent jobs searched for one that
-carries our extra vars (AWX refuses filters on `extra_vars`, so they are matched here).
-Receives its `requests.Session`; builds none. The launch POST is never retried automatically.
+What AWX really does, and what this module does about it (§2.9, checked against AWX's source):
+- Every launch carries a marker extra var (`reconciler_action = "<watch>#<action id>"`, named by the server's
+  `marker`), so a launch whose answer was lost is matched to its own job only, never to a look-alike an operator
+  launched by hand. With the marker off, the job is matched by all of its extra vars, created after our record.
+- `ignored_fields.extra_vars`: AWX started the job anyway, with the template's saved vars
+  (`JobTemplateLaunch.post`). That job is recorded, canceled at once, and the action fails with the "Prompt on
+  launch" hint, not retried until the watch's action changes.
+- A sliced job template answers `workflow_job` instead of `job`; workflow job templates launch at
+  `workflow_job_templates/<id>/launch/`. Both are followed at `workflow_jobs/<id>/`.
+- A cancel is a request (202 sets `cancel_flag`; the status changes later): an action whose job outlived its
+  timeout fails only once the job has really ended; until then it stays open and nothing is launched beside it.
+- One odd record (a huge `elapsed`, a job without an id) is read defensively and never fails the others.
+AWX refuses filters on `extra_vars`, so candidates are listed by template and creation time and matched here.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
+import math
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Set
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
-
-import requests
 
 from reconciler import errors, model
+from reconciler.actuators.awx_client import AwxClient, JobRef, Server
 
+__all__ = ["AwxActuator", "AwxClient", "JobRef", "Server"]
 log = logging.getLogger(__name__)
 TERMINAL = frozenset({"successful", "failed", "error", "canceled"})
-CLOCK_SKEW = timedelta(seconds=30)  # how far AWX's clock may be behind ours when matching a job to our record
+CLOCK_SKEW = timedelta(seconds=30)  # how far AWX's clock may be behind ours when matching by extra vars alone
+MARKER_WINDOW = timedelta(hours=6)  # a marker is unique, so its job may be looked for generously far back
 MAX_POLL_DELAY = 15.0  # well under a third of the default lease, which the waits renew between polls
-_LAUNCH_URL = re.compile(r"/api/v2/job_templates/(\d+)/launch/$")
+CANCEL_GRACE = timedelta(minutes=2)  # how long a requested cancel may take before the wait hands over to a later pass
+_LAUNCH_URL = re.compile(r"/api/v2/(job_templates|workflow_job_templates)/(\d+)/launch/$")
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
-    """One `[awx.NAME]` section, with its credentials resolved."""
-
-    name: str
-    url: str
-    authorization: str  # the whole Authorization header value; never logged
-    timeout: timedelta
-    poll: timedelta
-
-
-def _detail(response: requests.Response) -> str:
-    """AWX's own words: DRF `{"detail": …}` or field errors `{"field": ["msg"]}`, on one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        return (response.text or response.reason or "").strip().replace("\n", " ")[:200] or "no details"
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return str(body["detail"])
-    if isinstance(body, dict):
-        return "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items())[:300]
-    return str(body)[:200]
-
-
-class AwxClient:
-    """The few AWX endpoints reconciler needs, for one server."""
-
-    def __init__(self, *, session: requests.Session, server: Server, request_timeout: float = 30.0) -> None:
-        self._session = session
-        self.server = server
-        self._timeout = request_timeout
-        self._templates: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def url(self, path: str) -> str:
-        return f"{self.server.url}/api/v2/{path.strip('/')}/"
-
-    def link(self, job_id: str) -> str:
-        return f"{self.server.url}/#/jobs/playbook/{job_id}"
-
-    def _call(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": self.server.authorization, "Accept": "application/json"}
-        try:
-            response = self._session.request(
-                method, url, headers=headers, timeout=self._timeout, allow_redirects=False, **kwargs
-            )
-        except requests.ConnectTimeout:
-            raise errors.AwxError(f"cannot reach AWX {self.server.name} at {self.server.url} while {what}") from None
-        except requests.ConnectionError as exc:
-            if method == "POST" and not _never_connected(exc):
-                raise errors.LaunchOutcomeUnknown(
-                    f"AWX {self.server.name} dropped the connection while {what}"
-                ) from None
-            raise errors.AwxError(f"cannot reach AWX {self.server.name} at {self.server.url} while {what}") from None
-        except requests.Timeout:
-            if method == "POST":
-                raise errors.LaunchOutcomeUnknown(
-                    f"AWX {self.server.name} did not answer in time while {what}"
-                ) from None
-            raise errors.AwxError(f"AWX {self.server.name} did not answer in time while {what}") from None
-        except requests.RequestException as exc:  # the request went out; the answer broke off
-            error = errors.LaunchOutcomeUnknown if method == "POST" else errors.AwxError
-            raise error(f"AWX {self.server.name} failed while {what}: {type(exc).__name__}") from None
-        status = response.status_code
-        if status < 300:
-            return response
-        if status == 401:
-            raise errors.AwxError(
-                f"AWX {self.server.name} refused the credentials while {what} (401); "
-                "check the token or username/password"
-            )
-        if status == 403:
-            raise errors.AwxError(f"AWX {self.server.name} denied {what} (403): {_detail(response)}")
-        if method == "POST" and status >= 500:
-            raise errors.LaunchOutcomeUnknown(f"AWX {self.server.name} answered {status} while {what}", answered=True)
-        raise errors.AwxError(f"AWX {self.server.name} answered {status} while {what}: {_detail(response)}")
-
-    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise errors.AwxError(f"AWX {self.server.name} sent a malformed answer while {what}")
-        return body
-
-    def _pages(self, url: str, *, params: Mapping[str, str], what: str) -> list[dict[str, Any]]:
-        """Every result of a paginated list; `next` may be relative (AWX builds it from the request path)."""
-        results: list[dict[str, Any]] = []
-        next_url: str | None = url
-        first = True
-        while next_url is not None and len(results) < 10_000:
-            body = self._json(self._call("GET", next_url, what=what, params=params if first else None), what)
-            first = False
-            page = body.get("results")
-            if not isinstance(page, list):
-                raise errors.AwxError(f"AWX {self.server.name} sent a malformed list while {what}")
-            results.extend(r for r in page if isinstance(r, dict))
-            following = body.get("next")
-            next_url = urljoin(self.server.url + "/", following) if isinstance(following, str) and following else None
-        return results
-
-    def template_id(self, template: str | int) -> int:
-        """A numeric id as given; a name looked up exactly (cached), with the closest names when it is missing."""
-        if isinstance(template, int):
-            return template
-        with self._lock:
-            if template in self._templates:
-                return self._templates[template]
-        what = f"looking up job template {template!r}"
-        found = self._pages(self.url("job_templates"), params={"name": template, "page_size": "200"}, what=what)
-        matches = [t for t in found if t.get("name") == template and isinstance(t.get("id"), int)]
-        if len(matches) > 1:
-            ids = ", ".join(str(t["id"]) for t in matches)
-            raise errors.AwxError(
-                f"AWX {self.server.name} has {len(matches)} job templates named {template!r} "
-                f"(ids {ids}, in different organizations); give the numeric id as template"
-            )
-        if not matches:
-            everything = self._pages(self.url("job_templates"), params={"page_size": "200"}, what=what)
-            names = [str(t.get("name")) for t in everything]
-            close = difflib.get_close_matches(template, names, n=3, cutoff=0.4)
-            hint = f"; closest: {', '.join(repr(n) for n in close)}" if close else ""
-            raise errors.AwxError(f"AWX {self.server.name} has no job template named {template!r}{hint}")
-        with self._lock:
-            self._templates[template] = matches[0]["id"]
-        return int(matches[0]["id"])
-
-    def launch(self, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST exactly the recorded launch request."""
-        what = f"launching job template {template_of(url)}"
-        response = self._call("POST", url, json=body, what=what)
-        try:
-            return self._json(response, what)
-        except errors.AwxError as exc:  # AWX answered, but not legibly: a job may exist all the same
-            raise errors.LaunchOutcomeUnknown(str(exc), answered=True) from None
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self._json(
-            self._call("GET", self.url(f"jobs/{job_id}"), what=f"checking job {job_id}"), f"checking job {job_id}"
-        )
-
-    def cancel(self, job_id: str) -> bool:
-        """Ask AWX to cancel a job; False when it can no longer be canceled (it has finished)."""
-        try:
-            self._call("POST", self.url(f"jobs/{job_id}/cancel"), what=f"canceling job {job_id}")
-        except errors.AwxError as exc:
-            if "answered 405" in str(exc):
-                return False
-            raise
-        except errors.LaunchOutcomeUnknown:
-            return False
-        return True
-
-    def recent_jobs(self, template_id: int, since: datetime) -> list[dict[str, Any]]:
-        params = {
-            "job_template": str(template_id),
-            "created__gte": since.isoformat(),
-            "order_by": "-created",
-            "page_size": "200",
-        }
-        return self._pages(self.url("jobs"), params=params, what=f"listing recent jobs of template {template_id}")
-
-
-def template_of(launch_url: str) -> int | None:
-    """The template id in a launch URL (`…/api/v2/job_templates/<id>/launch/`)."""
+def template_of(launch_url: str) -> tuple[str, int] | None:
+    """The template's collection and id in a launch URL (`…/api/v2/job_templates/<id>/launch/`)."""
     found = _LAUNCH_URL.search(launch_url)
-    return int(found.group(1)) if found else None
-
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was refused or not resolvable, so nothing reached AWX."""
-    text = str(exc)
-    return any(
-        m in text
-        for m in (
-            "NewConnectionError",
-            "Connection refused",
-            "Name or service not known",
-            "Failed to resolve",
-            "No route to host",
-        )
-    )
+    return (found.group(1), int(found.group(2))) if found else None
 
 
 def render_extra_vars(spec: model.AwxAction, target: model.Target) -> dict[str, model.ExtraVar]:
@@ -226,9 +54,18 @@ def _vars_of(job: Mapping[str, Any]) -> dict[str, Any]:
     raw = job.get("extra_vars")
     try:
         parsed = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+def _seconds(value: object) -> float | None:
+    """A job's `elapsed`, if it is a sensible number of seconds."""
+    try:
+        seconds = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and 0 <= seconds < 1e9 else None
 
 
 class AwxActuator:
@@ -251,90 +88,142 @@ class AwxActuator:
     def request(self, spec: model.AwxAction, target: model.Target) -> dict[str, Any]:
         """The exact launch request, resolving the template id (read-only calls to AWX only)."""
         client = self._client(spec)
-        template_id = client.template_id(spec.template)
+        template_id = client.template_id(spec.template, workflow=spec.workflow)
+        collection = "workflow_job_templates" if spec.workflow else "job_templates"
         return {
             "method": "POST",
-            "url": client.url(f"job_templates/{template_id}/launch"),
+            "url": client.url(f"{collection}/{template_id}/launch"),
             "body": {"extra_vars": render_extra_vars(spec, target)},
         }
 
+    def mark(self, spec: model.AwxAction, request: Mapping[str, Any], marker: str) -> dict[str, Any]:
+        """The request with the server's marker extra var naming the action it belongs to (none when off)."""
+        name = self._client(spec).server.marker
+        body = dict(request.get("body") or {})
+        if name:
+            body["extra_vars"] = {**dict(body.get("extra_vars") or {}), name: marker}
+        return {**request, "body": body}
+
     def launch(self, spec: model.AwxAction, request: Mapping[str, Any]) -> model.Launch:
         client = self._client(spec)
-        answer = client.launch(str(request["url"]), request["body"])
-        job_id = answer.get("job", answer.get("id"))
-        if not isinstance(job_id, int):
+        url = str(request["url"])
+        template = template_of(url)
+        what = f"launching {'workflow job template' if spec.workflow else 'job template'} {template and template[1]}"
+        answer = client.launch(url, request["body"], what=what)
+        if isinstance(answer.get("job"), int) and not isinstance(answer.get("job"), bool):
+            job = JobRef("jobs", answer["job"])
+        elif isinstance(answer.get("workflow_job"), int) and not isinstance(answer.get("workflow_job"), bool):
+            job = JobRef("workflow_jobs", answer["workflow_job"])  # a workflow, or a sliced job template
+        else:
             raise errors.LaunchOutcomeUnknown(f"AWX {spec.server} answered the launch without a job id", answered=True)
-        ignored = answer.get("ignored_fields") or {}
+        abort = None
+        ignored = answer.get("ignored_fields")
         if isinstance(ignored, dict) and ignored.get("extra_vars"):
-            names = ", ".join(sorted(ignored["extra_vars"])) if isinstance(ignored["extra_vars"], dict) else "?"
-            raise errors.AwxError(
-                f"AWX {spec.server} launched job {job_id} but ignored the extra vars {names}: enable "
-                f'"Prompt on launch" for variables on job template {spec.template!r}'
+            dropped = ignored["extra_vars"]
+            names = ", ".join(sorted(map(str, dropped))) if isinstance(dropped, dict) else "?"
+            abort = (
+                f"AWX {spec.server} started {job.noun} but ignored the extra vars {names}, so it would run with the "
+                f'template\'s saved vars: enable "Prompt on launch" for variables on template {spec.template!r}'
             )
-        return model.Launch(ref=str(job_id), link=client.link(str(job_id)))
+        return model.Launch(ref=str(job), link=client.link(job), abort=abort)
 
     def find(
         self, spec: model.AwxAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
     ) -> model.Launch | None:
-        """The job a launch whose answer was lost may have created: a job of the template created after our record
-        was written, carrying our extra vars, and not already the job of another action (`exclude`)."""
+        """The job a launch whose answer was lost may have created: by its marker when the launch carried one,
+        else by all of its extra vars among the template's jobs created after our record; never a job already
+        recorded by another action (`exclude`), nor a slice job spawned by a workflow."""
         client = self._client(spec)
         request: Mapping[str, Any] = record.request or {}
-        template_id = template_of(str(request.get("url", "")))
-        if template_id is None:
+        template = template_of(str(request.get("url", "")))
+        if template is None:
             return None  # no launch request was ever written for this record, so none was sent
-        wanted = dict(request.get("body", {}).get("extra_vars", {}))
-        for job in client.recent_jobs(template_id, record.created_at - CLOCK_SKEW):
-            job_id = job.get("id")
-            if not isinstance(job_id, int) or str(job_id) in exclude:
-                continue
-            values = _vars_of(job)
-            if all(values.get(k) == v for k, v in wanted.items()):
-                return model.Launch(ref=str(job_id), link=client.link(str(job_id)))
+        body = request.get("body")
+        wanted = dict(body.get("extra_vars") or {}) if isinstance(body, dict) else {}
+        name = client.server.marker
+        by_marker = bool(name) and name in wanted
+        since = record.created_at - (MARKER_WINDOW if by_marker else CLOCK_SKEW)
+        collection, template_id = template
+        if collection == "workflow_job_templates":
+            lists = [("workflow_jobs", {"workflow_job_template": str(template_id)})]
+        else:  # a sliced job template runs as a workflow job that names it
+            by_template = {"job_template": str(template_id)}
+            lists = [("jobs", by_template), ("workflow_jobs", by_template)]
+        for kind, filters in lists:
+            for job in client.recent(kind, since=since, **filters):
+                job_id = job.get("id")
+                if not isinstance(job_id, int) or isinstance(job_id, bool) or job.get("launch_type") == "workflow":
+                    continue
+                ref = JobRef(kind, job_id)
+                if str(ref) in exclude:
+                    continue
+                values = _vars_of(job)
+                keys = [name] if by_marker else list(wanted)
+                if all(values.get(k) == wanted[k] for k in keys):
+                    return model.Launch(ref=str(ref), link=client.link(ref))
         return None
 
     def wait(
         self, spec: model.AwxAction, record: model.ActionRecord, *, keep_alive: Callable[[], None]
-    ) -> model.Finish:
-        """Poll the job with back-off until it ends or the server's `timeout` (counted from the launch) passes."""
+    ) -> model.Finish | model.Unfinished:
+        """Poll the job with back-off until it ends. Past the server's `timeout` (counted from the launch), or at
+        once when the launch must be aborted, the job is canceled and followed until the cancel took effect."""
         client = self._client(spec)
-        job_id = record.external_ref or ""
-        deadline = (record.launched_at or self._clock()) + client.server.timeout
+        job_ref = JobRef.parse(record.external_ref or "")
+        started = record.launched_at or self._clock()
+        deadline = started if record.abort else started + client.server.timeout
         delay = max(client.server.poll.total_seconds(), 0.01)
-        status = "unknown"
+        status, canceled_at = "unknown", None
         while True:
             try:
-                job = client.job(job_id)
-                status = str(job.get("status"))
+                job = client.job(job_ref)
+                status = str(job.get("status"))[:40]
             except errors.AwxError as exc:  # a blip while waiting is not the job failing: keep polling
                 log.warning("watch %s: %s", record.watch, exc)
                 job = {}
             if status in TERMINAL:
-                return self._finish(job, job_id, status, client)
+                return self._finish(job, job_ref, status, client=client, record=record, canceled_at=canceled_at)
             now = self._clock()
-            if now >= deadline:  # cancel it, so that a retry never runs beside it
+            if now >= deadline and canceled_at is None:
                 try:
-                    if not client.cancel(job_id):  # it finished meanwhile: report how
-                        job = client.job(job_id)
-                        if str(job.get("status")) in TERMINAL:
-                            return self._finish(job, job_id, str(job.get("status")), client)
-                    outcome = "canceled it"
+                    accepted = client.cancel(job_ref)  # False (405): it has just ended; the next read says how
                 except errors.AwxError as exc:
-                    outcome = f"could not cancel it ({exc})"
-                return model.Finish(
-                    False,
-                    f"job {job_id} was still {status} after {client.server.timeout}; {outcome} ({client.link(job_id)})",
+                    log.warning("watch %s: could not cancel %s yet: %s", record.watch, job_ref.noun, exc)
+                else:
+                    canceled_at = now
+                    if accepted:
+                        log.warning("watch %s: %s: cancel requested", record.watch, job_ref.noun)
+                    continue
+            if canceled_at is not None and now - canceled_at >= CANCEL_GRACE:
+                return model.Unfinished(
+                    f"{job_ref.noun} is still {status} {int(CANCEL_GRACE.total_seconds())}s after its cancel was "
+                    f"requested; it is followed again in the next pass ({client.link(job_ref)})"
                 )
             keep_alive()
-            self._sleep(min(delay, (deadline - now).total_seconds()))
+            self._sleep(delay if now >= deadline else min(delay, (deadline - now).total_seconds()))
             delay = min(delay * 1.5, max(client.server.poll.total_seconds(), MAX_POLL_DELAY))
 
     @staticmethod
-    def _finish(job: Mapping[str, Any], job_id: str, status: str, client: AwxClient) -> model.Finish:
-        elapsed = job.get("elapsed")
-        took = f" in {float(elapsed):.0f}s" if isinstance(elapsed, int | float) else ""
+    def _finish(
+        job: Mapping[str, Any],
+        job_ref: JobRef,
+        status: str,
+        *,
+        client: AwxClient,
+        record: model.ActionRecord,
+        canceled_at: datetime | None,
+    ) -> model.Finish:
+        seconds = _seconds(job.get("elapsed"))
+        took = f" in {seconds:.0f}s" if seconds is not None else ""
+        link = client.link(job_ref)
+        if record.abort:
+            return model.Finish(False, f"{record.abort}; {job_ref.noun} was {status}{took} ({link})", final=True)
+        if canceled_at is not None and status == "canceled":
+            return model.Finish(
+                False, f"{job_ref.noun} ran past the timeout of {client.server.timeout}; canceled{took} ({link})"
+            )
         if status == "successful":
-            return model.Finish(True, f"job {job_id} successful{took}")
+            return model.Finish(True, f"{job_ref.noun} successful{took}")
         explanation = str(job.get("job_explanation") or "").strip().splitlines()
         why = f": {explanation[0][:200]}" if explanation else ""
-        return model.Finish(False, f"job {job_id} {status}{took}{why} ({client.link(job_id)})")
+        return model.Finish(False, f"{job_ref.noun} {status}{took}{why} ({link})")

@@ -8,7 +8,7 @@ Receives its `sqlalchemy.Engine`; builds none.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,11 @@ def _action(row: Any) -> model.ActionRecord:
         launched_at=row.launched_at,
         finished_at=row.finished_at,
         next_attempt_at=row.next_attempt_at,
+        failure=model.Failure(row.failure) if row.failure else None,
+        fingerprint=row.fingerprint,
+        outages=row.outages,
+        abort=row.abort,
+        reset_at=row.reset_at,
     )
 
 
@@ -83,9 +88,21 @@ class Outbox:
             return [_action(r) for r in conn.execute(query)]
 
     def plan(
-        self, *, target: model.Target, kind: model.ActionKind, attempt: int, request: Mapping[str, Any], now: datetime
+        self,
+        *,
+        target: model.Target,
+        kind: model.ActionKind,
+        attempt: int,
+        request: Callable[[int], Mapping[str, Any]],
+        now: datetime,
+        fingerprint: str | None = None,
+        outages: int = 0,
     ) -> model.ActionRecord | None:
-        """Write the planned action before anything is sent; None when one is already open for this target."""
+        """Write the planned action before anything is sent; None when one is already open for this target.
+
+        `request` gives the exact request from the new action's id (which its marker carries); it is recorded in
+        the same transaction, so a planned row always says what it sends. It must not do I/O.
+        """
         a = tables.actions
         values = {
             "watch": target.watch,
@@ -96,12 +113,15 @@ class Outbox:
             "previous_tag": target.previous_tag,
             "previous_digest": target.previous_digest,
             "attempt": attempt,
-            "request": json.dumps(request),
             "created_at": now,
+            "fingerprint": fingerprint,
+            "outages": outages,
         }
         try:
             with self.engine.begin() as conn:
                 action_id = conn.execute(insert(a).values(**values).returning(a.c.id)).scalar_one()
+                recorded = json.dumps(request(action_id))
+                conn.execute(update(a).where(a.c.id == action_id).values(request=recorded))
                 return _action(conn.execute(select(a).where(a.c.id == action_id)).one())
         except IntegrityError:
             return None  # the outbox rule: another open action for this watch and digest exists
@@ -124,15 +144,28 @@ class Outbox:
             status=model.ActionStatus.LAUNCHED.value,
             external_ref=launch.ref,
             link=launch.link,
+            abort=launch.abort,
             launched_at=now,
         )
+
+    def note(self, action_id: int, detail: str) -> model.ActionRecord:
+        """Keep what an open action is waiting for (a cancel not yet effective); it stays open."""
+        return self._transition(action_id, "record an action's progress", detail=detail)
 
     def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord:
         return self._transition(
             action_id, "supersede an action", status=model.ActionStatus.SUPERSEDED.value, detail=detail, finished_at=now
         )
 
-    def failed(self, action_id: int, detail: str, now: datetime, *, retry_at: datetime | None) -> model.ActionRecord:
+    def failed(
+        self,
+        action_id: int,
+        detail: str,
+        now: datetime,
+        *,
+        retry_at: datetime | None,
+        failure: model.Failure = model.Failure.DEPLOYMENT,
+    ) -> model.ActionRecord:
         return self._transition(
             action_id,
             "record a failed action",
@@ -140,7 +173,19 @@ class Outbox:
             detail=detail,
             finished_at=now,
             next_attempt_at=retry_at,
+            failure=failure.value,
         )
+
+    def reset(self, watch: str, now: datetime) -> model.ActionRecord | None:
+        """`reconciler retry`: the watch's newest action, if it failed, no longer holds it back (no back-off, no
+        used-up attempts). Returns that action, or None when the newest action did not fail."""
+        a = tables.actions
+        with self._begin("reset the watch's failures") as conn:
+            row = conn.execute(select(a).where(a.c.watch == watch).order_by(a.c.id.desc()).limit(1)).first()
+            if row is None or row.status != model.ActionStatus.FAILED.value:
+                return None
+            conn.execute(update(a).where(a.c.id == row.id).values(reset_at=now))
+            return _action(conn.execute(select(a).where(a.c.id == row.id)).one())
 
     def succeeded(self, action: model.ActionRecord, detail: str, now: datetime) -> model.ActionRecord:
         """The action and the watch's new `deployed_*`, in one transaction: deployed moves only on success."""

@@ -1,4 +1,4 @@
-"""Queries that speak model types: read watch states, record a pass, list history, hold the lease.
+"""Queries that speak model types: read watch states, record a pass, list history.
 
 Receives its `sqlalchemy.Engine`; builds none. Every write of a pass is one transaction, so a crash leaves the
 previous pass intact, never half of this one. Database errors are mapped to `StoreError` here, once.
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler import errors, model
 from reconciler.store import schema, tables
@@ -99,14 +98,33 @@ class Store:
             return {row.watch: _state(row) for row in conn.execute(query)}
 
     def record_pass(self, report: model.RunReport) -> None:
-        """The states, the changes (as observations) and the run itself, in one transaction."""
+        """The states, the changes (as observations) and the run itself, in one transaction.
+
+        What was observed is written for every watch; `deployed_*` only moves for a reason: a baseline (and only
+        while nothing is deployed yet) or a watch without an action following what it observed. An action's
+        success moves it in the outbox, never here, so a pass never rewrites it from its stale snapshot.
+        """
         if not report.outcomes:
             return
         rows = [_state_row(o) for o in report.outcomes]
         changes = [_observation_row(o) for o in report.outcomes if o.changed]
         failures = sum(1 for o in report.outcomes if isinstance(o.result, model.CheckFailure))
+        w = tables.watch_state
         with self._begin("record the pass") as conn:
-            conn.execute(self._upsert_states(), rows)
+            conn.execute(self._upsert_observed(), rows)
+            for outcome in report.outcomes:
+                deployed = outcome.state.deployed
+                verdict = outcome.decision.verdict
+                if deployed is None or verdict not in (model.Verdict.BASELINE, model.Verdict.FOLLOW):
+                    continue
+                where = w.c.watch == outcome.watch.name
+                if verdict is model.Verdict.BASELINE:
+                    where = where & w.c.deployed_digest.is_(None)
+                conn.execute(
+                    update(w)
+                    .where(where)
+                    .values(deployed_tag=deployed.tag, deployed_digest=deployed.digest, deployed_at=deployed.at)
+                )
             if changes:
                 conn.execute(insert(tables.observations), changes)
             conn.execute(
@@ -119,7 +137,8 @@ class Store:
                 )
             )
 
-    def _upsert_states(self) -> Any:
+    def _upsert_observed(self) -> Any:
+        """Insert a new watch's whole row; for a known watch, update what was observed and nothing else."""
         dialect = self.engine.dialect.name
         stmt: sqlite.Insert | postgresql.Insert
         if dialect == "sqlite":
@@ -128,7 +147,9 @@ class Store:
             stmt = postgresql.insert(tables.watch_state)
         else:
             raise errors.StoreError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
-        columns = [c.name for c in tables.watch_state.columns if c.name != "watch"]
+        columns = [
+            c.name for c in tables.watch_state.columns if c.name != "watch" and not c.name.startswith("deployed")
+        ]
         return stmt.on_conflict_do_update(
             index_elements=[tables.watch_state.c.watch], set_={c: stmt.excluded[c] for c in columns}
         )
@@ -165,43 +186,3 @@ class Store:
             errors=row.errors,
             summary=row.summary,
         )
-
-    # The lease: one acting instance per database. Portable: a conditional UPDATE, else an INSERT that the
-    # primary key makes fail when another holder got there first.
-    def acquire_lease(
-        self, *, name: str, holder: str, now: datetime, until: datetime, steal_from: str | None = None
-    ) -> bool:
-        """Take or renew the lease; `steal_from` names a holder known to be dead, whose lease may be taken early."""
-        lease = tables.leases
-        takeable = or_(lease.c.holder == holder, lease.c.expires_at < now)
-        if steal_from is not None:
-            takeable = or_(takeable, lease.c.holder == steal_from)
-        try:
-            with self.engine.begin() as conn:
-                taken = conn.execute(
-                    update(lease)
-                    .where(and_(lease.c.name == name, takeable))
-                    .values(holder=holder, acquired_at=now, expires_at=until)
-                ).rowcount
-                if taken:
-                    return True
-                conn.execute(insert(lease).values(name=name, holder=holder, acquired_at=now, expires_at=until))
-                return True
-        except IntegrityError:
-            return False
-        except SQLAlchemyError as exc:
-            raise errors.StoreError(
-                f"cannot take the lease in the database {schema.safe_url(self.engine)}: {schema.reason(exc)}"
-            ) from None
-
-    def release_lease(self, *, name: str, holder: str) -> None:
-        lease = tables.leases
-        with self._begin("release the lease") as conn:
-            conn.execute(delete(lease).where(and_(lease.c.name == name, lease.c.holder == holder)))
-
-    def lease_holder(self, *, name: str, now: datetime) -> str | None:
-        lease = tables.leases
-        with self._begin("read the lease") as conn:
-            return conn.execute(
-                select(lease.c.holder).where(and_(lease.c.name == name, lease.c.expires_at >= now))
-            ).scalar_one_or_none()

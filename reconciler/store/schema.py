@@ -14,13 +14,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import errors
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _ALEMBIC = threading.Lock()
+MIGRATION_LOCK = 0x7265636F6E63  # "reconc": the PostgreSQL advisory lock that serialises migrations
 
 
 def _config() -> Config:
@@ -44,11 +45,21 @@ def current(engine: Engine) -> str | None:
         raise errors.StoreError(f"cannot read the database {safe_url(engine)}: {reason(exc)}") from None
 
 
+def _lock(conn: Connection) -> None:
+    """Hold the database's migration lock until the transaction ends, so processes starting together on a fresh
+    database migrate one after the other (the later ones find it at head) instead of colliding."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    elif conn.dialect.name == "sqlite":  # a write lock from the start; pysqlite would only begin at the first DML
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def upgrade(engine: Engine) -> None:
-    """Apply every migration up to head (a no-op when already there)."""
+    """Apply every migration up to head (a no-op when already there), under the database's migration lock."""
     config = _config()
     try:
         with _ALEMBIC, engine.begin() as conn:  # alembic's command API swaps module globals: one at a time
+            _lock(conn)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:

@@ -111,6 +111,11 @@ actions = Table(
     Column("launched_at", UTCDateTime()),
     Column("finished_at", UTCDateTime()),
     Column("next_attempt_at", UTCDateTime()),
+    Column("failure", String(20)),  # how a failed action failed: deployment | outage | refused
+    Column("fingerprint", String(64)),  # the watch's action configuration it was planned under
+    Column("outages", Integer(), nullable=False, server_default="0"),  # outage failures of this attempt before it
+    Column("abort", Text()),  # the launched job must be canceled, and why (AWX ignored our variables)
+    Column("reset_at", UTCDateTime()),  # `reconciler retry`: this failure no longer holds the watch back
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTION_STATUSES)})", name="status"),
     Index("ix_actions_watch_created", "watch", "created_at"),
     # The outbox rule: one open (planned or launched) action per watch and digest, never two.
