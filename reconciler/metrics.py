@@ -37,7 +37,8 @@ class _RegistryRequests(Collector):
             "Pulls left in the window, from ratelimit-remaining",
             labels=["registry"],
         )
-        for registry, value in sorted(self._remaining().items()):
+        # A copy: the client adds and drops registries from its worker threads while this reads.
+        for registry, value in sorted(dict(self._remaining()).items()):
             left.add_metric([registry], value)
         yield left
 

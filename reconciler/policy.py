@@ -1,7 +1,8 @@
 """Pure tag selection: which of a repository's tags a release watch follows.
 
-A release is a tag that matches the watch's pattern (by default exactly three dot-separated numbers) and,
-if a range is given, falls inside it. Releases are compared as versions (`packaging`), never as text:
+A release is a tag that the watch's pattern matches as a whole (by default exactly three dot-separated numbers;
+`fullmatch`, since `$` alone also matches before a trailing newline) and, if a range is given, falls inside it.
+Releases are compared as versions (`packaging`), never as text:
 `1.0.10` is newer than `1.0.9`, and `2026.08.3` (not strict SemVer, leading zero) is read as 2026.8.3.
 No I/O, no clock, no logging.
 """
@@ -27,7 +28,7 @@ def releases(tags: Iterable[str], selector: model.ReleaseSelector) -> list[tuple
     """The tags the selector admits, oldest first (ties between spellings broken by the tag text)."""
     found: list[tuple[Version, str]] = []
     for tag in tags:
-        if not selector.compiled.search(tag):
+        if not selector.compiled.fullmatch(tag):
             continue
         version = version_of(tag)
         if version is None:

@@ -346,3 +346,35 @@ def test_token_for_an_unknown_repo_still_ends_in_401(http: requests.Session) -> 
 def test_set_tag_rejects_a_malformed_digest(hub: FakeHub) -> None:
     with pytest.raises(ValueError, match="not a sha256 digest"):
         hub.set_tag(REPO, "latest", "sha256:abc")
+
+
+def test_absolute_links_point_at_link_base(hub: FakeHub, http: requests.Session) -> None:
+    hub.page_size = 1
+    hub.set_tag(REPO, "a", D1)
+    hub.set_tag(REPO, "b", D2)
+    hub.link_base = "http://other.test:5000"
+    resp = http.get(f"{hub.base}/v2/{REPO}/tags/list", timeout=5)
+    assert resp.headers["Link"] == f'<http://other.test:5000/v2/{REPO}/tags/list?last=a&n=1>; rel="next"'
+
+
+def test_redirect_next_answers_a_307_to_the_other_base_after_auth(http: requests.Session) -> None:
+    with FakeHub(require_token=True) as first, FakeHub() as second:
+        first.set_tag(REPO, "latest", D1)
+        second.set_tag(REPO, "latest", D2)
+        first.redirect_next(1, f"{second.base}/")
+        url = f"{_manifest_url(first, 'latest')}?x=1"
+        assert http.head(url, headers={"Accept": ACCEPT_ALL}, timeout=5).status_code == 401  # auth comes first
+        issued = http.get(
+            f"{first.base}/token",
+            params={"service": "registry.docker.io", "scope": f"repository:{REPO}:pull"},
+            timeout=5,
+        )
+        auth = {"Accept": ACCEPT_ALL, "Authorization": f"Bearer {issued.json()['token']}"}
+        moved = http.get(url, headers=auth, allow_redirects=False, timeout=5)
+        assert moved.status_code == 307
+        assert moved.headers["Location"] == f"{second.base}/v2/{REPO}/manifests/latest?x=1"
+        assert moved.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert http.head(url, headers=auth, timeout=5).headers["Docker-Content-Digest"] == D1  # only the next one
+        with pytest.raises(ValueError, match="bad redirect"):
+            first.redirect_next(1, second.base, status=200)
+    assert second.requests == []  # the fake only answers the redirect; following it is the client's business

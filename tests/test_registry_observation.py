@@ -360,3 +360,20 @@ def test_the_session_reads_ca_and_proxy_settings_once_unless_proxies_are_set(mon
     assert (session.trust_env, session.verify) == (False, "/etc/ssl/certs/site-bundle.pem")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert app.registry_session().trust_env is True  # requests then honours HTTPS_PROXY and NO_PROXY per request
+
+
+def test_the_urllib3_floor_has_retry_after_max() -> None:
+    # app.registry_session passes Retry(retry_after_max=…), which urllib3 2.6.3 introduced: its changelog,
+    # "2.6.3 (2026-01-07) … Started treating Retry-After times greater than 6 hours as 6 hours by default
+    # (#3743)"; the 2.6.2 wheel's urllib3/util/retry.py has no retry_after_max, the 2.6.3 one has it.
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (pin,) = [Requirement(d) for d in pyproject["project"]["dependencies"] if Requirement(d).name == "urllib3"]
+    floors = [Version(s.version) for s in pin.specifier if s.operator in (">=", "==", "~=")]
+    assert floors and max(floors) >= Version("2.6.3"), f"{pin} admits a urllib3 without Retry(retry_after_max=…)"
+    assert not pin.specifier.contains("2.6.2") and pin.specifier.contains("2.6.3")

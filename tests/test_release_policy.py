@@ -118,3 +118,24 @@ def test_range(tags: list[str], expected: str | None) -> None:
 def test_invalid_rule_is_refused_at_construction(kwargs: dict[str, str], match: str) -> None:
     with pytest.raises(errors.ConfigError, match=match):
         model.ReleaseSelector(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("selector", "tags", "expected"),
+    [
+        # `$` also matches just before a trailing newline, so search/match would admit "9.9.9\n".
+        pytest.param(DEFAULT, ["9.9.9\n", "1.0.0"], "1.0.0", id="default-trailing-newline"),
+        pytest.param(
+            model.ReleaseSelector(pattern=r"^v?\d+\.\d+\.\d+$"), ["v9.9.9\n", "v1.0.0"], "v1.0.0", id="custom-newline"
+        ),
+        pytest.param(model.ReleaseSelector(pattern=r"\d+\.\d+\.\d+"), ["v9.9.9", "1.0.0"], "1.0.0", id="unanchored"),
+        pytest.param(
+            model.ReleaseSelector(pattern=r"\d+\.\d+\.\d+"), ["9.9.9-rc1", "1.0.0"], "1.0.0", id="prefix-only"
+        ),
+        pytest.param(
+            model.ReleaseSelector(pattern=r"1\.\d+\.\d+|2\.0\.0"), ["2.0.0", "1.5.0"], "2.0.0", id="alternation"
+        ),
+    ],
+)
+def test_the_pattern_must_match_the_whole_tag(selector: model.ReleaseSelector, tags: list[str], expected: str) -> None:
+    assert policy.newest(tags, selector) == expected

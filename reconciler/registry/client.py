@@ -5,20 +5,40 @@ reports its index digest and nothing counts against Docker Hub's pull limit; `ta
 as an opaque URL. Retries of 429/5xx/timeouts (honouring Retry-After) live in the session's urllib3 `Retry`,
 mounted by the composition root. Every failure is one `RegistryError` naming the image and the registry.
 Receives its `requests.Session`; builds none.
+
+Only tags in the OCI grammar (`model.check_tag`: at most 128 of letters, digits, `._-`, not starting with `.` or
+`-`) leave `tags`; any other is skipped with one warning per image and tag for the life of the client (the daemon
+holds one), so a registry's junk tag can neither be chosen nor break storing a pass.
+
+Credentials stay on the registry's own origin (scheme, host and port of its API base):
+* a `Link: <…>; rel="next"` to another origin is refused with one `RegistryError` and nothing is sent there.
+  Following it anonymously would hand the tag list, and so the release chosen, to a host nobody configured,
+  and its 401 would name a token realm that our Basic credentials would then be sent to;
+* a redirect to another origin is followed without credentials: requests' `Session.rebuild_auth` drops the
+  `Authorization` header (ours too, though passed as `headers=`) when `should_strip_auth` sees another host,
+  port or scheme (bar http→https on the default ports); if that origin answers 401, its challenge is not
+  answered (no token fetched from its realm, no Basic credentials), but is one `RegistryAuthError`, and it is
+  not remembered as the registry's own scheme.
+An operator who trusts the other origin sets it as the registry's `url`.
+The `ratelimit-remaining` of the last manifest answer is kept per registry; an answer without it (Docker Hub:
+unlimited) drops the registry from `ratelimit_remaining`, so the gauge built on it disappears.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping
-from urllib.parse import urljoin
+from collections.abc import Iterable, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from reconciler import errors, model
 from reconciler.registry import auth
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -29,6 +49,8 @@ MEDIA_TYPES = (
 ACCEPT = ", ".join(MEDIA_TYPES)
 DOCKER_HUB_API = "https://registry-1.docker.io"
 MAX_TAG_PAGES = 1000
+MAX_WARNED_TAGS = 10_000  # invalid (image, tag) pairs remembered; past it, further ones are skipped silently
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _RATELIMIT = re.compile(r"^\s*(\d+)\s*;\s*w=(\d+)\s*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -38,6 +60,27 @@ def api_base(registry: str, overrides: Mapping[str, str]) -> str:
     if registry in overrides:
         return overrides[registry].rstrip("/")
     return DOCKER_HUB_API if registry == model.DOCKER_HUB else f"https://{registry}"
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of a URL, in the form in which two spellings of one origin compare equal."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # an unreadable port: an origin nothing else has
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme, -1)
+
+
+def _show_origin(url: str) -> str:
+    scheme, host, port = origin(url)
+    return f"{scheme}://{host}:{port}"[:120]
+
+
+def _show_tag(tag: str) -> str:
+    """A tag fit for one log line: escaped, and cut short when it is too long to be a tag anyway."""
+    return repr(tag) if len(tag) <= 128 else f"a {len(tag)}-character tag starting {tag[:32]!r}"
 
 
 def _error_message(response: requests.Response) -> str:
@@ -69,6 +112,7 @@ class RegistryClient:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (registry, method, status) -> count
         self.ratelimit_remaining: dict[str, int] = {}
+        self._warned: set[tuple[str, str]] = set()  # (image, tag) outside the grammar, already logged
 
     def digest(self, image: model.ImageRef, tag: str) -> str:
         """The digest the tag points at now (the index digest for a multi-arch image)."""
@@ -77,6 +121,9 @@ class RegistryClient:
         if response.status_code == 404:
             raise errors.TagNotFound(f"registry {image.registry} has no tag {tag!r} for {image}")
         self._check(response, what=f"{image}:{tag}", registry=image.registry)
+        if not _RATELIMIT.match(response.headers.get("ratelimit-remaining", "")):
+            with self._lock:  # pulls.md: "If the headers are missing, the image/IP/user is unlimited"
+                self.ratelimit_remaining.pop(image.registry, None)
         digest = response.headers.get("Docker-Content-Digest", "")
         if not _DIGEST.match(digest):
             raise errors.RegistryError(
@@ -85,8 +132,9 @@ class RegistryClient:
         return digest
 
     def tags(self, image: model.ImageRef) -> list[str]:
-        """Every tag of the repository, following `Link: <…>; rel="next"` pages in the registry's order."""
-        url: str | None = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/tags/list"
+        """Every valid tag of the repository, following `Link: <…>; rel="next"` pages in the registry's order."""
+        first = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/tags/list"
+        url: str | None = first
         seen_urls: set[str] = set()
         found: list[str] = []
         while url is not None:
@@ -100,7 +148,34 @@ class RegistryClient:
             found.extend(self._parse_tags(response, image))
             following = response.links.get("next", {}).get("url")
             url = urljoin(response.url, following) if following else None
-        return found
+            if url is not None and origin(url) != origin(first):
+                raise errors.RegistryError(
+                    f"registry {image.registry} sent a next-page link for the tags of {image} that leaves "
+                    f"{_show_origin(first)} for {_show_origin(url)}; it is not followed, so neither our credentials "
+                    "nor its tags cross over (set the registry's url to that origin if you trust it)"
+                )
+        return self._valid(image, found)
+
+    def _valid(self, image: model.ImageRef, tags: Iterable[str]) -> list[str]:
+        kept: list[str] = []
+        for tag in tags:
+            try:
+                kept.append(model.check_tag(tag))
+            except errors.ConfigError:
+                key = (str(image), tag[:256])  # bounded: a hostile registry's tags may be of any length
+                with self._lock:
+                    first_time = key not in self._warned and len(self._warned) < MAX_WARNED_TAGS
+                    if first_time:
+                        self._warned.add(key)
+                if first_time:
+                    log.warning(
+                        "registry %s lists %s for %s, which is not a valid tag (at most 128 letters, digits, . _ -, "
+                        "not starting with . or -); skipping it",
+                        image.registry,
+                        _show_tag(tag),
+                        image,
+                    )
+        return kept
 
     @staticmethod
     def _parse_tags(response: requests.Response, image: model.ImageRef) -> list[str]:
@@ -118,6 +193,11 @@ class RegistryClient:
         scope = f"repository:{image.repository}:pull"
         headers = {"Accept": ACCEPT, **self._auth.cached_header(registry, scope)}
         response = self._request(method, url, headers=headers, registry=registry, what=what)
+        if response.status_code == 401 and origin(response.url) != origin(url):
+            raise errors.RegistryAuthError(
+                f"registry {registry} redirected {what} to {_show_origin(response.url)}, which asked for credentials; "
+                f"they are only sent to {_show_origin(url)} (set the registry's url to that origin if you trust it)"
+            )
         if response.status_code == 401:
             challenge = response.headers.get("WWW-Authenticate")
             headers.update(

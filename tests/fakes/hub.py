@@ -4,10 +4,12 @@ Owns exactly what `docker-registry` 2.8.2 cannot show (see /work/shared/TESTING.
 /work/shared/reference/protocols.md §1:
 * `tags/list` paging (§1.5): repository-internal (insertion) order, never sorted; `n` clamped to `page_size`; a
   relative `Link: </v2/<name>/tags/list?last=<tag>&n=<n>>; rel="next"` with url-encoded, sorted keys as distribution
-  v3 builds it, or with `opaque_cursor=True` a `?next_page=<token>&n=<n>` cursor as other registries send.
+  v3 builds it, or with `opaque_cursor=True` a `?next_page=<token>&n=<n>` cursor as other registries send;
+  `link_base` makes the Link absolute (other registries send absolute ones, §1.5), on any origin a test names.
 * Pull limits (§1.3, §1.4): `ratelimit-limit`/`ratelimit-remaining: <x>;w=21600` and `docker-ratelimit-source` on
   manifest responses; GET counts a pull and HEAD does not; an exhausted limit answers GET with the 429 pull-limit body.
-* Fault injection: 429 with or without `Retry-After`, and 5xx, for the next N requests of a kind.
+* Fault injection: 429 with or without `Retry-After`, and 5xx, for the next N requests of a kind; a 307 to
+  another base URL (as a registry behind a proxy or moved to a new host answers) with `redirect_next`.
 * The Hub token flow (§1.2): 401 challenges with `error="invalid_token"`/`"insufficient_scope"` and `GET /token`.
   Tokens grant pull only on repositories that exist when issued, so an unknown repository ends in 401, as on Hub.
 * Manifest HEAD/GET (§1.3, §1.6): `Accept` negotiation as in distribution (an OCI index or manifest not accepted →
@@ -95,6 +97,7 @@ class _Fault:
     retry_after: str | None
     body: bytes | str | Mapping[str, Any] | None
     kind: Kind
+    location: str | None = None  # a redirect: base URL the request's path and query are sent on to
 
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> _Reply:
@@ -136,6 +139,7 @@ class FakeHub:
         self._remaining = ratelimit or 0
         self._http = LoopbackServer(_Handler, owner=self, name="fake-hub")
         self.base = ""
+        self.link_base = ""  # "" sends relative `Link`s; "http://host:port" absolute ones on that origin
 
     def start(self) -> FakeHub:
         self.base = self._http.start()
@@ -181,6 +185,13 @@ class FakeHub:
         with self.lock:
             self._faults.append(_Fault(count, status, retry_after, body, kind))
 
+    def redirect_next(self, count: int, to: str, kind: Kind = "manifest", status: int = 307) -> None:
+        """Send the next `count` requests of `kind` that pass auth on to `to` + their path and query."""
+        if count < 1 or kind not in _KINDS or status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"bad redirect: count={count} kind={kind!r} status={status}")
+        with self.lock:
+            self._faults.append(_Fault(count, status, None, None, kind, location=to.rstrip("/")))
+
     def expire_tokens(self) -> None:
         """Make every issued token invalid, as if its `expires_in` had passed."""
         with self.lock:
@@ -214,7 +225,7 @@ class FakeHub:
             denied = self._authorise(name, headers.get("Authorization"))
             if denied is not None:
                 return denied
-        fault = self._take_fault(kind)
+        fault = self._take_fault(kind, target)
         if fault is not None:
             return fault
         if kind == "token":
@@ -246,7 +257,7 @@ class FakeHub:
         message = "access to the requested resource is not authorized"
         return _error(401, "UNAUTHORIZED", message, detail, {"Www-Authenticate": challenge})
 
-    def _take_fault(self, kind: str) -> _Reply | None:
+    def _take_fault(self, kind: str, target: str) -> _Reply | None:
         with self.lock:
             fault = next((f for f in self._faults if f.kind == kind or (f.kind == "any" and kind != "token")), None)
             if fault is None:
@@ -254,6 +265,10 @@ class FakeHub:
             fault.count -= 1
             if fault.count == 0:
                 self._faults.remove(fault)
+        if fault.location is not None:  # what Go's http.Redirect writes
+            location = fault.location + target
+            body = f'<a href="{location}">{HTTPStatus(fault.status).phrase}</a>.\n\n'.encode()
+            return _Reply(fault.status, body, {"Location": location, "Content-Type": "text/html; charset=utf-8"})
         headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
         if isinstance(fault.body, Mapping):
             return _json(fault.status, fault.body, headers)
@@ -301,7 +316,7 @@ class FakeHub:
                     params = urlencode([("next_page", token), ("n", str(n))])
                 else:
                     params = urlencode(sorted({"last": page[-1], "n": str(n)}.items()))
-                headers["Link"] = f'</v2/{name}/tags/list?{params}>; rel="next"'
+                headers["Link"] = f'<{self.link_base}/v2/{name}/tags/list?{params}>; rel="next"'
         return _json(200, {"name": name, "tags": page}, headers)
 
     def _manifest(self, method: str, name: str, ref: str, accept: set[str], client_ip: str) -> _Reply:
