@@ -202,12 +202,12 @@ class App:
         self._awx_session: requests.Session | None = None
         self._kube_api: k8s.ApiClient | None = None
         self.stop = threading.Event()
+        log.info("database: %s", make_url(self.settings.database).render_as_string(hide_password=True))
 
     @property
     def db(self) -> Engine:
         if self._db is None:
             self._db = database_engine(self.settings.database)
-            log.info("database: %s", schema.safe_url(self._db))
         return self._db
 
     def upgrade(self) -> str:

@@ -164,7 +164,7 @@ class Daemon:
             self._database_away(exc)
             return
         if self._outage_logged_at is not None:
-            log.warning("the database answers again")
+            log.info("the database answers again")
             self._outage_logged_at = None
 
     def _take_lease(self) -> None:
@@ -223,6 +223,9 @@ class Daemon:
             return
         except errors.LeaseLost as exc:
             self._to_standby(str(exc))
+            return
+        except errors.StoreError as exc:
+            self._database_away(exc)
             return
         except errors.ReconcilerError as exc:
             log.error("watch %s: pass failed: %s", name, exc, extra={"watch": name})

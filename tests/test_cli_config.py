@@ -274,3 +274,25 @@ def test_usage_errors_exit_2_with_usage(tmp_path: Path, args: tuple[str, ...]) -
     assert result.returncode == 2
     assert "usage:" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_one_database_wherever_you_stand(tmp_path: Path) -> None:
+    """A relative SQLite path in config.toml is the file's neighbour, not the working directory's: run from
+    elsewhere, the same database is found (else its first pass would take a new image as the baseline)."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "config.toml").write_text('[reconciler]\ndatabase = "sqlite:///state.db"\n')
+    upgraded = run(tmp_path, "--config", "conf/config.toml", "--log-level", "info", "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert (conf / "state.db").exists()
+    assert not (tmp_path / "state.db").exists()
+    assert f"database: sqlite:///{conf / 'state.db'}" in upgraded.stderr
+
+
+def test_log_level_info_names_the_database_without_its_password(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("[reconciler]\n")
+    url = f"postgresql+psycopg://reconciler:{DB_PASSWORD}@127.0.0.1:1/nowhere"
+    result = run(tmp_path, "--database", url, "--log-level", "info", "config", "check")
+    assert result.returncode == 0, result.stderr
+    assert "database: postgresql+psycopg://reconciler:***@127.0.0.1:1/nowhere" in result.stderr
+    assert DB_PASSWORD not in result.stderr + result.stdout

@@ -78,7 +78,7 @@ def test_repository_config_loads_the_four_fragalysis_watches() -> None:
         "frontend": "docker.io/xchem/fragalysis-frontend",
         "backend": "docker.io/xchem/fragalysis-backend",
     }
-    assert settings.database == "sqlite:///reconciler.db"
+    assert settings.database == f"sqlite:///{REPO_CONFIG.resolve().parent / 'reconciler.db'}"
     assert settings.server.listen == "127.0.0.1:8080"
 
 
@@ -137,7 +137,7 @@ def test_empty_file_gives_no_watches_and_the_documented_defaults(tmp_path: Path)
     settings = load(tmp_path, "", env={})
 
     assert settings.watches == ()
-    assert settings.database == "sqlite:///reconciler.db"
+    assert settings.database == f"sqlite:///{tmp_path / 'reconciler.db'}"  # beside the file, wherever one stands
     assert settings.server.listen == "127.0.0.1:8080"
     assert settings.server.token is None
     assert settings.server.webhook_secret is None
@@ -822,3 +822,78 @@ def test_awx_template_may_be_a_numeric_id_and_extra_vars_use_every_placeholder(t
     assert isinstance(w.action, model.AwxAction)
     assert w.action.template == 42
     assert dict(w.action.extra_vars) == {"all": placeholders, "n": 1, "b": True}
+
+
+# --- one database, wherever you stand -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('database = "sqlite:///state.db"', "sqlite:///{dir}/state.db"),
+        ('database = "sqlite:///data/state.db"', "sqlite:///{dir}/data/state.db"),
+        ('database = "sqlite:////srv/state.db"', "sqlite:////srv/state.db"),  # absolute: as given
+        ('database = "sqlite:///:memory:"', "sqlite:///:memory:"),
+        ('database = "postgresql+psycopg://u@db/reconciler"', "postgresql+psycopg://u@db/reconciler"),
+    ],
+)
+def test_a_relative_sqlite_path_in_the_file_is_taken_from_the_files_directory(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    settings = load(tmp_path, f"[reconciler]\n{text}\n", env={})
+    assert settings.database == expected.format(dir=tmp_path)
+
+
+def test_a_relative_sqlite_path_from_the_command_line_or_environment_is_the_users(tmp_path: Path) -> None:
+    assert load(tmp_path, "", env={}, database="sqlite:///here.db").database == "sqlite:///here.db"
+    env = {"RECONCILER_DATABASE_URL": "sqlite:///there.db"}
+    assert load(tmp_path, "", env=env).database == "sqlite:///there.db"
+
+
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ('[registries."docker.io"]\nurl = "https://bob:hunter2@registry.example.org"', 'registries."docker.io".url'),
+        ('[awx.production]\nurl = "https://admin:hunter2@awx.example.org"\ntoken_env = "T"', "awx.production.url"),
+        ('[awx.production]\nurl = "https://hunter2@awx.example.org/x"\ntoken_env = "T"', "awx.production.url"),
+    ],
+)
+def test_a_url_carrying_credentials_is_refused_saying_where_they_go(tmp_path: Path, section: str, where: str) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        load(tmp_path, section, env={"T": "x"})
+    message = str(caught.value)
+    assert where in message and "hunter2" not in message and "\n" not in message
+    assert "_env" in message  # says where credentials belong
+
+
+def test_awx_marker_defaults_can_be_renamed_or_switched_off(tmp_path: Path) -> None:
+    base = '[awx.a]\nurl = "https://awx.example.org"\ntoken_env = "T"\n'
+    assert load(tmp_path, base, env={"T": "x"}).awx["a"].marker == "reconciler_action"
+    assert load(tmp_path, base + 'marker = "deployed_by"\n', env={"T": "x"}).awx["a"].marker == "deployed_by"
+    assert load(tmp_path, base + 'marker = ""\n', env={"T": "x"}).awx["a"].marker == ""
+    with pytest.raises(errors.ConfigError, match="awx.a.marker"):
+        load(tmp_path, base + 'marker = "not a name"\n', env={"T": "x"})
+
+
+def test_a_workflow_job_template_is_an_awx_action(tmp_path: Path) -> None:
+    text = """
+[awx.a]
+url = "https://awx.example.org"
+token_env = "T"
+[[watch]]
+name = "w"
+image = "xchem/x"
+tag = "latest"
+[watch.action]
+kind = "awx"
+awx = "a"
+workflow_template = "Deploy everything"
+"""
+    action = load(tmp_path, text, env={"T": "x"}).watches[0].action
+    assert isinstance(action, model.AwxAction) and action.workflow and action.template == "Deploy everything"
+    with pytest.raises(errors.ConfigError, match="not both"):
+        load(
+            tmp_path,
+            text.replace('workflow_template = "Deploy everything"', 'workflow_template = "a"\ntemplate = "b"'),
+            env={"T": "x"},
+        )

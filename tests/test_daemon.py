@@ -5,140 +5,18 @@ process to do something (polling its endpoints with a deadline); none sleeps to 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, select
 
-from reconciler.store import tables
 from tests.fakes.awx import FakeAwx
+from tests.support.daemon import API_TOKEN, AWX_TOKEN, HOOK_SECRET, Daemon, configure, repo_of, wait_until
 from tests.support.databases import TestDatabase
-from tests.support.registry import LocalRegistry, free_port, push_schema2
-
-AWX_TOKEN = "awx-daemon-token-77"
-API_TOKEN = "api-token-for-post-reconcile"
-HOOK_SECRET = "hook-secret-3f2a"
-
-CONFIG = """
-[reconciler]
-database = "{database}"
-interval = "{interval}"
-jitter = "0s"
-lease = "3s"
-
-[server]
-listen = "127.0.0.1:{port}"
-
-[registries."docker.io"]
-url = "{registry}"
-
-[awx.production]
-url = "{awx}"
-token_env = "TEST_AWX_TOKEN"
-poll = "20ms"
-
-[[watch]]
-name = "staging"
-image = "{repo}"
-tag = "latest"
-[watch.action]
-kind = "awx"
-awx = "production"
-template = "Staging Fragalysis Stack"
-extra_vars = {{ stack_image_tag = "{{tag}}" }}
-
-[[watch]]
-name = "frontend"
-image = "{repo}-frontend"
-tag = "latest"
-"""
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)  # polling another process; the condition, not the time, is awaited
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-@dataclass
-class Daemon:
-    config: Path
-    port: int
-    database: str
-    proc: subprocess.Popen[str] | None = None
-    log: Path = field(default_factory=Path)
-
-    def start(self) -> Daemon:
-        self.log = self.config.with_suffix(f".{time.monotonic_ns()}.log")
-        env = {
-            **os.environ,
-            "TEST_AWX_TOKEN": AWX_TOKEN,
-            "RECONCILER_API_TOKEN": API_TOKEN,
-            "RECONCILER_WEBHOOK_SECRET": HOOK_SECRET,
-        }
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "reconciler.cli", "--config", str(self.config), "--log-format", "json", "run"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            )
-        wait_until("the daemon to answer /healthz", lambda: self.get("/healthz")[0] == 200)
-        return self
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        return self.request("GET", path)
-
-    def request(
-        self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=body, method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (TimeoutError, urllib.error.URLError, ConnectionError):
-            return 0, b""
-
-    def status(self) -> dict[str, Any]:
-        code, body = self.get("/status")
-        return json.loads(body)["watches"][0] if code == 200 else {}
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
-        assert self.proc is not None
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=15)
-        return code, time.monotonic() - started
-
-    def logs(self) -> str:
-        return self.log.read_text()
-
-    def actions(self) -> list[dict[str, Any]]:
-        engine = create_engine(self.database)
-        with engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(select(tables.actions).order_by(tables.actions.c.id))]
-        engine.dispose()
-        return rows
+from tests.support.registry import LocalRegistry, push_schema2
 
 
 @pytest.fixture
@@ -148,34 +26,11 @@ def awx() -> Iterator[FakeAwx]:
         yield fake
 
 
-def _daemon(
-    tmp_path: Path,
-    registry: LocalRegistry,
-    awx: FakeAwx,
-    *,
-    database: str | None = None,
-    interval: str = "1s",
-    name: str = "config",
-) -> Daemon:
-    database = database or f"sqlite:///{tmp_path}/reconciler.db"
-    port = free_port()
-    repo = f"daemon/{tmp_path.name.lower().replace('_', '-')}"[:60]
-    path = tmp_path / f"{name}.toml"
-    path.write_text(
-        CONFIG.format(database=database, interval=interval, port=port, registry=registry.base, awx=awx.base, repo=repo)
-    )
-    return Daemon(config=path, port=port, database=database)
-
-
-def _repo(d: Daemon) -> str:
-    return d.config.read_text().split('image = "')[1].split('"')[0]
-
-
 @pytest.fixture
 def running(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Iterator[Daemon]:
-    d = _daemon(tmp_path, registry, awx)
-    first = push_schema2(registry.base, _repo(d), "latest", label="one")
-    push_schema2(registry.base, f"{_repo(d)}-frontend", "latest", label="front")  # two watches: concurrent passes
+    d = configure(tmp_path, registry, awx)
+    first = push_schema2(registry.base, repo_of(d), "latest", label="one")
+    push_schema2(registry.base, f"{repo_of(d)}-frontend", "latest", label="front")  # two watches: concurrent passes
     d.start()
     wait_until(
         "the start-up pass", lambda: d.status().get("deployed", {}) and d.status()["deployed"]["digest"] == first
@@ -189,7 +44,7 @@ def test_a_repushed_tag_is_noticed_within_an_interval_and_acted_on_once(
     running: Daemon, registry: LocalRegistry, awx: FakeAwx
 ) -> None:
     d = running
-    second = push_schema2(registry.base, _repo(d), "latest", label="two")
+    second = push_schema2(registry.base, repo_of(d), "latest", label="two")
     pushed = time.monotonic()
     wait_until("the launch", lambda: len(awx.launches) == 1, timeout=10)
     noticed = time.monotonic() - pushed
@@ -260,13 +115,13 @@ def test_post_reconcile_needs_the_bearer_token(running: Daemon) -> None:
 def test_a_webhook_with_the_right_secret_triggers_a_check_at_once(
     tmp_path: Path, registry: LocalRegistry, awx: FakeAwx
 ) -> None:
-    d = _daemon(tmp_path, registry, awx, interval="1h")  # only the webhook can make it look again soon
-    push_schema2(registry.base, _repo(d), "latest", label="one")
+    d = configure(tmp_path, registry, awx, interval="1h")  # only the webhook can make it look again soon
+    push_schema2(registry.base, repo_of(d), "latest", label="one")
     d.start()
     try:
         wait_until("the start-up pass", lambda: d.status().get("state") == "in_sync")
-        second = push_schema2(registry.base, _repo(d), "latest", label="two")
-        payload = json.dumps({"repository": {"repo_name": _repo(d)}, "push_data": {"tag": "anything"}}).encode()
+        second = push_schema2(registry.base, repo_of(d), "latest", label="two")
+        payload = json.dumps({"repository": {"repo_name": repo_of(d)}, "push_data": {"tag": "anything"}}).encode()
         assert d.request("POST", "/hooks/dockerhub/wrong-secret", body=payload)[0] == 403
         assert d.request("POST", f"/hooks/dockerhub/{HOOK_SECRET}", body=b"{not json")[0] == 400
         assert awx.launches == []
@@ -285,7 +140,7 @@ def test_sigterm_during_an_awx_wait_leaves_a_resumable_action_and_exits_cleanly(
 ) -> None:
     d = running
     awx.script(outcome="successful", polls=10**6)  # a job that keeps running
-    second = push_schema2(registry.base, _repo(d), "latest", label="two")
+    second = push_schema2(registry.base, repo_of(d), "latest", label="two")
     wait_until("the launch", lambda: len(awx.launches) == 1, timeout=10)
     wait_until("the launch to be recorded", lambda: [a["status"] for a in d.actions()] == ["launched"])
     code, seconds = d.stop()
@@ -303,18 +158,18 @@ def test_sigterm_during_an_awx_wait_leaves_a_resumable_action_and_exits_cleanly(
 def test_two_daemons_on_one_database_only_one_acts_and_the_other_takes_over(
     tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_db: TestDatabase
 ) -> None:
-    first = _daemon(tmp_path, registry, awx, database=postgres_db.url, name="first")
-    second = _daemon(tmp_path, registry, awx, database=postgres_db.url, name="second")
-    second.config.write_text(second.config.read_text().replace(_repo(second), _repo(first)))
+    first = configure(tmp_path, registry, awx, database=postgres_db.url, name="first")
+    second = configure(tmp_path, registry, awx, database=postgres_db.url, name="second")
+    second.config.write_text(second.config.read_text().replace(repo_of(second), repo_of(first)))
     try:
-        push_schema2(registry.base, _repo(first), "latest", label="one")
-        push_schema2(registry.base, f"{_repo(first)}-frontend", "latest", label="front")
+        push_schema2(registry.base, repo_of(first), "latest", label="one")
+        push_schema2(registry.base, f"{repo_of(first)}-frontend", "latest", label="front")
         first.start()
         second.start()
         wait_until("one daemon to act", lambda: first.get("/readyz")[0] == 200 or second.get("/readyz")[0] == 200)
         active, standby = (first, second) if first.get("/readyz")[0] == 200 else (second, first)
         assert standby.get("/readyz") == (503, b"standby: another instance holds the lease")
-        push_schema2(registry.base, _repo(first), "latest", label="two")
+        push_schema2(registry.base, repo_of(first), "latest", label="two")
         wait_until("the launch", lambda: len(awx.launches) == 1)
         wait_until("it to be recorded", lambda: [a["status"] for a in active.actions()] == ["succeeded"])
         assert len(awx.launches) == 1
@@ -323,7 +178,7 @@ def test_two_daemons_on_one_database_only_one_acts_and_the_other_takes_over(
         killed = time.monotonic()
         wait_until("the standby to take over", lambda: standby.get("/readyz")[0] == 200, timeout=10)
         assert time.monotonic() - killed < 3.0 + 1.5, "takeover within one lease period (3s)"
-        push_schema2(registry.base, _repo(first), "latest", label="three")
+        push_schema2(registry.base, repo_of(first), "latest", label="three")
         wait_until("the new instance to act", lambda: len(awx.launches) == 2)
         standby.stop()
     finally:

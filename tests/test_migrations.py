@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -11,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from reconciler.store import schema, tables
+from tests.support.databases import TestDatabase
 
 TABLES = {"watch_state", "observations", "actions", "leases", "runs"}
 
@@ -88,3 +92,23 @@ def test_downgrade_to_base_and_back(migrated_engine: Engine) -> None:
     schema.upgrade(migrated_engine)
     assert schema.current(migrated_engine) == schema.head()
     assert _diff(migrated_engine) == []
+
+
+def test_processes_migrating_a_fresh_database_together_never_crash(db: TestDatabase, tmp_path: Path) -> None:
+    """`db upgrade` (and `run`, `reconcile`) started together: the migration lock (a PostgreSQL advisory lock,
+    SQLite's write lock) makes them take turns, and the later ones find the database at head."""
+    config = tmp_path / "config.toml"
+    config.write_text("[reconciler]\n")
+    command = [sys.executable, "-m", "reconciler.cli", "--config", str(config), "--database", db.url, "db", "upgrade"]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+    assert [code for code, _, _ in results] == [0] * 6, [err for _, _, err in results]
+    assert all("Traceback" not in err for _, _, err in results)
+    engine = db.engine()
+    try:
+        assert schema.current(engine) == schema.head()
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()
