@@ -16,7 +16,6 @@ import struct
 import threading
 from types import TracebackType
 
-
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
 
