@@ -100,9 +100,7 @@ def test_processes_migrating_a_fresh_database_together_never_crash(db: TestDatab
     config = tmp_path / "config.toml"
     config.write_text("[reconciler]\n")
     command = [sys.executable, "-m", "reconciler.cli", "--config", str(config), "--database", db.url, "db", "upgrade"]
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)
-    ]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
     assert [code for code, _, _ in results] == [0] * 6, [err for _, _, err in results]
     assert all("Traceback" not in err for _, _, err in results)
