@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 from kubernetes import client
 from kubernetes.client import ApiException
 
@@ -394,3 +395,75 @@ def test_leases_create_get_replace_conflict(kube: FakeKube) -> None:
         assert body["reason"] == "Conflict" and body["details"]["group"] == "coordination.k8s.io"
         final: Any = leases.read_namespaced_lease("watcher", NS)
         assert final.spec.holder_identity == "b"
+
+
+def test_overload_429_is_plain_text_with_retry_after_and_not_processed(kube: FakeKube, apps: client.AppsV1Api) -> None:
+    """As apiserver server/filters/maxinflight.go `tooManyRequests` answers: Go's http.Error, not a Status."""
+    kube.add_statefulset(NS, "stack")
+    kube.fail_next(1, 429, resource="statefulsets", method="PATCH")
+    with pytest.raises(ApiException) as exc:
+        _patch(apps, RESTART)
+    assert (exc.value.status, exc.value.reason) == (429, "Too Many Requests")
+    assert exc.value.body == "Too many requests, please try again later.\n"
+    headers = exc.value.headers or {}
+    assert headers["Retry-After"] == "1" and headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert kube.patches == [] and kube.statefulset(NS, "stack")["metadata"]["generation"] == 1  # not processed
+    kube.fail_next(1, 429, retry_after="7")
+    url = f"{kube.base}/apis/apps/v1/namespaces/{NS}/statefulsets/stack"
+    raw = requests.get(url, headers={"Authorization": "Bearer kube-test-token"}, timeout=5)
+    assert (raw.status_code, raw.headers["Retry-After"], raw.text) == (429, "7", exc.value.body)
+    assert _patch(apps, RESTART).metadata.generation == 2  # the faults are used up
+
+
+def test_a_fault_after_the_request_answers_once_the_patch_is_applied(kube: FakeKube, apps: client.AppsV1Api) -> None:
+    """The timeout filter's 504 (server/filters/timeout.go) while the handler goes on and writes the patch."""
+    kube.add_statefulset(NS, "stack")
+    kube.fail_next(1, 504, resource="statefulsets", method="PATCH", after=True)
+    with pytest.raises(ApiException) as exc:
+        _patch(apps, RESTART)
+    assert exc.value.status == 504 and json.loads(exc.value.body or "") == {
+        "metadata": {}, "status": "Failure", "message": "Timeout: request did not complete within the allotted timeout",
+        "reason": "Timeout", "details": {}, "code": 504,
+    }  # fmt: skip
+    assert [p.body for p in kube.patches] == [RESTART]
+    assert _sts(apps).metadata.generation == 2  # applied despite the 504
+    kube.fail_next(1, 500, method="PATCH")  # before: nothing applied
+    with pytest.raises(ApiException) as exc:
+        _patch(apps, {"metadata": {"labels": {"team": "xchem"}}})
+    assert _status_error(exc, 500)["reason"] == "InternalError" and len(kube.patches) == 1
+
+
+def test_a_dropped_connection_after_the_patch_leaves_it_applied(kube: FakeKube, apps: client.AppsV1Api) -> None:
+    kube.add_statefulset(NS, "stack")
+    kube.fail_next(1, 0, method="PATCH", after=True)
+    with pytest.raises(urllib3.exceptions.ProtocolError):  # urllib3 does not re-send a PATCH
+        _patch(apps, RESTART)
+    assert _sts(apps).metadata.generation == 2 and len(kube.patches) == 1
+    kube.fail_next(1, 0, method="GET")
+    assert _sts(apps).metadata.generation == 2  # a GET urllib3 sends again by itself
+
+
+def test_deleting_a_pod_that_is_gone_is_404_for_the_pod(kube: FakeKube, core: client.CoreV1Api) -> None:
+    kube.add_statefulset(NS, "stack", replicas=2)
+    kube.before_next("DELETE", "pods", lambda: kube.delete_pod(NS, "stack-1"))  # someone else was quicker
+    with pytest.raises(ApiException) as exc:
+        core.delete_namespaced_pod("stack-1", NS)
+    assert _status_error(exc, 404) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'pods "stack-1" not found', "reason": "NotFound", "details": {"name": "stack-1", "kind": "pods"},
+        "code": 404,
+    }  # fmt: skip
+    assert [p["metadata"]["name"] for p in kube.pods(NS)] == ["stack-0"]
+    kube.settle(NS, "stack")
+    assert [p["metadata"]["name"] for p in kube.pods(NS)] == ["stack-0", "stack-1"]  # re-created by the controller
+
+
+def test_a_side_loaded_image_reports_its_bare_config_digest(kube: FakeKube, core: client.CoreV1Api) -> None:
+    kube.add_statefulset(NS, "stack", replicas=1, digest=OLD)
+    config = "sha256:" + "c" * 64
+    kube.side_load(NS, "stack", config)
+    kube.delete_pod(NS, "stack-0")
+    kube.settle(NS, "stack")
+    [(name, _, ready, image_id)] = _pods(core)
+    assert (name, ready, image_id) == ("stack-0", True, config)  # no repository, no `@`

@@ -268,6 +268,51 @@ def test_on_delete_delete_pods_deletes_them_one_at_a_time_highest_first(
     assert outcome.action.detail == f"rolled out: stack-0, stack-1, stack-2 run {new}"
 
 
+def test_a_pod_someone_else_deleted_first_does_not_fail_an_on_delete_rollout(
+    tmp_path: Path, registry: LocalRegistry, kube: FakeKube
+) -> None:
+    r = _rollout(
+        tmp_path, registry, kube, replicas=2, update_strategy="OnDelete", partition=None,
+        extra='on_delete = "delete-pods"',
+    )  # fmt: skip
+    new = r.push("two")
+    kube.before_next("DELETE", "pods", lambda: kube.delete_pod(NS, "stack-1"))  # our DELETE answers 404 for the pod
+    outcome = r.reconcile()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED, outcome.action
+    assert outcome.action.detail == f"rolled out: stack-0, stack-1 run {new}"
+
+
+def test_throttling_and_5xx_never_fail_a_rollout_nor_restart_it_twice(
+    tmp_path: Path, registry: LocalRegistry, kube: FakeKube
+) -> None:
+    """The overload filters' 429 (plain text, Retry-After: 1) on the PATCH and 5xx while waiting: asked again."""
+    r = _rollout(tmp_path, registry, kube, replicas=2)
+    new = r.push("two")
+    kube.fail_next(2, 429, resource="statefulsets", method="PATCH")
+    kube.fail_next(2, 500, resource="pods", method="GET")
+    outcome = r.reconcile()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED, outcome.action
+    assert outcome.action.detail == f"rolled out: stack-0, stack-1 run {new}"
+    assert [m for m, *_ in kube.requests].count("PATCH") == 3
+    assert len(kube.patches) == 1 and kube.statefulset(NS, STS)["metadata"]["generation"] == 2  # restarted once
+    assert [(a["status"], a["attempt"]) for a in r.actions()] == [("succeeded", 1)]
+
+
+def test_a_patch_applied_but_unseen_within_the_launch_budget_is_found_later_not_sent_again(
+    tmp_path: Path, registry: LocalRegistry, kube: FakeKube
+) -> None:
+    """A 500 after the PATCH was applied, then reads failing past the launch's 30 s: the launch's outcome is unknown,
+    and the deployer looks for it (find) until it shows, rather than patching again."""
+    r = _rollout(tmp_path, registry, kube, replicas=2)
+    new = r.push("two")
+    kube.fail_next(1, 500, resource="statefulsets", method="PATCH", after=True)
+    kube.before_next("PATCH", "statefulsets", lambda: kube.fail_next(6, 503, resource="statefulsets", method="GET"))
+    outcome = r.reconcile()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED, outcome.action
+    assert outcome.action.detail == f"rolled out: stack-0, stack-1 run {new}"
+    assert [m for m, *_ in kube.requests].count("PATCH") == 1 and len(kube.patches) == 1
+
+
 def test_a_restart_warns_when_the_pull_policy_would_not_pull_the_new_digest(
     tmp_path: Path, registry: LocalRegistry, kube: FakeKube
 ) -> None:

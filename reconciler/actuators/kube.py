@@ -2,11 +2,14 @@
 
 `restart` sends the strategic-merge patch `kubectl rollout restart` sends (the `restartedAt` annotation); `pin`
 sets the named container's image to `repo@sha256:…` with a strategic-merge patch touching that container only.
-The wait uses the strict predicate of §3.2 (observedGeneration, updated/ready replicas, current == update
-revision, honouring `rollingUpdate.partition`); an `OnDelete` StatefulSet needs its pods deleted, which is done
-one at a time in reverse ordinal order only when the action says `on_delete = "delete-pods"`. After the roll-out
-every updated pod's `imageID` digest is compared with the expected one.
-Receives its `kubernetes.client.ApiClient`; builds none. Kubernetes errors are mapped here, once.
+The wait uses the strict predicate of §3.2 (see `rollout`); an `OnDelete` StatefulSet needs its pods deleted,
+which is done one at a time in reverse ordinal order only when the action says `on_delete = "delete-pods"`. After
+the roll-out every updated pod's `imageID` digest is compared with the expected one.
+
+The API server throttles (429) and fails (5xx) now and then; neither fails a roll-out. `launch` asks again for up
+to `LAUNCH_BUDGET` of injected time, and before re-sending a PATCH whose fate is unknown it looks for the patch on
+the StatefulSet; `wait` keeps polling through them until the action's timeout.
+Receives its `kubernetes.client.ApiClient`; builds none. Kubernetes errors are mapped here, once (`_mapped`).
 """
 
 from __future__ import annotations
@@ -17,63 +20,44 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Set
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 from kubernetes import client as k8s
+from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, ResponseError
 
 from reconciler import errors, model
+from reconciler.actuators import rollout
 
 log = logging.getLogger(__name__)
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 FIELD_MANAGER = "reconciler"
 SMP = "application/strategic-merge-patch+json"
 CONFLICT_RETRIES = 3
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_VERBS = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "LIST": "list"}
+# `launch` runs between two renewals of the lease, so its asking again is bounded in (injected) time
+LAUNCH_BUDGET = timedelta(seconds=30)
+RETRY_AFTER_CAP = 30.0  # seconds: the server's Retry-After is honoured up to this
+BACKOFF_FIRST = 1.0  # seconds: after a 5xx or a lost connection without Retry-After, doubling to RETRY_AFTER_CAP
 
 
-def running_digest(image_id: str | None) -> str | None:
-    """The digest in a container's `imageID` (`docker.io/x/y@sha256:…`, `docker-pullable://…`), else None."""
-    if not image_id:
-        return None
-    candidate = image_id.split("://", 1)[-1].rsplit("@", 1)[-1]
-    return candidate if _DIGEST.match(candidate) else None
+class _Unavailable(errors.KubeUnavailable):
+    """A 429, a 5xx or no answer, as `_mapped` saw it.
+
+    `maybe_applied`: the request may have been acted on (a 5xx, a dropped connection), so a PATCH must be looked
+    for before it is sent again; False when it surely was not (a 429 from the overload filters, a refused
+    connection). `retry_after`: the server's Retry-After in seconds, if it sent one.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+        self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """The roll-out as the predicate sees it; `done` only when every condition of §3.2 holds."""
-
-    done: bool
-    summary: str
-
-
-def progress(sts: Mapping[str, Any], *, generation: int) -> Progress:
-    """The §3.2 predicate on a StatefulSet as the API serves it (zero-valued status fields are omitted)."""
-    spec, status = sts.get("spec") or {}, sts.get("status") or {}
-    replicas = spec.get("replicas", 1)
-    partition = _partition(sts)
-    observed = status.get("observedGeneration") or 0
-    updated = status.get("updatedReplicas") or 0
-    ready = status.get("readyReplicas") or 0
-    current, update = status.get("currentRevision"), status.get("updateRevision")
-    summary = (
-        f"generation {generation}, observed {observed}; {updated}/{replicas} updated, {ready}/{replicas} ready"
-        f"{f', partition {partition}' if partition else ''}; revision {current} -> {update}"
-    )
-    done = (
-        observed >= generation
-        and updated >= replicas - partition
-        and ready >= replicas
-        # the controller completes a revision only for an unpartitioned RollingUpdate (completeRollingUpdate);
-        # otherwise the pods' own revision labels are what tell (checked by the caller)
-        and (partition > 0 or _strategy(sts) == "OnDelete" or current == update)
-    )
-    return Progress(done=done, summary=summary)
+class _NotFound(errors.KubeError):
+    """404: the message names the object (or the resource) that was not found."""
 
 
 class StatefulSetActuator:
@@ -119,36 +103,79 @@ class StatefulSetActuator:
 
     # --- launch ---------------------------------------------------------------------------------------------
     def launch(self, spec: model.StatefulSetAction, request: Mapping[str, Any]) -> model.Launch:
-        sts = self._read(spec)
+        """PATCH once; throttling and failures are asked again within LAUNCH_BUDGET, looking before re-sending.
+
+        Every attempt sends the same recorded body, so a patch that lands twice changes nothing the second time (no
+        new generation, no second restart); looking first (`_applied`, as `find` does) tells the generation.
+        Raises LaunchOutcomeUnknown when a PATCH of this launch may have been applied (a 5xx, a dropped connection)
+        and the budget ran out before it could be seen; KubeUnavailable when nothing was applied for sure (every
+        PATCH was throttled or never connected).
+        """
+        deadline = self._clock() + LAUNCH_BUDGET
+        body = dict(request["body"])
+        unsure: _Unavailable | None = None  # a PATCH of ours whose fate is unknown
+        note: str | None = None
+        checked = False
+        conflicts = failures = 0
+        while True:
+            step = "read"
+            try:
+                if not checked:
+                    note = self._preflight(spec, self._read(spec))
+                    checked = True
+                if unsure is not None and (ref := self._applied(spec, body)) is not None:
+                    log.info("StatefulSet %s/%s: the patch was applied (generation %s)", spec.namespace, spec.name, ref)
+                    return model.Launch(ref=ref, link=None, note=note)
+                step = "patch"
+                with self._mapped("patch", "statefulsets", spec):
+                    patched = self._apps.patch_namespaced_stateful_set(
+                        spec.name, spec.namespace, body, field_manager=FIELD_MANAGER
+                    )
+                generation = self._json(patched).get("metadata", {}).get("generation", 0)
+                return model.Launch(ref=str(generation), link=None, note=note)
+            except errors.KubeConflict:
+                conflicts += 1
+                if conflicts == CONFLICT_RETRIES:
+                    raise
+                log.info("StatefulSet %s/%s: conflict on patch, trying again", spec.namespace, spec.name)
+            except _Unavailable as exc:
+                if step == "patch" and exc.maybe_applied:
+                    unsure = exc
+                failures += 1
+                pause = self._pause(exc, failures, base=BACKOFF_FIRST)
+                if self._clock() + timedelta(seconds=pause) > deadline:
+                    self._give_up(exc, unsure)
+                log.warning("StatefulSet %s/%s: %s; asking again in %gs", spec.namespace, spec.name, exc, pause)
+                self._sleep(pause)
+
+    def _preflight(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> str | None:
+        """Refuse what the patch cannot roll; a warning to keep with the action, if any."""
         container = self._container(sts, spec)
-        if _strategy(sts) == "OnDelete" and spec.on_delete is not model.OnDelete.DELETE_PODS:
+        if rollout.strategy(sts) == "OnDelete" and spec.on_delete is not model.OnDelete.DELETE_PODS:
             raise errors.KubeError(
                 f"StatefulSet {spec.namespace}/{spec.name} uses the OnDelete update strategy: its pods must be "
                 'deleted to pick up the change; set on_delete = "delete-pods" to let reconciler delete them'
             )
-        note = None
         policy = container.get("imagePullPolicy")
-        if spec.mode is model.RolloutMode.RESTART and policy != "Always":
-            note = (
-                f"warning: container {spec.container!r} has imagePullPolicy {policy}, "
-                'so a restart may not pull the new digest; use mode = "pin" or imagePullPolicy Always'
-            )
-            log.warning("StatefulSet %s/%s: %s", spec.namespace, spec.name, note)
-        for attempt in range(1, CONFLICT_RETRIES + 1):
-            try:
-                with self._mapped("patch", "statefulsets", spec):
-                    patched = self._apps.patch_namespaced_stateful_set(
-                        spec.name, spec.namespace, dict(request["body"]), field_manager=FIELD_MANAGER
-                    )
-                break
-            except errors.KubeUnavailable as exc:  # the patch may have been applied: look before patching again
-                raise errors.LaunchOutcomeUnknown(str(exc)) from None
-            except errors.KubeConflict:
-                if attempt == CONFLICT_RETRIES:
-                    raise
-                log.info("StatefulSet %s/%s: conflict on patch, trying again", spec.namespace, spec.name)
-        generation = self._json(patched).get("metadata", {}).get("generation", 0)
-        return model.Launch(ref=str(generation), link=None, note=note)
+        if spec.mode is not model.RolloutMode.RESTART or policy == "Always":
+            return None
+        note = (
+            f"warning: container {spec.container!r} has imagePullPolicy {policy}, "
+            'so a restart may not pull the new digest; use mode = "pin" or imagePullPolicy Always'
+        )
+        log.warning("StatefulSet %s/%s: %s", spec.namespace, spec.name, note)
+        return note
+
+    @staticmethod
+    def _give_up(exc: _Unavailable, unsure: _Unavailable | None) -> NoReturn:
+        budget = f"within {LAUNCH_BUDGET.total_seconds():g}s of asking again"
+        if unsure is not None:
+            # even a patch not seen since may still land: the API server's timeout filter answers 504 while the
+            # handler goes on (apiserver filters/timeout.go, "post-timeout activity"), so it stays unknown
+            raise errors.LaunchOutcomeUnknown(
+                f"{unsure}; the patch may have been applied and was not seen {budget} ({exc})", answered=False
+            ) from None
+        raise errors.KubeUnavailable(f"{exc} (so {budget}; nothing was patched)") from None
 
     def find(
         self, spec: model.StatefulSetAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
@@ -157,6 +184,11 @@ class StatefulSetActuator:
         body = (record.request or {}).get("body")
         if not isinstance(body, dict):
             return None
+        ref = self._applied(spec, body)
+        return None if ref is None else model.Launch(ref=ref, link=None)
+
+    def _applied(self, spec: model.StatefulSetAction, body: Mapping[str, Any]) -> str | None:
+        """The StatefulSet's generation if the patch `body` is on it, else None."""
         sts = self._read(spec)
         template = sts["spec"]["template"]
         if spec.mode is model.RolloutMode.PIN:
@@ -165,9 +197,7 @@ class StatefulSetActuator:
         else:
             wanted = body["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
             applied = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT) == wanted
-        if not applied:
-            return None
-        return model.Launch(ref=str(sts["metadata"].get("generation", 0)), link=None)
+        return str(sts["metadata"].get("generation", 0)) if applied else None
 
     # --- wait -----------------------------------------------------------------------------------------------
     def wait(
@@ -176,17 +206,23 @@ class StatefulSetActuator:
         generation = int(record.external_ref or 0)
         deadline = (record.launched_at or self._clock()) + spec.timeout
         last = "not read yet"
+        failures = 0
         while True:
+            pause = self._poll
             try:
                 sts = self._read(spec)
-                if _strategy(sts) == "OnDelete":
+                if rollout.strategy(sts) == "OnDelete":
                     self._delete_next_stale_pod(spec, sts)
-                state = progress(sts, generation=generation)
+                state = rollout.progress(sts, generation=generation)
                 last = state.summary
-                if state.done and self._pods_current(spec, sts):
-                    return self._verify(spec, sts, record)
-            except errors.KubeUnavailable as exc:  # a blip of the API server is not the roll-out failing
-                log.warning("StatefulSet %s/%s: %s", spec.namespace, spec.name, exc)
+                if state.done and rollout.pods_current(sts, pods := self._pods(spec, sts)):
+                    where = f"{spec.namespace}/{spec.name}"
+                    return rollout.verify(sts, pods, container=spec.container, expected=record.digest, where=where)
+                failures = 0
+            except _Unavailable as exc:  # a throttled or failing API server is not the roll-out failing
+                failures += 1
+                pause = self._pause(exc, failures, base=self._poll)
+                log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
                 last = str(exc)
             if self._clock() >= deadline:
                 return model.Finish(
@@ -195,58 +231,32 @@ class StatefulSetActuator:
                     f"within {spec.timeout}: {last}",
                 )
             keep_alive()
-            self._sleep(self._poll)
+            self._sleep(pause)
 
     def _delete_next_stale_pod(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> None:
         """OnDelete: delete the highest-ordinal pod still at the old revision, once the others are ready."""
-        update = (sts.get("status") or {}).get("updateRevision")
-        pods = self._pods(spec, sts)
-        replicas = (sts.get("spec") or {}).get("replicas", 1)
-        if len(pods) < replicas or any(not _ready(p) or p["metadata"].get("deletionTimestamp") for p in pods):
-            return  # one at a time: wait for the last deleted pod to come back ready
-        stale = [p for p in pods if _revision(p) != update]
-        if not stale:
+        victim = rollout.next_to_delete(sts, self._pods(spec, sts))
+        if victim is None:
             return
-        victim = max(stale, key=_ordinal)["metadata"]["name"]
         log.info("StatefulSet %s/%s: deleting pod %s (OnDelete)", spec.namespace, spec.name, victim)
-        with self._mapped("delete", "pods", spec):
-            self._core.delete_namespaced_pod(victim, spec.namespace)
+        try:
+            with self._mapped("delete", "pods", spec, name=victim):
+                self._core.delete_namespaced_pod(victim, spec.namespace)
+        except _NotFound:  # gone already (deleted by someone else): the controller re-creates it all the same
+            # (a DELETE of a missing pod is the pod's own NotFound: apiserver storage/errors InterpretDeleteError)
+            log.info("StatefulSet %s/%s: pod %s was already gone", spec.namespace, spec.name, victim)
 
-    def _pods_current(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> bool:
-        """Every pod the roll-out updates is at the update revision, Ready, and not being deleted."""
-        update = (sts.get("status") or {}).get("updateRevision")
-        partition = _partition(sts)
-        return all(
-            _revision(p) == update and _ready(p) and not p["metadata"].get("deletionTimestamp")
-            for p in self._pods(spec, sts)
-            if _ordinal(p) >= partition
-        )
+    @staticmethod
+    def _pause(exc: _Unavailable, failures: int, *, base: float) -> float:
+        """Seconds before asking again: the server's Retry-After (capped), else a doubling back-off; never < base.
 
-    def _verify(
-        self, spec: model.StatefulSetAction, sts: Mapping[str, Any], record: model.ActionRecord
-    ) -> model.Finish:
-        """Every updated pod must run the expected digest in the named container."""
-        partition = _partition(sts)
-        pods = [p for p in self._pods(spec, sts) if _ordinal(p) >= partition]
-        wrong, unknown = [], []
-        for pod in pods:
-            name = pod["metadata"]["name"]
-            statuses = [
-                c for c in (pod.get("status") or {}).get("containerStatuses") or [] if c.get("name") == spec.container
-            ]
-            digest = running_digest(statuses[0].get("imageID")) if statuses else None
-            if digest is None:
-                unknown.append(name)
-            elif digest != record.digest:
-                wrong.append(f"{name} runs {digest}")
-        if wrong or unknown:
-            parts = wrong + ([f"{', '.join(unknown)}: digest unknown"] if unknown else [])
-            return model.Finish(
-                False,
-                f"roll-out of {spec.namespace}/{spec.name} finished but not on {record.digest}: {'; '.join(parts)}",
-            )
-        names = ", ".join(p["metadata"]["name"] for p in pods)
-        return model.Finish(True, f"rolled out: {names} run {record.digest}")
+        client-go does the same: it retries a 429 (or a 5xx) carrying Retry-After after that many seconds
+        (client-go rest/with_retry.go checkWait, up to 10 times); a 429 from the overload filters always carries
+        `Retry-After: 1` (apiserver filters/maxinflight.go tooManyRequests, also used by priority-and-fairness).
+        """
+        if exc.retry_after is not None:
+            return max(min(exc.retry_after, RETRY_AFTER_CAP), base)
+        return min(base * 2.0 ** (failures - 1), max(RETRY_AFTER_CAP, base))
 
     # --- reads and error mapping ----------------------------------------------------------------------------
     def _json(self, obj: object) -> dict[str, Any]:
@@ -265,16 +275,7 @@ class StatefulSetActuator:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         with self._mapped("list", "pods", spec):
             listed = self._core.list_namespaced_pod(spec.namespace, label_selector=selector)
-        pods: list[dict[str, Any]] = self._json(listed).get("items") or []
-        owned = [
-            p
-            for p in pods
-            if any(
-                o.get("kind") == "StatefulSet" and o.get("name") == spec.name
-                for o in p["metadata"].get("ownerReferences") or []
-            )
-        ]
-        return sorted(owned, key=_ordinal)
+        return rollout.owned(self._json(listed).get("items") or [], spec.name)
 
     @staticmethod
     def _container(sts: Mapping[str, Any], spec: model.StatefulSetAction) -> dict[str, Any]:
@@ -288,61 +289,79 @@ class StatefulSetActuator:
         )
 
     @contextmanager
-    def _mapped(self, verb: str, resource: str, spec: model.StatefulSetAction) -> Iterator[None]:
+    def _mapped(
+        self, verb: str, resource: str, spec: model.StatefulSetAction, *, name: str | None = None
+    ) -> Iterator[None]:
+        """Every Kubernetes error, mapped once. `name`: the object of `resource` (default: the StatefulSet)."""
         where = f"{resource} in namespace {spec.namespace}"
         try:
             yield
         except ApiException as exc:
+            status = exc.status or 0
             message = _status_message(exc)
             group = "apps" if resource == "statefulsets" else '"" (core)'
-            if exc.status == 403:
+            if status == 403:
                 raise errors.KubeError(
                     f"Kubernetes forbids {verb} on {where} (403): grant the ServiceAccount the "
                     f"{verb!r} verb on {resource} in API group {group} ({message})"
                 ) from None
-            if exc.status == 404:
-                raise errors.KubeError(f"StatefulSet {spec.namespace}/{spec.name} not found (404): {message}") from None
-            if exc.status == 409:
+            if status == 404:
+                what = _object(resource, spec, name)
+                raise _NotFound(f"{what} not found (404): {message}") from None
+            if status == 409:
                 raise errors.KubeConflict(f"Kubernetes reported a conflict on {where} (409): {message}") from None
-            if exc.status == 422:
+            if status == 422:
                 raise errors.KubeError(f"Kubernetes rejected the {verb} of {where} (422): {message}") from None
-            if exc.status == 401:
+            if status == 401:
                 raise errors.KubeError(f"Kubernetes refused the credentials at {self._host} (401)") from None
-            error = errors.KubeUnavailable if (exc.status or 0) >= 500 else errors.KubeError
-            raise error(f"Kubernetes answered {exc.status} to {verb} on {where}: {message}") from None
+            if status == 0:  # the client's own ApiException for a TLS failure: nothing was sent
+                raise _Unavailable(
+                    f"cannot reach the Kubernetes API at {self._host}: {message}", maybe_applied=False
+                ) from None
+            if status == 429 or status >= 500:
+                # 429 is the overload filters' "not processed, ask again" (protocols.md §3.7); a 5xx may come after
+                # the write (the timeout filter's 504 while the handler goes on)
+                raise _Unavailable(
+                    f"Kubernetes answered {status} to {verb} on {where}: {message}",
+                    maybe_applied=status != 429,
+                    retry_after=k8s_utils.retry_after_seconds(exc),  # client-go's parse: whole seconds only
+                ) from None
+            raise errors.KubeError(f"Kubernetes answered {status} to {verb} on {where}: {message}") from None
         except (HTTPError, OSError) as exc:
-            raise errors.KubeUnavailable(
-                f"cannot reach the Kubernetes API at {self._host}: {type(exc).__name__}"
+            cause = exc.reason if isinstance(exc, MaxRetryError) else exc
+            if isinstance(cause, ResponseError) and (answered := re.search(r"\b(\d{3})\b", str(cause))):
+                # urllib3's own Retry (a client built without `configuration.retries`) re-sent a GET or DELETE
+                # answered 429/503 with Retry-After, sleeping in real time, until it gave up
+                status = int(answered[1])
+                raise _Unavailable(
+                    f"Kubernetes answered {status} to {verb} on {where}, again and again",
+                    maybe_applied=status != 429,
+                ) from None
+            # refused, DNS, connect timeout: the request never left; a dropped connection or read timeout: it may
+            # have been acted on (urllib3 re-sends neither for a PATCH, not an idempotent method to it)
+            raise _Unavailable(
+                f"cannot reach the Kubernetes API at {self._host}: {type(cause).__name__}",
+                maybe_applied=not isinstance(cause, ConnectTimeoutError),  # NewConnectionError is one
             ) from None
 
 
+def _object(resource: str, spec: model.StatefulSetAction, name: str | None) -> str:
+    if resource == "statefulsets":
+        return f"StatefulSet {spec.namespace}/{name or spec.name}"
+    if name is not None:
+        return f"{resource.removesuffix('s')} {spec.namespace}/{name}"
+    return f"{resource} in namespace {spec.namespace}"
+
+
 def _status_message(exc: ApiException) -> str:
+    """The Status `message`; else a plain-text body on one line, as client-go reads an unstructured error (the
+    overload filters' 429 is text: http.Error, "Too many requests, please try again later.")."""
+    body = exc.body or ""
     try:
-        body = json.loads(exc.body or "")
-        return str(body.get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason or "no details")
-
-
-def _partition(sts: Mapping[str, Any]) -> int:
-    strategy = (sts.get("spec") or {}).get("updateStrategy") or {}
-    return int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
-
-
-def _strategy(sts: Mapping[str, Any]) -> str:
-    return str(((sts.get("spec") or {}).get("updateStrategy") or {}).get("type") or "RollingUpdate")
-
-
-def _revision(pod: Mapping[str, Any]) -> str | None:
-    labels: Mapping[str, str] = pod["metadata"].get("labels") or {}
-    return labels.get("controller-revision-hash")
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def _ordinal(pod: Mapping[str, Any]) -> int:
-    tail = str(pod["metadata"].get("name", "")).rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
+        parsed = json.loads(body)
+    except ValueError:
+        text = " ".join(body.split())[:300]
+        return text or " ".join(str(exc.reason or "no details").split())
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])
+    return " ".join(str(exc.reason or "no details").split())

@@ -23,7 +23,23 @@ Faithful to /work/shared/reference/protocols.md §3 (where they disagree, this f
 Routes (anything else under them → 405 "fake Kubernetes does not model …"): /apis/apps/v1/namespaces/{ns}/statefulsets
 GET, …/{name} and …/{name}/status GET PATCH; /api/v1/namespaces/{ns}/pods GET (?labelSelector), …/{name} GET DELETE;
 /apis/coordination.k8s.io/v1/namespaces/{ns}/leases GET POST, …/{name} GET PUT (409 AlreadyExists, stale
-resourceVersion → 409 Conflict, no resourceVersion → unconditional). Order: fault, 401, 404 route, 403, handler.
+resourceVersion → 409 Conflict, no resourceVersion → unconditional). Order: hook, fault, 401, 404 route, 403, handler,
+fault `after`. DELETE of a pod that is gone: 404 `pods "<name>" not found` for the pod (the registry store's Delete,
+apiserver storage/errors InterpretDeleteError → NewNotFound(qualifiedResource, name); protocols.md §3.7).
+Misbehaviour (`fail_next`), as the real API server sends it:
+* 429 from the overload filters (max-in-flight and priority-and-fairness both call `tooManyRequests`, apiserver
+  server/filters/maxinflight.go): NOT a Status but Go's `http.Error` — `text/plain; charset=utf-8`,
+  `X-Content-Type-Options: nosniff`, body "Too many requests, please try again later.\n" — with `Retry-After: 1`
+  (the filter's constant); priority-and-fairness adds the X-Kubernetes-PF-FlowSchema-UID / -PriorityLevel-UID headers.
+  The request was not processed.
+* 504 from the timeout filter (server/filters/timeout.go): `NewTimeoutError("request did not complete within the
+  allotted timeout", 0)` JSON-encoded without kind/apiVersion (ErrStatus has no TypeMeta) and no Content-Type, so Go
+  sniffs text/plain; the handler goes on after it ("post-timeout activity"), so with `after=True` the PATCH is applied.
+* `after=True`: the request is processed (a PATCH applied and recorded) and then answered with the fault; status 0:
+  the connection is closed without an answer (a dropped connection; urllib3 re-sends a GET itself, not a PATCH).
+* `side_load`: containerd reports the image's config digest, bare, as imageID when the image has no repository digest
+  (imported by hand, `kind load`): internal/cri/server/container_status.go keeps `container.ImageRef` unless
+  `len(repoDigests) > 0`.
 Assumed: the mutable spec fields are the brief's (newer servers also allow revisionHistoryLimit and list all of them
 in a longer 422 text); one controller step = one sync doing one thing (observe the generation; create, replace or
 remove one pod; or start one pod), a replacement's delete and re-create being one step; a new pod is
@@ -36,8 +52,8 @@ find the requested resource"; Lease MicroTimes normalised to RFC 3339 with micro
 Not modelled, answered 400/405 saying so: server-side apply, `dryRun`, `watch`, set-based label selectors, JSON Patch
 move/copy, SMP directives other than `$patch` replace/delete and `$setElementOrder` (ignored); not modelled at all:
 template/selector validation, ControllerRevision objects, managedFields, pod deletion grace periods.
-Controls: add_statefulset, set_image_digest, controller_step, settle, stall, recreate_pod, forbid, conflict_next,
-fail_next, clock; recorded: requests, patches; views: statefulset(), pods(), leases.
+Controls: add_statefulset, set_image_digest, side_load, controller_step, settle, stall, recreate_pod, delete_pod,
+forbid, conflict_next, fail_next, before_next, clock; recorded: requests, patches; views: statefulset(), pods(), leases.
 """
 
 from __future__ import annotations
@@ -83,6 +99,8 @@ _ROUTE = re.compile(r"^/(api/v1|apis/apps/v1|apis/coordination\.k8s\.io/v1)/name
                     r"(?:/([^/]+)(?:/([a-z]+))?)?$")  # fmt: skip
 _VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
 _FAULT_REASONS = {500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests", 504: "Timeout"}
+OVERLOADED = "Too many requests, please try again later."  # apiserver server/filters/maxinflight.go tooManyRequests
+TIMED_OUT = "Timeout: request did not complete within the allotted timeout"  # server/filters/timeout.go
 
 
 class Recorded(NamedTuple):
@@ -119,6 +137,15 @@ class _Fault:
     body: Any
     resource: str | None
     method: str | None = None
+    after: bool = False
+    retry_after: str | None = None
+
+
+@dataclass
+class _Hook:
+    method: str
+    resource: str
+    action: Callable[[], object]
 
 
 @dataclass
@@ -127,6 +154,7 @@ class _Set:
     revisions: dict[str, dict[str, Any]]  # revision name -> its pod template (the ControllerRevision data)
     digests: dict[str, str]  # container name -> digest the registry serves for its (unpinned) image now
     stalled: bool = False
+    side_loaded: dict[str, str] = field(default_factory=dict)  # container name -> config digest (no repo digest)
 
 
 def _json(status: int, payload: object) -> _Reply:
@@ -321,6 +349,7 @@ class FakeKube:
         self._forbidden: set[tuple[str, str]] = set()
         self._conflicts = 0
         self._faults: list[_Fault] = []
+        self._hooks: list[_Hook] = []
         self._rv = 1000
         self._http = LoopbackServer(_Handler, owner=self, name="fake-kube")
 
@@ -337,9 +366,12 @@ class FakeKube:
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def api_client(self) -> client.ApiClient:
+    def api_client(self, *, retries: Any = None) -> client.ApiClient:
+        """A client for this server; `retries`: its `Configuration.retries` (None: urllib3's Retry.DEFAULT, which
+        re-sends a GET or DELETE answered 429/503 with Retry-After, sleeping in real time)."""
         config = client.Configuration(host=self.base, api_key={"authorization": self.token},
                                       api_key_prefix={"authorization": "Bearer"})  # fmt: skip
+        config.retries = retries
         return client.ApiClient(config)
 
     # --- controls -------------------------------------------------------------------------------------------------
@@ -396,6 +428,20 @@ class FakeKube:
             container = container or entry.obj["spec"]["template"]["spec"]["containers"][0]["name"]
             entry.digests[container] = digest
 
+    def side_load(self, namespace: str, name: str, config_digest: str, *, container: str | None = None) -> None:
+        """Pods started from now on run an image put on the node by hand (`kind load`, `ctr images import`): it has
+        no repository digest, so containerd reports its config digest, bare, as `imageID`."""
+        with self.lock:
+            entry = self._entry(namespace, name)
+            container = container or entry.obj["spec"]["template"]["spec"]["containers"][0]["name"]
+            entry.side_loaded[container] = config_digest
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Someone else (kubectl, an eviction) deletes a pod; gone at once, re-created by the next controller step."""
+        with self.lock:
+            if self._pods.pop((namespace, name), None) is None:
+                raise KeyError(f"no pod {namespace}/{name}")
+
     def stall(self, namespace: str, name: str, stalled: bool = True) -> None:
         """A broken image: pods started while stalled crash-loop and never get Ready, so OrderedReady stops."""
         with self.lock:
@@ -418,11 +464,21 @@ class FakeKube:
         resource: str | None = None,
         method: str | None = None,
         body: Any = None,
+        after: bool = False,
+        retry_after: str | None = None,
     ) -> None:
         """The next `count` requests (to `resource` with `method`, or any) get `status` before auth, as an overloaded
-        server or a proxy would; body: Mapping → JSON, str/bytes → as is, None → a Status with the code's reason."""
+        server or a proxy would, or (`after`) once the request has been processed. body: Mapping → JSON, str/bytes →
+        as is, None → what the API server sends for the code (429: the overload filters' text with `Retry-After: 1`;
+        504: the timeout filter's; others: a Status with the code's reason). `retry_after` sets or (with body) adds
+        the header. Status 0: the connection is closed without an answer."""
         with self.lock:
-            self._faults.append(_Fault(count, status, body, resource, method))
+            self._faults.append(_Fault(count, status, body, resource, method, after, retry_after))
+
+    def before_next(self, method: str, resource: str, action: Callable[[], object]) -> None:
+        """Run `action` (another actor, e.g. `delete_pod`) just before the next `method` request to `resource`."""
+        with self.lock:
+            self._hooks.append(_Hook(method, resource, action))
 
     def controller_step(self, namespace: str, name: str) -> bool:
         """One StatefulSet controller sync; True if anything changed."""
@@ -576,7 +632,8 @@ class FakeKube:
         for cs, spec in zip(status["containerStatuses"], containers, strict=True):
             pinned = spec["image"].partition("@")[2]
             digest = pinned or entry.digests.get(spec["name"]) or _sha(spec["image"])
-            cs.update(imageID=f"{image_repo(spec['image'])}@{digest}", containerID=f"containerd://{_sha(pod)[7:]}")
+            image_id = entry.side_loaded.get(spec["name"]) or f"{image_repo(spec['image'])}@{digest}"
+            cs.update(imageID=image_id, containerID=f"containerd://{_sha(pod)[7:]}")
             if entry.stalled:
                 waiting = {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}
                 crashed = {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now}
@@ -598,9 +655,20 @@ class FakeKube:
         split = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         route = _ROUTE.match(split.path)
+        resource = route[3] if route else None
+        with self.lock:
+            hook = next((h for h in self._hooks if (h.method, h.resource) == (method, resource)), None)
+            if hook is not None:
+                self._hooks.remove(hook)
+                hook.action()
+        if (reply := self._take_fault(resource, method, after=False)) is not None:
+            return reply
+        reply = self._handle(method, target, hdrs, body, route, query)
+        return self._take_fault(resource, method, after=True) or reply
+
+    def _handle(self, method: str, target: str, hdrs: dict[str, str], body: bytes, route: re.Match[str] | None,
+                query: dict[str, str]) -> _Reply:  # fmt: skip
         try:
-            if (reply := self._take_fault(route[3] if route else None, method)) is not None:
-                return reply
             scheme, _, credentials = hdrs.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or credentials.strip() != self.token:
                 raise _Http(401, status_body(401, "Unauthorized", "Unauthorized"))
@@ -625,21 +693,19 @@ class FakeKube:
         except _Http as http:
             return http.reply
 
-    def _take_fault(self, resource: str | None, method: str) -> _Reply | None:
+    def _take_fault(self, resource: str | None, method: str, *, after: bool) -> _Reply | None:
         with self.lock:
-            fault = next(
-                (f for f in self._faults if f.resource in (None, resource) and f.method in (None, method)), None
-            )
+            fault = next((f for f in self._faults if f.after == after and f.resource in (None, resource)
+                          and f.method in (None, method)), None)  # fmt: skip
             if fault is None:
                 return None
             fault.count -= 1
             if fault.count <= 0:
                 self._faults.remove(fault)
-        if fault.body is None or isinstance(fault.body, Mapping):
-            reason = _FAULT_REASONS.get(fault.status, "InternalError")
-            return _json(fault.status, fault.body or status_body(fault.status, reason, "fake fault", {}))
-        raw = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
-        return _Reply(fault.status, raw, {"Content-Type": "text/plain; charset=utf-8"})
+        reply = _fault_reply(fault)
+        if fault.retry_after is not None:
+            reply.headers["Retry-After"] = fault.retry_after
+        return reply
 
     def _dispatch(self, method: str, target: str, ns: str, resource: str, name: str | None, sub: str | None,
                   query: dict[str, str], hdrs: dict[str, str], body: bytes) -> _Reply:  # fmt: skip
@@ -664,7 +730,7 @@ class FakeKube:
                 return _json(200, {"kind": "PodList", "apiVersion": "v1",
                                    "metadata": {"resourceVersion": str(self._rv)}, "items": items})  # fmt: skip
             if (pod := self._pods.get((ns, name))) is None:
-                raise not_found(resource, name)
+                raise not_found(resource, name)  # for DELETE too: the pod, never its StatefulSet
             if method == "DELETE":
                 del self._pods[(ns, name)]
                 pod["metadata"].update(deletionTimestamp=_stamp(self.clock()), deletionGracePeriodSeconds=30,
@@ -794,6 +860,27 @@ class FakeKube:
         return _json(201 if method == "POST" else 200, lease)
 
 
+def _fault_reply(fault: _Fault) -> _Reply:
+    if fault.status == 0:
+        return _Reply(0)
+    if fault.body is None and fault.status == 429:  # http.Error: Fprintln adds the newline
+        headers = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff",
+                   "Retry-After": "1", "Cache-Control": "no-cache, private", "Audit-Id": str(uuid.uuid4()),
+                   "X-Kubernetes-Pf-Flowschema-Uid": str(uuid.uuid4()),
+                   "X-Kubernetes-Pf-Prioritylevel-Uid": str(uuid.uuid4())}  # fmt: skip
+        return _Reply(429, (OVERLOADED + "\n").encode(), headers)
+    if fault.body is None and fault.status == 504:  # json.Encoder: a trailing newline; Go sniffs the type
+        status = {"metadata": {}, "status": "Failure", "message": TIMED_OUT, "reason": "Timeout", "details": {},
+                  "code": 504}  # fmt: skip
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Audit-Id": str(uuid.uuid4())}
+        return _Reply(504, (json.dumps(status, separators=(",", ":")) + "\n").encode(), headers)
+    if fault.body is None or isinstance(fault.body, Mapping):
+        reason = _FAULT_REASONS.get(fault.status, "InternalError")
+        return _json(fault.status, fault.body or status_body(fault.status, reason, "fake fault", {}))
+    raw = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
+    return _Reply(fault.status, raw, {"Content-Type": "text/plain; charset=utf-8"})
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -802,6 +889,9 @@ class _Handler(BaseHTTPRequestHandler):
         kube: FakeKube = self.server.owner  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         reply = kube.handle(self.command, self.path, dict(self.headers.items()), body)
+        if reply.status == 0:  # drop the connection without an answer
+            self.close_connection = True
+            return
         try:
             self.send_response(reply.status)
             for key, value in reply.headers.items():
