@@ -178,8 +178,13 @@ class Deployer:
         )
         return self._wait(spec, record)
 
-    def _resolve(self, spec: model.Action, record: model.ActionRecord, why: str) -> model.ActionRecord:
-        """A launch whose outcome is unknown: look for its effect until the grace has passed; never relaunch."""
+    def _resolve(
+        self, spec: model.Action, record: model.ActionRecord, why: str, *, resuming: bool = False
+    ) -> model.ActionRecord:
+        """A launch whose outcome is unknown: look for its effect until the grace has passed; never relaunch.
+
+        Not found by then, it was never launched: a launch that got no answer fails as an outage (backed off,
+        no attempt used); a row a stopped process left behind is superseded, and the pass plans it again."""
         actuator = self._actuator(spec)
         while True:
             try:
@@ -191,11 +196,12 @@ class Deployer:
                 return self._launched(spec, record, found)
             waited = self._clock() - record.created_at
             if waited >= UNRESOLVED_GRACE:
-                return self._failed(
-                    record,
-                    f"{why}; nothing was launched: no sign of it {int(UNRESOLVED_GRACE.total_seconds())}s later",
-                    model.Failure.OUTAGE,
-                )
+                seconds = int(UNRESOLVED_GRACE.total_seconds())
+                if resuming:
+                    detail = f"never launched ({why}; no sign of it {seconds}s later); planned again if still due"
+                    return self._outbox.superseded(record.id, detail, self._clock())
+                detail = f"{why}; nothing was launched: no sign of it {seconds}s later"
+                return self._failed(record, detail, model.Failure.OUTAGE)
             self._keep_alive()
             self._sleep(min(RESOLVE_EVERY, (UNRESOLVED_GRACE - waited).total_seconds()))
 
@@ -245,14 +251,8 @@ class Deployer:
             return None  # another watch selection's, or an unchecked configuration's: not ours to finish here
         spec = watch.action
         if record.status is model.ActionStatus.PLANNED:
-            found = self._actuator(spec).find(spec, record, exclude=self._outbox.refs(record.watch))
-            if found is None and self._clock() - record.created_at < UNRESOLVED_GRACE:
-                return self._resolve(spec, record, "the process that launched it stopped before recording the answer")
-            if found is None:
-                return self._outbox.superseded(
-                    record.id, "never launched (the process stopped first); planned again if still due", self._clock()
-                )
-            return self._launched(spec, record, found)
+            why = "the process that launched it stopped before recording an answer"
+            return self._resolve(spec, record, why, resuming=True)
         log.info("watch %s: resuming action #%d (%s)", record.watch, record.id, record.link or record.external_ref)
         return self._wait(spec, record)
 
