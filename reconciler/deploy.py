@@ -237,7 +237,7 @@ class Deployer:
         if watch is None:
             return f"watch {record.watch} is no longer in the configuration"
         if watch.action is None or watch.action.kind is not record.kind:
-            return f"watch {record.watch} no longer has a {record.kind.value} action in the configuration"
+            return f"watch {record.watch} no longer has an action of kind {record.kind.value} in the configuration"
         return None
 
     def _resume_one(self, record: model.ActionRecord, by_name: Mapping[str, model.Watch]) -> model.ActionRecord | None:

@@ -7,25 +7,50 @@ Faithful to /work/shared/reference/protocols.md §2 (where they disagree, this f
   auth, so `requests` turns a POST to `.../launch` into a GET of the launch info. Lists: count/next/previous/results,
   page_size 25 (max 200; bad or 0 → 25), `page` (`last`; out of range → 404 "Invalid page."), `next`/`previous`
   RELATIVE, as DRF's replace_query_param makes them (sorted query, `page` replaced, `page=1` kept);
-  `count_disabled`; exact, `__iexact/contains/icontains/startswith/gt/gte/lt/lte/in/isnull`, `not__`, `order_by`.
+  `count_disabled`; exact, `__iexact/contains/icontains/startswith/gt/gte/lt/lte/in/isnull`, `not__`, `order_by`;
+  filters go by model fields (so `cancel_flag` filters although no serializer shows it).
 * §2.2 template fields, names unique only per organization; §2.3 launch info; §2.4 launch: extra_vars an object or a
   JSON/YAML string (unparsable → 400 field error), un-prompted variables and fields → still 201, reported in
-  `ignored_fields` and not applied (variables equal to the saved value pruned first), 201 + absolute `Location` +
-  `{"job", "ignored_fields", <job>}` with status `pending`.
+  `ignored_fields` and not applied (values equal to the saved ones pruned first: jobs.py
+  JobTemplate._accept_or_ignore_job_kwargs), 201 + absolute `Location` + `{"job", "ignored_fields", <job>}`, `pending`.
 * §2.5: `failed` ⇔ failed/error/canceled, `started` when first running, `finished` + stored `elapsed` (3 dp) when
   terminal, live `elapsed` while running, job `extra_vars` = json.dumps(template vars updated by runtime vars),
   `event_processing_finished` false on the first answer showing a terminal status, true after.
 * §2.6: list items omit job_args, job_cwd, job_env, result_traceback, event_processing_finished; filtering on a
-  prevent_search field (extra_vars, job_args, job_env, start_args, survey_passwords) → 403.
+  prevent_search field (Job/WorkflowJob: extra_vars, job_args, job_env, survey_passwords) → 403 "Filtering on <f> is
+  not allowed.", on start_args (UnifiedJob.PASSWORD_FIELDS) → 403 "Filtering on password fields is not allowed."
+  (django-ansible-base rest_filters/utils.py get_fields_from_path).
+* §2.9, checked in awx (devel e21dd0a, = 24.6.1+145): cancel (generics.py GenericCancelView.post: 202 with no body
+  when `can_cancel`, i.e. status in CAN_CANCEL new/pending/waiting/running (constants.py, unified_jobs.py
+  UnifiedJob.can_cancel), else http_method_not_allowed → 405; GET → `{"can_cancel": bool}` (JobCancelSerializer,
+  WorkflowJobCancelSerializer)). UnifiedJob.cancel sets the model field `cancel_flag` (no serializer shows it; kept
+  in the record, hidden) and UnifiedJob.save sets `canceled_on` at once. A job not yet dispatched (new/pending: no
+  celery_task_id, which TaskManager.start_task gives a job with `waiting`, a workflow job with `running`) is made
+  `canceled` in the request itself; a dispatched one only when its own run (tasks/jobs.py) or the workflow manager
+  (task_manager.py spawn_workflow_graph_jobs; WorkflowJob.cancel_dispatcher_process → True) acts: here after
+  `cancel_delay` further GETs of its detail (0: at once, as when the dispatcher does not answer). A 500 from AWX
+  (awx/main/views.py handle_500 via handler500 in awx/urls.py; ATOMIC_REQUESTS in settings/defaults.py) is JSON
+  `{"detail": "A server error has occurred."}` without X-API headers and created nothing; 502/503/504 come from the
+  nginx in front (its own HTML page, ngx_http_special_response.c), and AWX behind may still commit the launch.
+  Workflow job templates, workflow jobs and sliced job templates: see tests/fakes/awx_workflows.py.
 Assumed: the 301 `Location` is relative (Django CommonMiddleware); unknown routes → 404 "The requested resource could
 not be found." before auth; default order by id; body not JSON → 400 "JSON parse error - ..."; the 400 texts for bad
-filter values; fault bodies; the `error` explanation; YAML is read as `key: value` lines of YAML 1.1 scalars
-(null/bool/int, else string) or JSON, for template vars and for launch-time strings.
+filter values; the nginx page is a current nginx's with server_tokens off (ingress-nginx's default); the `error`
+explanation; YAML is read as `key: value` lines of YAML 1.1 scalars (null/bool/int, else string) or JSON, for
+template vars and for launch-time strings; a template's `status` is that of its newest job (slices and sliced
+workflow jobs included), `last_job_*` of its latest finished one.
 Not modelled, answered 400/405 saying so rather than passing silently: `or__`/`chain__`, filters on fields outside
-_FIELDS (relation spans too), creating or changing objects, surveys, passwords, named URLs. allow_simultaneous
-queueing is not modelled. Jobs move only when their detail is GET (see `script`), never by wall time.
-Controls: add_template, script, set_job_status, fail_next, hang_next/wait_hanging/release, clock; recorded: requests,
-launches, jobs, count().
+awx_base.FIELDS (relation spans, `type` too), creating or changing objects, surveys, passwords, named URLs. Not
+modelled at all: allow_simultaneous queueing, DRF's `Allow` header, user_capabilities, recent_jobs, validation of
+prompted ids and types, a 500 in the middle of a cancel (GenericCancelView is non-atomic: it would keep cancel_flag).
+Jobs move only when their detail is GET (see `script`), never by wall time.
+Controls: add_template, add_workflow_template, script, set_job_status, cancel_delay, inventory_hosts, launch_by_hand,
+fail_next, gateway_error_next, broken_body_next, repeat_next_link, corrupt, hang_next/wait_hanging/release, clock;
+path kinds for faults (Kind): launch, templates, jobs (/jobs/, /job_templates/<id>/jobs/), job (/jobs/<id>/ and its
+cancel/), cancel (/jobs/<id>/cancel/ only), workflow_launch, workflow_templates (list and detail), workflow_jobs
+(/workflow_jobs/, /workflow_job_templates/<id>/workflow_jobs/), workflow_job (/workflow_jobs/<id>/ and its cancel/),
+workflow_cancel (its cancel/ only), any. Recorded: requests, launches (job template launches over HTTP, not
+launch_by_hand), workflow_launches (likewise), templates, workflow_templates, jobs, workflow_jobs, count().
 """
 
 from __future__ import annotations
@@ -34,32 +59,52 @@ import base64
 import binascii
 import copy
 import json
-import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, Literal, NamedTuple
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+from tests.fakes.awx_base import (
+    API_HEADERS,
+    AUTHENTICATE,
+    BAD_BASIC,
+    BAD_PASSWORD,
+    CAN_CANCEL,
+    DISPATCHED,
+    KINDS,
+    NOT_PROVIDED,
+    PREVENT_SEARCH,
+    ROUTES,
+    SERVER_ERROR,
+    STATUSES,
+    TERMINAL,
+    VERSION,
+    Fault,
+    Handler,
+    Http,
+    Kind,
+    Recorded,
+    Reply,
+    Script,
+    filter_items,
+    json_reply,
+    nginx_page,
+    page,
+    parse_dt,
+    parse_vars,
+    request_data,
+    saved_vars,
+    stamp,
+)
+from tests.fakes.awx_workflows import WorkflowsMixin
 from tests.support.loopback import LoopbackServer
 
-Kind = Literal["launch", "job", "jobs", "templates", "any"]
-_KINDS = ("launch", "job", "jobs", "templates", "any")
-TERMINAL = frozenset({"successful", "failed", "error", "canceled"})
-STATUSES = ("new", "pending", "waiting", "running", "successful", "failed", "error", "canceled")
-VERSION = "24.6.1"
-AUTHENTICATE = "Bearer realm=api authorization_url=/api/o/authorize/"
-_SUFFIX = " To establish a login session, visit /api/login/."
-NOT_PROVIDED = "Authentication credentials were not provided." + _SUFFIX
-BAD_PASSWORD = "Invalid username/password." + _SUFFIX
-PREVENT_SEARCH = frozenset({"extra_vars", "job_args", "job_env", "start_args", "survey_passwords"})
+__all__ = ["AUTHENTICATE", "BAD_PASSWORD", "NOT_PROVIDED", "PREVENT_SEARCH", "STATUSES", "TERMINAL", "FakeAwx",
+           "Kind", "Recorded", "parse_vars"]  # fmt: skip
+
 DEFAULT_VARS = "---\nstack_image: xchem/fragalysis-stack\nstack_image_tag: latest"
-_TEXT_LOOKUPS = ("iexact", "contains", "icontains", "startswith")
-_LOOKUPS = frozenset({*_TEXT_LOOKUPS, "exact", "gt", "gte", "lt", "lte", "in", "isnull"})
-_RESERVED = frozenset({"page", "page_size", "order", "order_by", "count_disabled", "format"})
 _PROMPT_FIELDS = ("inventory", "credentials", "scm_branch", "diff_mode", "job_tags", "job_type", "skip_tags", "limit",
                   "verbosity", "execution_environment", "labels", "forks", "job_slice_count", "timeout",
                   "instance_groups")  # fmt: skip
@@ -82,146 +127,55 @@ _JOB_DEFAULTS: dict[str, Any] = {
     "controller_node": "", "result_traceback": "", "event_processing_finished": False, "work_unit_id": None,
     "passwords_needed_to_start": [], "artifacts": {}, "scm_revision": "", "instance_group": None,
     "job_slice_number": 0, "webhook_guid": "", "host_status_counts": None, "custom_virtualenv": None,
-    "playbook_counts": {"play_count": 0, "task_count": 0},
+    "playbook_counts": {"play_count": 0, "task_count": 0}, "cancel_flag": False,
 }  # fmt: skip
+HIDDEN = ("cancel_flag",)  # model fields no serializer shows
 _DETAIL_ONLY = ("host_status_counts", "playbook_counts", "custom_virtualenv")  # JobDetailSerializer extras
 _LIST_OMITS = (*_DETAIL_ONLY, "job_args", "job_cwd", "job_env", "result_traceback", "event_processing_finished")
-_COMMON = {"id": "int", "inventory": "int", "project": "int", "organization": "int", "created": "dt", "modified": "dt",
-           "name": "str", "description": "str", "job_type": "str", "playbook": "str", "status": "str"}  # fmt: skip
-_FIELDS: dict[str, dict[str, str]] = {  # filterable and sortable fields and their types
-    "Job": _COMMON | dict.fromkeys(["job_template", "unified_job_template"], "int") | {"failed": "bool"}
-    | dict.fromkeys(["started", "finished"], "dt") | {"launch_type": "str", "limit": "str", "elapsed": "float"},
-    "JobTemplate": _COMMON | dict.fromkeys(["ask_variables_on_launch", "survey_enabled", "allow_simultaneous"], "bool"),
-}  # fmt: skip
-_ROUTES = [  # (path, kind for faults, route)
-    (re.compile(r"^/api/v2/job_templates/$"), "templates", "template_list"),
-    (re.compile(r"^/api/v2/job_templates/(\d+)/$"), "templates", "template"),
-    (re.compile(r"^/api/v2/job_templates/(\d+)/launch/$"), "launch", "launch"),
-    (re.compile(r"^/api/v2/job_templates/(\d+)/jobs/$"), "jobs", "template_jobs"),
-    (re.compile(r"^/api/v2/jobs/$"), "jobs", "job_list"),
-    (re.compile(r"^/api/v2/jobs/(\d+)/$"), "job", "job"),
-    (re.compile(r"^/api/v2/jobs/(\d+)/cancel/$"), "job", "cancel"),
-]
-_YAML_WORDS = {"": None, "~": None, "null": None} | dict.fromkeys(["yes", "true", "on"], True)
-_YAML_WORDS |= dict.fromkeys(["no", "false", "off"], False)  # YAML 1.1, as PyYAML's safe_load reads them
-_API_HEADERS = {"X-API-Product-Name": "AWX", "X-API-Node": "awx-fake", "X-API-Time": "0.012s"}
+_POSTABLE = ("launch", "cancel", "workflow_launch", "workflow_cancel")
 
 
-class Recorded(NamedTuple):
-    method: str
-    path: str  # with the query string
-    headers: dict[str, str]  # keys lower-cased
-    body: bytes
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class _Http(Exception):
-    """An error answer, raised from deep inside a handler."""
-
-    def __init__(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.reply = _json(status, payload, headers)
-
-
-@dataclass
-class _Fault:
-    kind: str
-    count: int
-    status: int = 500
-    body: Any = None
-    after: bool = False  # hangs: process the request first, then withhold the answer
-
-
-@dataclass
-class _Script:
-    outcome: str
-    polls: int
-    count: int | None = None  # None: every later job
-    seen: int = 0
-
-
-def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> _Reply:
-    return _Reply(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-def _stamp(moment: datetime) -> str:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_dt(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def parse_vars(value: object) -> dict[str, Any]:
-    """awx parse_yaml_or_json(silent_failure=False): a dict, or a JSON or `key: value` YAML mapping; else ValueError."""
-    if isinstance(value, dict):
-        return value
-    kind = type(value).__name__
-    if not isinstance(value, str):
-        msg = f"Input type `{kind}` is not a dictionary"
-        raise ValueError(f"Cannot parse as JSON (error: {msg}) or YAML (error: {msg}).")
-    if value == '""':
-        return {}
-    try:
-        loaded = json.loads(value)
-        if not isinstance(loaded, dict):
-            raise TypeError(f"Input type `{type(loaded).__name__}` is not a dictionary")
-        return loaded
-    except (ValueError, TypeError) as json_err:
-        result: dict[str, Any] = {}
-        for raw in value.splitlines():
-            line = raw.split(" #")[0].rstrip()
-            if not line.strip() or line.startswith(("#", "---")):
-                continue
-            key, sep, rest = line.partition(":")
-            if not sep or not key or key != key.strip() or (rest and not rest.startswith(" ")):
-                yaml_err = f"fake AWX reads only `key: value` lines, not {raw!r}"
-                raise ValueError(f"Cannot parse as JSON (error: {json_err}) or YAML (error: {yaml_err}).") from None
-            text = rest.strip()
-            if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-                result[key] = text[1:-1]
-            elif text.lower() in _YAML_WORDS:
-                result[key] = _YAML_WORDS[text.lower()]
-            else:
-                result[key] = int(text) if re.fullmatch(r"[-+]?(0|[1-9][0-9]*)", text) else text
-        if not result and value.strip() not in ("", "---", "{}", "null", "~"):
-            raise ValueError(f"Cannot parse as JSON (error: {json_err}) or YAML (error: not a mapping).") from None
-        return result
-
-
-class FakeAwx:
-    """AWX 24.x `/api/v2/`: job templates, launch, jobs; job progress scripted per job; faults injectable."""
+class FakeAwx(WorkflowsMixin):
+    """AWX 24.x `/api/v2/`: job and workflow job templates, launch, jobs, workflow jobs, cancel; job progress scripted
+    per job; faults injectable."""
 
     def __init__(self, *, token: str | None = "awx-test-token", users: dict[str, str] | None = None) -> None:
         self.token = token
         self.users = dict(users or {})
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.cancel_delay: int | None = 1  # GETs of a dispatched job's detail before a cancel shows; None: never
+        self.inventory_hosts: int | None = None  # hosts of every inventory, bounding slices; None: enough
         self.requests: list[Recorded] = []
-        self.launches: list[tuple[int, dict[str, Any]]] = []  # (template id, extra_vars as received) per created job
+        self.launches: list[tuple[int, dict[str, Any]]] = []  # (template id, extra_vars as received) per HTTP launch
+        self.workflow_launches: list[tuple[int, dict[str, Any]]] = []  # likewise for workflow job templates
         self.templates: dict[int, dict[str, Any]] = {}
+        self.workflow_templates: dict[int, dict[str, Any]] = {}
         self.jobs: dict[int, dict[str, Any]] = {}  # id -> the job's detail representation (elapsed as stored)
+        self.workflow_jobs: dict[int, dict[str, Any]] = {}  # likewise; ids shared with jobs (UnifiedJob)
         self.lock = threading.RLock()
         self._orgs = {"Default": 1}
         self._user_ids = {"admin": 1} | {u: i for i, u in enumerate(self.users, start=2) if u != "admin"}
         self._next_template, self._next_job = 7, 4242
-        self._scripts: list[_Script] = []
-        self._default = _Script("successful", 2)
-        self._progress: dict[int, _Script] = {}
+        self._scripts: list[Script] = []
+        self._default = Script("successful", 2)
+        self._progress: dict[int, Script] = {}
+        self._cancels: dict[int, int | None] = {}  # dispatched jobs with a cancel request -> GETs left (None: never)
         self._shown_terminal: set[int] = set()
-        self._faults: list[_Fault] = []
-        self._hangs: list[_Fault] = []
+        self._overlays: dict[int, dict[str, Any]] = {}  # corrupt()
+        self._slice_parent: dict[int, int] = {}
+        self._slice_plans: dict[int, tuple[int, str, dict[str, Any], dict[str, Any], int]] = {}
+        self._slices: dict[int, list[int]] = {}
+        self._faults: list[Fault] = []
+        self._gateways: list[Fault] = []
+        self._broken: list[Fault] = []
+        self._repeat: set[str] = set()
+        self._deferred: list[tuple[int, Callable[[], object]]] = []  # (request number it runs after, the work)
+        self._hangs: list[Fault] = []
         self._cond = threading.Condition()
         self._gate = threading.Event()
         self._hanging = 0
         self._closed = False
-        self._http = LoopbackServer(_Handler, owner=self, name="fake-awx")
+        self._http = LoopbackServer(Handler, owner=self, name="fake-awx")
         self.base = ""
 
     def start(self) -> FakeAwx:
@@ -250,61 +204,121 @@ class FakeAwx:
         organization: str = "Default",
         **fields: Any,
     ) -> int:
-        """Add a job template (other §2.2 fields via `fields`, e.g. ask_limit_on_launch=True); returns its id."""
+        """Add a job template (other §2.2 fields via `fields`, e.g. ask_limit_on_launch=True, job_slice_count=3);
+        returns its id. Ids are shared with workflow job templates (UnifiedJobTemplate)."""
         if unknown := set(fields) - set(_TEMPLATE_DEFAULTS):
             raise ValueError(f"unknown job template fields: {sorted(unknown)}")
         with self.lock:
-            tid = self._next_template if id is None else id
-            if tid in self.templates:
-                raise ValueError(f"job template {tid} exists")
-            self._next_template = max(self._next_template, tid + 1)
-            org = self._orgs.setdefault(organization, len(self._orgs) + 1)
-            stamp = _stamp(self.clock())
+            tid, org = self._new_template_id(id), self._org(organization)
+            now = stamp(self.clock())
             self.templates[tid] = {
                 "id": tid, "type": "job_template", "url": f"/api/v2/job_templates/{tid}/",
                 "related": {k: f"/api/v2/job_templates/{tid}/{k}/" for k in ("launch", "jobs", "schedules", "labels")}
                 | {"organization": f"/api/v2/organizations/{org}/"},
                 "summary_fields": {"organization": {"id": org, "name": organization, "description": ""}},
-                "created": stamp, "modified": stamp, "name": name, **copy.deepcopy(_TEMPLATE_DEFAULTS),
+                "created": now, "modified": now, "name": name, **copy.deepcopy(_TEMPLATE_DEFAULTS),
                 "extra_vars": extra_vars, "organization": org, "ask_variables_on_launch": ask_variables_on_launch,
                 **fields,
             }  # fmt: skip
         return tid
 
     def script(self, outcome: str = "successful", polls: int = 2, count: int | None = None) -> None:
-        """Later jobs stay non-terminal for `polls` GETs of their detail (first `pending`, then `running`), then show
-        `outcome`. count=None: every later job (the new default); count=N: the next N jobs, then the default."""
+        """Later jobs and workflow jobs stay non-terminal for `polls` GETs of their detail (first `pending`, then
+        `running`), then show `outcome`. count=None: every later one (the new default); count=N: the next N, then the
+        default. Slice jobs take no script: they follow their workflow job."""
         if outcome not in TERMINAL or polls < 0 or (count is not None and count < 1):
             raise ValueError(f"bad script: outcome={outcome!r} polls={polls} count={count}")
         with self.lock:
             if count is None:
-                self._default = _Script(outcome, polls)
+                self._default = Script(outcome, polls)
             else:
-                self._scripts.append(_Script(outcome, polls, count))
+                self._scripts.append(Script(outcome, polls, count))
 
     def set_job_status(self, job_id: int, status: str) -> None:
-        """Force a status now; the job then stays there (its script is dropped) until set again."""
+        """Force a status on a job or workflow job now; it then stays there (its script and any pending cancel are
+        dropped) until set again."""
         if status not in STATUSES:
             raise ValueError(f"not an AWX job status: {status!r}")
         with self.lock:
+            record = self._unified(job_id)
             self._progress.pop(job_id, None)
-            self._set_status(self.jobs[job_id], status)
+            self._cancels.pop(job_id, None)
+            self._set_status(record, status)
+
+    def launch_by_hand(
+        self, template_id: int, extra_vars: dict[str, Any], *, user: str = "operator", workflow: bool = False
+    ) -> int:
+        """A launch by `user` (in the UI or with their own token), not over this fake's HTTP and not in `launches`:
+        the job (a workflow job if `workflow` or the template is sliced) has launched_by/created_by that user,
+        launch_type manual, takes the next script like any launch; returns its id. A workflow job template that
+        would refuse the variables (400 over HTTP) raises ValueError."""
+        with self.lock:
+            self._user_ids.setdefault(user, max(self._user_ids.values()) + 1)
+            try:
+                if workflow:
+                    record = self._workflow_launch_record(
+                        self._workflow_template(template_id), user, {"extra_vars": extra_vars}
+                    )[0]
+                else:
+                    record = self._launch_record(self._template(template_id), user, {"extra_vars": extra_vars})[0]
+            except Http as http:
+                raise ValueError(http.reply.body.decode()) from None
+            return int(record["id"])
 
     def fail_next(self, count: int, status: int = 500, path_kind: Kind = "any", body: Any = None) -> None:
-        """Answer the next `count` requests of `path_kind` with `status` (body: Mapping → JSON, str/bytes → as is),
-        as a proxy in front of AWX would: after the slash redirect, before auth."""
-        if count < 1 or path_kind not in _KINDS:
+        """Answer the next `count` requests of `path_kind` with `status`, after the slash redirect, before auth; nothing
+        is processed (AWX rolled back, or nothing reached it). body: Mapping → JSON, str/bytes → as is (text/html);
+        None → AWX's JSON for 500 (handle_500), nginx's page for 502/503/504, else a plain HTML page."""
+        if count < 1 or path_kind not in KINDS:
             raise ValueError(f"bad fault: count={count} path_kind={path_kind!r}")
         with self.lock:
-            self._faults.append(_Fault(path_kind, count, status, body))
+            self._faults.append(Fault(path_kind, count, status, body))
+
+    def gateway_error_next(
+        self, status: int = 504, *, creates: bool = True, after_requests: int = 0, path_kind: Kind = "launch"
+    ) -> None:
+        """Answer the next request of `path_kind` with `status` and nginx's page, as the gateway does when AWX is slow.
+        creates: AWX still processes the request (a launch creates its job), at once when after_requests == 0, else
+        right after the `after_requests`-th later request (any path) has been answered, on the clock of that moment;
+        those requests do not see it. creates=False: nothing reached AWX."""
+        if path_kind not in KINDS or after_requests < 0:
+            raise ValueError(f"bad gateway error: path_kind={path_kind!r} after_requests={after_requests}")
+        with self.lock:
+            self._gateways.append(Fault(path_kind, 1, status, creates=creates, after_requests=after_requests))
+
+    def broken_body_next(self, path_kind: Kind, count: int = 1, body: bytes = b'{"id": ') -> None:
+        """The next `count` requests of `path_kind` are processed as usual (a launch creates its job, a job detail GET
+        moves the job on), but answered 200 with `body` as application/json."""
+        if count < 1 or path_kind not in KINDS:
+            raise ValueError(f"bad broken body: count={count} path_kind={path_kind!r}")
+        with self.lock:
+            self._broken.append(Fault(path_kind, count, 200, body))
+
+    def repeat_next_link(self, path_kind: Kind, on: bool = True) -> None:
+        """While on, list answers of `path_kind` carry a `next` link naming the page just answered, forever."""
+        if path_kind not in KINDS:
+            raise ValueError(f"bad path kind: {path_kind!r}")
+        with self.lock:
+            (self._repeat.add if on else self._repeat.discard)(path_kind)
+
+    def corrupt(self, kind: str, id: int, **fields: Any) -> None:
+        """From now on every answer showing job (kind "job") or workflow job `id` — detail, list item, launch answer —
+        has `fields` as given (any JSON-able values, e.g. elapsed=10**330 → a 331-digit JSON number). Filters,
+        ordering and progress keep using the stored values."""
+        json.dumps(fields)  # JSON-able, or TypeError/ValueError now
+        with self.lock:
+            store = {"job": self.jobs, "workflow_job": self.workflow_jobs}.get(kind)
+            if store is None or id not in store:
+                raise KeyError(f"no {kind} {id}")
+            self._overlays.setdefault(id, {}).update(copy.deepcopy(fields))
 
     def hang_next(self, path_kind: Kind, count: int = 1, *, after_create: bool = False) -> None:
         """Block the next `count` matching requests until release() or stop(). after_create: process the request
         first (a launch creates its job), then withhold the answer; otherwise nothing happens until released."""
-        if count < 1 or path_kind not in _KINDS:
+        if count < 1 or path_kind not in KINDS:
             raise ValueError(f"bad hang: count={count} path_kind={path_kind!r}")
         with self.lock:
-            self._hangs.append(_Fault(path_kind, count, after=after_create))
+            self._hangs.append(Fault(path_kind, count, after=after_create))
 
     def release(self) -> None:
         """Let every request hanging now answer (late: its client may be gone)."""
@@ -325,75 +339,99 @@ class FakeAwx:
     def ui_link(self, job_id: int) -> str:
         return f"{self.base}/#/jobs/playbook/{job_id}"
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Reply:
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
         hdrs = {k.lower(): v for k, v in headers.items()}
         with self.lock:
             self.requests.append(Recorded(method, target, hdrs, body))
+            number = len(self.requests)
+        try:
+            return self._handle(method, target, hdrs, body, number)
+        finally:
+            with self.lock:
+                due = [work for after, work in self._deferred if after <= number]
+                self._deferred = [(after, work) for after, work in self._deferred if after > number]
+                for work in due:
+                    work()
+
+    def _handle(self, method: str, target: str, hdrs: dict[str, str], body: bytes, number: int) -> Reply:
         split = urlsplit(target)
         if not split.path.startswith("/api/"):
-            return _Reply(404, b"<h1>Not Found</h1>", {"Content-Type": "text/html; charset=utf-8"})
+            return Reply(404, b"<h1>Not Found</h1>", {"Content-Type": "text/html; charset=utf-8"})
         if not split.path.endswith("/"):
             location = split.path + "/" + (f"?{split.query}" if split.query else "")
-            return _Reply(301, b"", {"Location": location, "Content-Type": "text/html; charset=utf-8"})
-        kind, route, ident = "unrouted", "", 0
-        for pattern, route_kind, name in _ROUTES:
+            return Reply(301, b"", {"Location": location, "Content-Type": "text/html; charset=utf-8"})
+        kinds: tuple[str, ...] = ("unrouted",)
+        route, ident = "", 0
+        for pattern, route_kinds, name in ROUTES:
             if m := pattern.match(split.path):
-                kind, route, ident = route_kind, name, int(m[1]) if m.groups() else 0
-        hang = self._take(self._hangs, kind)
+                kinds, route, ident = route_kinds, name, int(m[1]) if m.groups() else 0
+        hang = self._take(self._hangs, kinds)
         if hang is not None and not hang.after:
             self._block()
-        reply = self._take_fault(kind)
-        if reply is None:
+
+        def awx() -> Reply:  # AWX itself: auth, then the route
             try:
                 if not route:
-                    raise _Http(404, {"detail": "The requested resource could not be found."})
+                    raise Http(404, {"detail": "The requested resource could not be found."})
                 user = self._authenticate(hdrs.get("authorization"))
                 try:
-                    reply = self._dispatch(method, route, ident, target, user, hdrs, body)
-                except _Http as http:
+                    reply = self._dispatch(method, route, ident, target, kinds, user, body)
+                except Http as http:
                     reply = http.reply
-                reply.headers |= {**_API_HEADERS, "X-API-Product-Version": VERSION}  # authenticated answers only
-            except _Http as http:
-                reply = http.reply
+                reply.headers |= {**API_HEADERS, "X-API-Product-Version": VERSION}  # authenticated answers only
+                return reply
+            except Http as http:
+                return http.reply
+
+        reply = self._fault_reply(kinds)
+        if reply is None and (gateway := self._take(self._gateways, kinds)) is not None:
+            reply = nginx_page(gateway.status)
+            if gateway.creates and gateway.after_requests == 0:
+                awx()
+            elif gateway.creates:
+                with self.lock:
+                    self._deferred.append((number + gateway.after_requests, awx))
+        if reply is None:
+            broken = self._take(self._broken, kinds)
+            reply = awx()
+            if broken is not None:
+                data = broken.body if isinstance(broken.body, bytes) else str(broken.body).encode()
+                reply = Reply(200, data, {"Content-Type": "application/json", **API_HEADERS,
+                                          "X-API-Product-Version": VERSION})  # fmt: skip
         if hang is not None and hang.after:
             self._block()
         return reply
 
-    def _dispatch(self, method: str, route: str, ident: int, target: str, user: str, hdrs: dict[str, str],
-                  body: bytes) -> _Reply:  # fmt: skip
-        if method not in (("GET", "POST") if route in ("launch", "cancel") else ("GET",)):
-            raise _Http(405, {"detail": f'Method "{method}" not allowed.'})
+    def _dispatch(self, method: str, route: str, ident: int, target: str, kinds: tuple[str, ...], user: str,
+                  body: bytes) -> Reply:  # fmt: skip
+        if method not in (("GET", "POST") if route in _POSTABLE else ("GET",)):
+            raise Http(405, {"detail": f'Method "{method}" not allowed.'})
         params = parse_qsl(urlsplit(target).query, keep_blank_values=True)
+        repeat = bool(self._repeat & {*kinds, "any"})
         with self.lock:
             if route == "template_list":
                 views = [self._template_view(t) for t in self.templates.values()]
-                return self._page(target, self._filter("JobTemplate", views, params), params)
+                return page(target, filter_items("JobTemplate", views, params), params, repeat=repeat)
             if route in ("job_list", "template_jobs"):
                 if route == "template_jobs":
                     params.append(("job_template", str(self._template(ident)["id"])))
-                items = self._filter("Job", list(self.jobs.values()), params)
-                return self._page(target, [self._job_view(j, _LIST_OMITS) for j in items], params)
-            if route == "cancel":  # UnifiedJobCancel: 202 while it can be canceled, else 405; GET says which
-                if ident not in self.jobs:
-                    raise _Http(404, {"detail": "Not found."})
-                job = self.jobs[ident]
-                can_cancel = job["status"] in ("new", "pending", "waiting", "running")
-                if method == "GET":
-                    return _json(200, {"can_cancel": can_cancel})
-                if not can_cancel:
-                    raise _Http(405, {"detail": 'Method "POST" not allowed.'})
-                self._progress.pop(ident, None)
-                self._set_status(job, "canceled")
-                return _Reply(202, b"", {})
+                items = filter_items("Job", list(self.jobs.values()), params)
+                return page(target, [self._job_view(j, _LIST_OMITS) for j in items], params, repeat=repeat)
+            if route in ("cancel", "workflow_cancel"):
+                record = self._unified(ident, workflow=route == "workflow_cancel", missing=Http(404, _NOT_FOUND))
+                return self._cancel(record, method)
             if route == "job":
-                if ident not in self.jobs:
-                    raise _Http(404, {"detail": "Not found."})
-                self._advance(ident)
-                return _json(200, self._job_view(self.jobs[ident], ()))
-            template = self._template(ident)
+                job = self._unified(ident, workflow=False, missing=Http(404, _NOT_FOUND))
+                self._advance(job)
+                return json_reply(200, self._job_view(job, ()))
             if route == "template":
-                return _json(200, self._template_view(template))
-            return self._launch(template, user, body) if method == "POST" else _json(200, self._launch_info(template))
+                return json_reply(200, self._template_view(self._template(ident)))
+            if route == "launch":
+                template = self._template(ident)
+                if method == "GET":
+                    return json_reply(200, self._launch_info(template))
+                return self._launch(template, user, body)
+            return self._workflow_dispatch(method, route, ident, target, user, body, params, repeat)
 
     def _authenticate(self, header: str | None) -> str:
         scheme, _, credentials = (header or "").strip().partition(" ")
@@ -407,26 +445,30 @@ class FakeAwx:
                     return user
                 detail = BAD_PASSWORD
             except (binascii.Error, UnicodeDecodeError):
-                detail = "Invalid basic header. Credentials not correctly base64 encoded." + _SUFFIX
-        raise _Http(401, {"detail": detail}, {"WWW-Authenticate": AUTHENTICATE, **_API_HEADERS})
+                detail = BAD_BASIC
+        raise Http(401, {"detail": detail}, {"WWW-Authenticate": AUTHENTICATE, **API_HEADERS})
 
-    def _take(self, queue: list[_Fault], kind: str) -> _Fault | None:
+    def _take(self, queue: list[Fault], kinds: tuple[str, ...]) -> Fault | None:
         with self.lock:
-            found = next((f for f in queue if f.kind in (kind, "any")), None)
+            found = next((f for f in queue if f.kind in (*kinds, "any")), None)
             if found is not None:
                 found.count -= 1
                 if found.count == 0:
                     queue.remove(found)
             return found
 
-    def _take_fault(self, kind: str) -> _Reply | None:
-        fault = self._take(self._faults, kind)
+    def _fault_reply(self, kinds: tuple[str, ...]) -> Reply | None:
+        fault = self._take(self._faults, kinds)
         if fault is None:
             return None
         if isinstance(fault.body, Mapping):
-            return _json(fault.status, fault.body)
+            return json_reply(fault.status, fault.body)
+        if fault.body is None and fault.status == 500:
+            return json_reply(500, SERVER_ERROR)
+        if fault.body is None and fault.status in (502, 503, 504):
+            return nginx_page(fault.status)
         body = fault.body if fault.body is not None else f"<h1>Server Error ({fault.status})</h1>"
-        return _Reply(fault.status, body.encode() if isinstance(body, str) else body, {"Content-Type": "text/html"})
+        return Reply(fault.status, body.encode() if isinstance(body, str) else body, {"Content-Type": "text/html"})
 
     def _block(self) -> None:
         with self._cond:
@@ -439,58 +481,44 @@ class FakeAwx:
 
     def _template(self, ident: int) -> dict[str, Any]:
         if ident not in self.templates:
-            raise _Http(404, {"detail": "Not found."})
+            raise Http(404, _NOT_FOUND)
         return self.templates[ident]
 
-    def _filter(self, model: str, items: list[dict[str, Any]], params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        fields = _FIELDS[model]
-        for key, raw in params:
-            if key in _RESERVED:
-                continue
-            parts = key.removeprefix("not__").split("__")
-            if parts[0] in PREVENT_SEARCH:
-                raise _Http(403, {"detail": f"Filtering on {parts[0]} is not allowed."})
-            lookup = parts.pop() if len(parts) > 1 and parts[-1] in _LOOKUPS else "exact"
-            name = "__".join(parts)
-            if name not in fields or key.startswith(("or__", "chain__")):
-                raise _Http(400, {"detail": f"fake AWX does not model the filter {key!r} on {model}"})
-            kind = "bool" if lookup == "isnull" else fields[name]
-            if lookup == "in":
-                arg: Any = [_convert(name, kind, v) for v in raw.split(",")]
-            else:
-                arg = raw if lookup in _TEXT_LOOKUPS else _convert(name, kind, raw)
-            negate = key.startswith("not__")
-            items = [i for i in items if _match(_stored(i[name], fields[name]), lookup, arg) != negate]
-        order = [v for k, v in params if k in ("order", "order_by")]
-        for key in reversed([*(order[-1].split(",") if order else []), "id"]):
-            name = key.removeprefix("-")
-            if name not in fields:
-                raise _Http(400, {"detail": f"fake AWX does not model ordering by {name!r} on {model}"})
-            items.sort(key=_sort_key(name), reverse=key[0] == "-")  # NULLs last ascending, first descending: PostgreSQL
-        return items
+    def _unified(self, ident: int, *, workflow: bool | None = None, missing: Exception | None = None) -> dict[str, Any]:
+        """A job (workflow False), a workflow job (True) or either (None) by id; KeyError or `missing` if none."""
+        for is_workflow, store in ((False, self.jobs), (True, self.workflow_jobs)):
+            if workflow in (None, is_workflow) and ident in store:
+                return store[ident]
+        raise missing or KeyError(f"no job or workflow job {ident}")
 
-    def _page(self, target: str, results: list[dict[str, Any]], params: list[tuple[str, str]]) -> _Reply:
-        query = dict(params)
-        if "count_disabled" in query:
-            return _json(200, {"results": results})
-        size = min(_positive(query.get("page_size")) or 25, 200)
-        pages = max(1, -(-len(results) // size))
-        page = pages if query.get("page") == "last" else _positive(query.get("page", "1"))
-        if page is None or page > pages:
-            raise _Http(404, {"detail": "Invalid page."})
-        return _json(200, {
-            "count": len(results),
-            "next": _replace_page(target, page + 1) if page < pages else None,
-            "previous": _replace_page(target, page - 1) if page > 1 else None,
-            "results": results[(page - 1) * size : page * size],
-        })  # fmt: skip
+    def _new_template_id(self, wanted: int | None) -> int:
+        tid = self._next_template if wanted is None else wanted
+        if tid in self.templates or tid in self.workflow_templates:
+            raise ValueError(f"template {tid} exists")
+        self._next_template = max(self._next_template, tid + 1)
+        return tid
+
+    def _org(self, name: str) -> int:
+        return self._orgs.setdefault(name, len(self._orgs) + 1)
+
+    def _new_job_id(self) -> int:
+        ident, self._next_job = self._next_job, self._next_job + 1
+        return ident
+
+    def _user(self, user: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(launched_by, summary_fields.created_by) of a manual launch by `user` (UnifiedJob.launched_by)."""
+        uid = self._user_ids.get(user, 1)
+        launched_by = {"id": uid, "name": user, "type": "user", "url": f"/api/v2/users/{uid}/"}
+        return launched_by, {"id": uid, "username": user, "first_name": "", "last_name": ""}
 
     def _template_view(self, template: dict[str, Any]) -> dict[str, Any]:
         view = copy.deepcopy(template)
-        jobs = [j for j in self.jobs.values() if j["job_template"] == template["id"]]
-        done = [j for j in jobs if j["finished"] is not None]
+        key = "job_template" if template["type"] == "job_template" else "workflow_job_template"
+        stores = (self.jobs, self.workflow_jobs) if key == "job_template" else (self.workflow_jobs,)
+        runs = [j for store in stores for j in store.values() if j[key] == template["id"]]
+        done = [j for j in runs if j["finished"] is not None]
         last = max(done, key=lambda j: (j["finished"], j["id"])) if done else None
-        view["status"] = max(jobs, key=lambda j: j["id"])["status"] if jobs else "never updated"
+        view["status"] = max(runs, key=lambda j: j["id"])["status"] if runs else "never updated"
         view.update(last_job_run=last and last["finished"], last_job_failed=bool(last and last["failed"]))
         view["next_job_run"] = None
         return view
@@ -508,175 +536,173 @@ class FakeAwx:
             "job_template_data": {k: template[k] for k in ("name", "id", "description")}, "defaults": defaults,
         }  # fmt: skip
 
-    def _launch(self, template: dict[str, Any], user: str, body: bytes) -> _Reply:
-        try:
-            data = json.loads(body) if body.strip() else {}
-        except ValueError as exc:
-            raise _Http(400, {"detail": f"JSON parse error - {exc}"}) from None
-        if not isinstance(data, dict):
-            raise _Http(400, {"__all__": [f"Invalid data. Expected a dictionary, but got {type(data).__name__}."]})
+    def _launch(self, template: dict[str, Any], user: str, body: bytes) -> Reply:
+        """views JobTemplateLaunch.post: a Job, or for a sliced template a WorkflowJob answered as `workflow_job`."""
+        record, ignored, received = self._launch_record(template, user, request_data(body))
+        self.launches.append((template["id"], received))
+        if record["type"] == "workflow_job":
+            answer = {"workflow_job": record["id"], "ignored_fields": ignored, **self._workflow_job_view(record, ())}
+        else:
+            answer = {"job": record["id"], "ignored_fields": ignored, **self._job_view(record, _DETAIL_ONLY)}
+        return json_reply(201, answer, {"Location": f"{self.base}{record['url']}"})
+
+    def _launch_record(
+        self, template: dict[str, Any], user: str, data: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """JobLaunchSerializer.validate (_exclude_errors=['prompts']) + JobTemplate.create_unified_job + signal_start:
+        (the new job or sliced workflow job, ignored_fields, extra_vars as received)."""
         try:
             received = parse_vars(data.get("extra_vars", {}))
         except ValueError as exc:
-            raise _Http(400, {"extra_vars": [str(exc)]}) from None
-        try:
-            saved = parse_vars(template["extra_vars"] or "{}")
-        except ValueError:
-            saved = {}
+            raise Http(400, {"extra_vars": [str(exc)]}) from None
+        saved = saved_vars(template["extra_vars"])
         ignored: dict[str, Any] = {}
         accepted = received
         if not template["ask_variables_on_launch"]:  # un-prompted: dropped; those equal to the saved value unreported
             accepted = {}
             if rejected := {k: v for k, v in received.items() if k not in saved or saved[k] != v}:
                 ignored["extra_vars"] = rejected
-        prompts = {f: data[f] for f in _PROMPT_FIELDS if f in data}
-        ignored |= {f: v for f, v in prompts.items() if not template[_PROMPTS[f]]}
-        job_id, self._next_job = self._next_job, self._next_job + 1
-        stamp, uid = _stamp(self.clock()), self._user_ids.get(user, 1)
+        prompts: dict[str, Any] = {}
+        for name in _PROMPT_FIELDS:
+            new = data.get(name)
+            if new is None or new == template.get(name, []):  # not given, or the template's own value: neither
+                continue
+            if not template[_PROMPTS[name]]:
+                ignored[name] = new
+            elif name == "job_slice_count" and isinstance(new, int) and new > 1 >= self._slice_count(template, new):
+                ignored[name] = new  # "Job inventory does not have enough hosts for slicing", not blocking
+            else:
+                prompts[name] = new
+        slices = self._slice_count(template, prompts.get("job_slice_count"))
+        if slices > 1:
+            record = self._new_sliced_workflow_job(template, user, accepted, prompts, slices)
+        else:
+            eager = {"job_slice_count": 1} if template["job_slice_count"] > 1 else {}
+            record = self._new_job(template, user, accepted, prompts | eager)
+        self._start(record)
+        return record, ignored, received
+
+    def _slice_count(self, template: dict[str, Any], prompted: Any) -> int:
+        """JobTemplate.get_effective_slice_ct: the (prompted) slice count, at most the inventory's hosts."""
+        count = prompted if isinstance(prompted, int) else template["job_slice_count"]
+        return count if self.inventory_hosts is None else min(count, self.inventory_hosts)
+
+    def _new_job(
+        self, template: dict[str, Any], user: str, variables: dict[str, Any], fields: dict[str, Any],
+        launch_type: str = "manual",
+    ) -> dict[str, Any]:  # fmt: skip
+        job_id, now = self._new_job_id(), stamp(self.clock())
+        launched_by, created_by = self._user(user)
+        summary = {k: template[k] for k in ("id", "name", "description")}
         job: dict[str, Any] = {
             "id": job_id, "type": "job", "url": f"/api/v2/jobs/{job_id}/",
-            "related": {k: f"/api/v2/jobs/{job_id}/{k}/" for k in ("stdout", "job_events", "cancel", "relaunch")}
+            "related": {"created_by": launched_by["url"]}
+            | {k: f"/api/v2/jobs/{job_id}/{k}/" for k in ("stdout", "job_events", "cancel", "relaunch")}
             | {"job_template": template["url"], "unified_job_template": template["url"]},
-            "summary_fields": {"organization": template["summary_fields"]["organization"],
-                               "job_template": {k: template[k] for k in ("id", "name", "description")}},
-            "created": stamp, "modified": stamp, "name": template["name"], "description": template["description"],
+            "summary_fields": {"organization": template["summary_fields"]["organization"], "job_template": summary,
+                               "unified_job_template": summary | {"unified_job_type": "job"},
+                               "created_by": created_by},
+            "created": now, "modified": now, "name": template["name"], "description": template["description"],
             **{k: copy.deepcopy(template[k]) for k in _COPIED.split()}, "unified_job_template": template["id"],
-            "launch_type": "manual", "status": "pending", "failed": False, "started": None, "finished": None,
-            "elapsed": 0.0, "extra_vars": json.dumps({**saved, **accepted}), "job_template": template["id"],
-            "launched_by": {"id": uid, "name": user, "type": "user", "url": f"/api/v2/users/{uid}/"},
-            **copy.deepcopy(_JOB_DEFAULTS),
+            "launch_type": launch_type, "status": "pending", "failed": False, "started": None, "finished": None,
+            "elapsed": 0.0, "extra_vars": json.dumps({**saved_vars(template["extra_vars"]), **variables}),
+            "job_template": template["id"], "launched_by": launched_by, **copy.deepcopy(_JOB_DEFAULTS),
         }  # fmt: skip
-        job |= {f: v for f, v in prompts.items() if f not in ignored and f in job}
+        job |= {k: copy.deepcopy(v) for k, v in fields.items() if k in job}
         self.jobs[job_id] = job
-        self.launches.append((template["id"], received))
+        return job
+
+    def _start(self, record: dict[str, Any]) -> None:
+        """signal_start: the record takes the next script."""
         script = next(iter(self._scripts), self._default)
         if script.count is not None:
             script.count -= 1
             if script.count == 0:
                 self._scripts.remove(script)
-        self._progress[job_id] = _Script(script.outcome, script.polls)
-        answer = {"job": job_id, "ignored_fields": ignored, **self._job_view(job, _DETAIL_ONLY)}
-        return _json(201, answer, {"Location": f"{self.base}{job['url']}"})
+        self._progress[record["id"]] = Script(script.outcome, script.polls)
 
-    def _advance(self, job_id: int) -> None:
-        job, script = self.jobs[job_id], self._progress.get(job_id)
-        if script is not None and job["status"] not in TERMINAL:
+    def _cancel(self, record: dict[str, Any], method: str) -> Reply:
+        """GenericCancelView + UnifiedJob.cancel."""
+        can_cancel = record["status"] in CAN_CANCEL
+        if method == "GET":
+            return json_reply(200, {"can_cancel": can_cancel})
+        if not can_cancel:
+            raise Http(405, {"detail": 'Method "POST" not allowed.'})
+        if not record["cancel_flag"]:
+            record["cancel_flag"] = True
+            record["canceled_on"] = record["canceled_on"] or stamp(self.clock())  # UnifiedJob.save
+        self._progress.pop(record["id"], None)
+        if record["status"] not in DISPATCHED or self.cancel_delay == 0:  # nobody to tell: canceled in the request
+            self._cancels.pop(record["id"], None)
+            self._set_status(record, "canceled")
+        else:
+            self._cancels.setdefault(record["id"], self.cancel_delay)
+        return Reply(202)
+
+    def _advance(self, record: dict[str, Any]) -> None:
+        """A GET of the detail: a pending cancel counts down, else the script moves on."""
+        ident, script = record["id"], self._progress.get(record["id"])
+        if ident in self._cancels and record["status"] not in TERMINAL:
+            left = self._cancels[ident]
+            if left == 0:
+                self._set_status(record, "canceled")
+            elif left is not None:
+                self._cancels[ident] = left - 1
+        elif script is not None and record["status"] not in TERMINAL:
             script.seen += 1
             waiting = "pending" if script.seen == 1 else "running"
-            self._set_status(job, script.outcome if script.seen > script.polls else waiting)
-        if job["status"] in TERMINAL:
-            job["event_processing_finished"] = job_id in self._shown_terminal
-            self._shown_terminal.add(job_id)
+            self._set_status(record, script.outcome if script.seen > script.polls else waiting)
+        if record["status"] in TERMINAL and "event_processing_finished" in record:
+            record["event_processing_finished"] = ident in self._shown_terminal
+            self._shown_terminal.add(ident)
 
-    def _set_status(self, job: dict[str, Any], status: str) -> None:
+    def _set_status(self, record: dict[str, Any], status: str) -> None:
+        """UnifiedJob.save: failed, started, finished, elapsed, canceled_on follow the status."""
         now = self.clock()
-        stamp = _stamp(now)
-        if status != job["status"]:
-            job["modified"] = stamp
-        job["status"], job["failed"] = status, status in ("failed", "error", "canceled")
-        if status == "running" or (status in ("successful", "failed") and job["started"] is None):
-            job["started"] = job["started"] or stamp  # a job that failed or succeeded did run
+        when = stamp(now)
+        if status != record["status"]:
+            record["modified"] = when
+        record["status"], record["failed"] = status, status in ("failed", "error", "canceled")
+        if status == "running" or (status in ("successful", "failed") and record["started"] is None):
+            record["started"] = record["started"] or when  # a job that failed or succeeded did run
         if status not in TERMINAL:
-            job.update(finished=None, elapsed=0.0, event_processing_finished=False)
-            self._shown_terminal.discard(job["id"])
+            record.update(finished=None, elapsed=0.0)
+            if "event_processing_finished" in record:
+                record["event_processing_finished"] = False
+            self._shown_terminal.discard(record["id"])
+        else:
+            record["finished"] = when
+            record["elapsed"] = (
+                round((now - parse_dt(record["started"])).total_seconds(), 3) if record["started"] else 0.0
+            )
+            self._cancels.pop(record["id"], None)
+            if status == "canceled":
+                record["canceled_on"] = record["canceled_on"] or when
+            self._explain(record, status)
+        if record["type"] == "workflow_job":
+            self._sync_slices(record)
+
+    def _explain(self, record: dict[str, Any], status: str) -> None:
+        if record["job_explanation"]:
             return
-        job["finished"] = stamp
-        job["elapsed"] = round((now - _parse_dt(job["started"])).total_seconds(), 3) if job["started"] else 0.0
-        if status == "canceled":
-            job["canceled_on"] = stamp
-        if status == "error" and not job["job_explanation"]:
-            job["job_explanation"] = (
+        if record["type"] == "workflow_job" and status == "failed":  # task_manager.py spawn_workflow_graph_jobs
+            record["job_explanation"] = "No error handling paths found, marking workflow as failed"
+        elif record["type"] == "job" and status == "error":
+            record["job_explanation"] = (
                 'Previous Task Failed: {"job_type": "project_update", "job_name": "fragalysis-stack-kubernetes", '
-                f'"job_id": "{job["id"] - 1}"}}'
+                f'"job_id": "{record["id"] - 1}"}}'
             )
 
     def _job_view(self, job: dict[str, Any], omit: tuple[str, ...]) -> dict[str, Any]:
-        view = {k: copy.deepcopy(v) for k, v in job.items() if k not in omit}
+        view = {k: copy.deepcopy(v) for k, v in job.items() if k not in omit and k not in HIDDEN}
         if job["status"] == "running" and job["started"]:
-            view["elapsed"] = round((self.clock() - _parse_dt(job["started"])).total_seconds(), 3)
-        return view
+            view["elapsed"] = round((self.clock() - parse_dt(job["started"])).total_seconds(), 3)
+        if (parent := self._slice_parent.get(job["id"])) is not None:
+            workflow = self.workflow_jobs[parent]
+            view["summary_fields"]["source_workflow_job"] = {
+                k: workflow[k] for k in ("id", "name", "description", "status", "failed", "elapsed")
+            }
+        return view | copy.deepcopy(self._overlays.get(job["id"], {}))
 
 
-def _positive(raw: str | None) -> int | None:
-    """DRF's _positive_int(strict=True): a positive int, else None."""
-    try:
-        value = int(raw) if raw is not None else 0
-    except ValueError:
-        return None
-    return value if value > 0 else None
-
-
-def _replace_page(target: str, page: int) -> str:
-    split = urlsplit(target)
-    query = parse_qs(split.query, keep_blank_values=True) | {"page": [str(page)]}
-    return urlunsplit(("", "", split.path, urlencode(sorted(query.items()), doseq=True), ""))
-
-
-def _stored(value: Any, kind: str) -> Any:
-    return _parse_dt(value) if kind == "dt" and value is not None else value
-
-
-def _bool(raw: str) -> bool:
-    if raw.lower() not in ("true", "1", "yes", "false", "0", "no"):
-        raise ValueError(raw)
-    return raw.lower() in ("true", "1", "yes")
-
-
-_CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "dt": _parse_dt, "bool": _bool, "str": str}
-_BAD_VALUE = {  # Django's messages; a ValidationError's list comes JSON-encoded inside the ParseError detail
-    "int": "Field '{name}' expected a number but got '{raw}'.",
-    "float": "Field '{name}' expected a number but got '{raw}'.",
-    "dt": '["“{raw}” value has an invalid format. It must be in YYYY-MM-DD HH:MM[:ss[.uuuuuu]][TZ] format."]',
-    "bool": '["“{raw}” value must be either True or False."]',
-}
-
-
-def _convert(name: str, kind: str, raw: str) -> Any:
-    """A query-string value as Django's field.to_python makes it; a bad one is a 400 ParseError."""
-    try:
-        return _CONVERTERS[kind](raw)
-    except ValueError:
-        raise _Http(400, {"detail": _BAD_VALUE[kind].format(name=name, raw=raw)}) from None
-
-
-def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
-    return lambda item: (item[name] is None, 0 if item[name] is None else item[name])
-
-
-def _match(value: Any, lookup: str, arg: Any) -> bool:
-    if lookup == "isnull":
-        return (value is None) is arg
-    if value is None:
-        return False
-    if lookup in _TEXT_LOOKUPS:
-        text, needle = (str(value), arg) if lookup == "contains" else (str(value).lower(), arg.lower())
-        return bool({"iexact": text == needle, "startswith": text.startswith(needle)}.get(lookup, needle in text))
-    ops: dict[str, Callable[[Any, Any], bool]] = {
-        "exact": lambda a, b: a == b, "in": lambda a, b: a in b, "gt": lambda a, b: a > b,
-        "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
-    }  # fmt: skip
-    return bool(ops[lookup](value, arg))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes; no 40 ms delayed-ACK stall per request
-
-    def do_GET(self) -> None:
-        awx: FakeAwx = self.server.owner  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        reply = awx.handle(self.command, self.path, dict(self.headers.items()), body)
-        try:
-            self.send_response(reply.status)
-            for key, value in reply.headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
-        except (BrokenPipeError, ConnectionResetError):  # a hung answer whose client is gone
-            self.close_connection = True
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+_NOT_FOUND = {"detail": "Not found."}
