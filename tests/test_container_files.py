@@ -576,11 +576,12 @@ def test_the_compose_config_loads_with_reconcilers_loader() -> None:
     assert settings.awx == fragalysis.awx
 
 
-def test_the_compose_config_leaves_the_database_to_the_environment() -> None:
-    assert "database" not in tomllib.loads(COMPOSE_CONFIG.read_text(encoding="utf-8"))["reconciler"]
+def test_the_compose_config_takes_the_database_from_the_environment_else_sqlite_in_app() -> None:
     url = _interpolate_string(DATABASE_URL, {"POSTGRES_PASSWORD": "pw"})
     settings = config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x", "RECONCILER_DATABASE_URL": url})
     assert settings.database == url
+    # Without it, the image's writable working directory, not the read-only one of the mounted configuration.
+    assert config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x"}).database == "sqlite:////app/reconciler.db"
 
 
 def test_the_compose_config_needs_only_the_awx_token() -> None:
