@@ -16,6 +16,7 @@ import pytest
 from reconciler import model
 from tests.fakes.awx import FakeAwx
 from tests.support.awx_scenario import PRODUCTION, STAGING, TOKEN, Scenario, baseline, make_scenario
+from tests.support.daemon import wait_until
 from tests.support.registry import LocalRegistry
 
 
@@ -255,8 +256,6 @@ def test_an_odd_job_record_fails_no_pass_and_no_other_recovery(scenario: Scenari
     s.push("two")
     s.awx.script(outcome="successful", polls=10**6)
     proc = s.spawn("reconcile")  # killed while both wait: both actions are left launched
-    from tests.support.daemon import wait_until
-
     wait_until("both launches", lambda: [a["status"] for a in s.actions()] == ["launched", "launched"])
     proc.kill()
     proc.wait()
