@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, update
 
-from reconciler import model
-from reconciler.store import tables
+from reconciler import errors, lease, model
+from reconciler.store import leases, tables
 from tests.fakes.awx import FakeAwx
 from tests.fakes.hub import FakeHub
 from tests.support.awx_scenario import PRODUCTION, STAGING, TOKEN, Scenario, baseline, make_scenario
@@ -180,3 +181,17 @@ def test_an_open_action_whose_watch_lost_its_action_is_closed_with_the_reason(sc
     assert "no longer has an action of kind awx in the configuration" in action["detail"]
     assert s.cli("status", "--json").stdout.count('"deploying"') == 0
     assert model.ActionStatus(action["status"]) is model.ActionStatus.SUPERSEDED
+
+
+def test_a_process_whose_clock_runs_years_ahead_cannot_take_a_live_lease(scenario: Scenario) -> None:
+    """Lease times are the database's: a host whose clock is wrong sees the lease as it really is."""
+    s = scenario
+    baseline(s)
+    s.push("two")
+    engine = create_engine(s.database)
+    assert leases.Leases(engine).acquire(name=lease.NAME, holder="elsewhere:1:cafe", ttl=timedelta(seconds=60))
+    engine.dispose()
+    s.time.now = datetime(2031, 1, 1, tzinfo=UTC)  # by this process's clock, that lease ended long ago
+    with pytest.raises(errors.LockHeld):
+        s.reconcile()
+    assert s.actions() == [] and s.awx.launches == []
