@@ -26,7 +26,8 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/reconciler \
     PATH=/opt/reconciler/bin:$PATH \
     HOME=/home/reconciler \
-    RECONCILER_CONFIG=/etc/reconciler/config.toml
+    RECONCILER_CONFIG=/etc/reconciler/config.toml \
+    RECONCILER_DATABASE_URL=sqlite:////app/reconciler.db
 # The wheels are bind-mounted from the build stage for this one step, so they never become a layer of the image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv "$VIRTUAL_ENV" \
@@ -36,7 +37,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
         reconciler \
     && install -d -o 10001 -g 10001 /app
 # A default configuration (the Fragalysis watches, listening on 0.0.0.0:8080); mount your own over it, or point
-# RECONCILER_CONFIG elsewhere. The database comes from $RECONCILER_DATABASE_URL (else SQLite in /app).
+# RECONCILER_CONFIG elsewhere. The database comes from $RECONCILER_DATABASE_URL (SQLite in /app unless overridden).
 COPY deploy/compose/config.toml /etc/reconciler/config.toml
 WORKDIR /app
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.

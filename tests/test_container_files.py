@@ -192,6 +192,9 @@ def test_workdir_expose_and_environment() -> None:
     env = _env_of_final_stage()
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env.get("RECONCILER_CONFIG") == CONFIG_PATH
+    # The default database lives in the writable working directory (compose and Kubernetes override it), not
+    # beside the mounted, read-only configuration where a relative SQLite path in it would put it.
+    assert env.get("RECONCILER_DATABASE_URL") == "sqlite:////app/reconciler.db"
 
 
 def test_the_healthcheck_asks_healthz_with_urllib() -> None:
@@ -576,12 +579,11 @@ def test_the_compose_config_loads_with_reconcilers_loader() -> None:
     assert settings.awx == fragalysis.awx
 
 
-def test_the_compose_config_takes_the_database_from_the_environment_else_sqlite_in_app() -> None:
+def test_the_compose_config_leaves_the_database_to_the_environment() -> None:
+    assert "database" not in tomllib.loads(COMPOSE_CONFIG.read_text(encoding="utf-8"))["reconciler"]
     url = _interpolate_string(DATABASE_URL, {"POSTGRES_PASSWORD": "pw"})
     settings = config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x", "RECONCILER_DATABASE_URL": url})
     assert settings.database == url
-    # Without it, the image's writable working directory, not the read-only one of the mounted configuration.
-    assert config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x"}).database == "sqlite:////app/reconciler.db"
 
 
 def test_the_compose_config_needs_only_the_awx_token() -> None:

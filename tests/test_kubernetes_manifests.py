@@ -463,7 +463,8 @@ def test_the_config_map_loads_with_reconcilers_loader(tmp_path: Path) -> None:
     path.write_text(_config_map()["data"]["config.toml"], encoding="utf-8")
     settings = config.load(path, env={"AWX_TOKEN": "x"})
     assert settings.server.listen == f"0.0.0.0:{PORT}"
-    assert settings.database == config.DEFAULT_DATABASE  # nothing in the file: $RECONCILER_DATABASE_URL decides
+    # nothing in the file: $RECONCILER_DATABASE_URL decides (else the default, beside the mounted file)
+    assert settings.database == f"sqlite:///{tmp_path / 'reconciler.db'}"
     url = "postgresql+psycopg://reconciler:pw@postgres:5432/reconciler"
     assert config.load(path, env={"AWX_TOKEN": "x", "RECONCILER_DATABASE_URL": url}).database == url
     # the Fragalysis watches, exactly as the repository's config.toml has them
