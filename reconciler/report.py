@@ -32,6 +32,7 @@ def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
         "finished_at": iso(action.finished_at),
         "ref": action.link or action.external_ref,
         "detail": action.detail,
+        "failure": action.failure.value if action.failure is not None else None,
         "next_attempt_at": iso(action.next_attempt_at) if action.status is model.ActionStatus.FAILED else None,
     }
 

@@ -6,6 +6,7 @@ The real registry and database, the fake AWX over real HTTP, a fake clock whose 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -315,6 +316,19 @@ def test_reconciler_retry_clears_gave_up(scenario: Scenario) -> None:
     assert done.action is not None and done.action.status is model.ActionStatus.SUCCEEDED
     assert done.action.attempt == 1
     assert s.cli("retry", "nope").returncode == 2
+
+
+def test_status_tells_an_outage_from_a_failed_deployment(scenario: Scenario) -> None:
+    s = scenario
+    reachable = s.path.read_text()
+    baseline(s)
+    s.push("two")
+    s.path.write_text(reachable.replace(s.awx.base, "http://127.0.0.1:9"))
+    s.outcome()
+    result = s.cli("status", "--json")
+    s.path.write_text(reachable)
+    action = json.loads(result.stdout)["watches"][0]["last_action"]
+    assert action["status"] == "failed" and action["failure"] == "outage" and action["attempt"] == 1
 
 
 def test_a_changed_action_clears_gave_up(scenario: Scenario) -> None:
