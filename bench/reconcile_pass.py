@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler import app, config, model  # noqa: E402
+from reconciler import app, clients, config, model  # noqa: E402
 from reconciler.registry.client import ACCEPT  # noqa: E402
 from reconciler.store import queries, schema  # noqa: E402
 from tests.support.registry import LocalRegistry, push_many  # noqa: E402
@@ -138,7 +138,7 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         t0 = time.perf_counter()
         settings = config.load(config_path, env={})
         load_s = time.perf_counter() - t0
-        application = app.App(settings, registry=app.registry_client(settings))
+        application = app.App(settings, registry=clients.registry_client(settings))
         client = application.registry
         assert client is not None
         try:

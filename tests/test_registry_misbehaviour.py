@@ -9,7 +9,7 @@ import re
 import pytest
 import requests
 
-from reconciler import app, errors, metrics, model
+from reconciler import clients, errors, metrics, model
 from reconciler.registry import auth, client
 from tests.fakes.hub import FakeHub
 
@@ -32,7 +32,7 @@ INVALID = [
 
 
 def _client(base: str, *, credentials: auth.Credentials | None = None) -> client.RegistryClient:
-    session = app.registry_session(backoff=0.01)
+    session = clients.registry_session(backoff=0.01)
     authenticator = auth.Authenticator(session=session, credentials=lambda _: credentials)
     return client.RegistryClient(session=session, authenticator=authenticator, urls={"docker.io": base})
 
@@ -186,7 +186,7 @@ def test_a_redirect_to_another_host_never_carries_basic_credentials() -> None:
     with FakeHub() as hub, FakeHub() as elsewhere:
         hub.set_tag(REPO, "latest", D1)
         elsewhere.set_tag(REPO, "latest", D2)
-        session = app.registry_session(backoff=0.01)
+        session = clients.registry_session(backoff=0.01)
         authenticator = auth.Authenticator(session=session, credentials=lambda _: bob)
         reg = client.RegistryClient(session=session, authenticator=authenticator, urls={"docker.io": hub.base})
         # As after one 401 from a Basic registry: from now on the credentials go up front on every request to it.

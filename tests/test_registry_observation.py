@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from reconciler import app, config, errors, model
+from reconciler import clients, config, errors, model
 from reconciler.registry import auth, client
 from tests.fakes.hub import FakeHub
 from tests.support.registry import LocalRegistry, push_many, push_oci_index, push_schema2
@@ -33,8 +33,8 @@ def _client(
     if username is not None and password is not None:
         creds = {"username": config.Secret(username, "$TEST_USER"), "password": config.Secret(password, "$TEST_PW")}
     settings = config.Settings(source="test", registries={"docker.io": config.RegistrySettings(url=url, **creds)})
-    return app.registry_client(
-        settings, session=session or app.registry_session(backoff=0.01), docker_config=docker_config
+    return clients.registry_client(
+        settings, session=session or clients.registry_session(backoff=0.01), docker_config=docker_config
     )
 
 
@@ -115,7 +115,7 @@ def test_an_expired_token_is_fetched_again(token_registry: TokenRegistry) -> Non
     base = token_registry.registry.base
     push_schema2(base, "tok/expiry", "latest", label="a", session=authed_session("alice", "s3cret"))
     now = [1000.0]
-    session = app.registry_session(backoff=0.01)
+    session = clients.registry_session(backoff=0.01)
     authenticator = auth.Authenticator(session=session, credentials=lambda _: None, clock=lambda: now[0])
     reg = client.RegistryClient(session=session, authenticator=authenticator, urls={"docker.io": base})
     image = model.ImageRef.parse("tok/expiry")
@@ -166,7 +166,7 @@ def test_credentials_come_from_a_docker_credential_helper(
 
 def test_a_basic_auth_challenge_without_credentials_says_what_to_configure() -> None:
     with FakeHub() as hub:
-        session = app.registry_session(backoff=0.01)
+        session = clients.registry_session(backoff=0.01)
         authenticator = auth.Authenticator(session=session, credentials=lambda _: None)
         with pytest.raises(errors.RegistryAuthError, match="needs a username and password"):
             authenticator.answer(registry="docker.io", header='Basic realm="basic-realm"', scope="s", image="x")
@@ -239,7 +239,7 @@ def test_ratelimit_headers_are_kept_per_registry() -> None:
 
 
 def test_an_unreachable_registry_is_one_clear_error() -> None:
-    reg = _client("http://127.0.0.1:9", session=app.registry_session(retries=0))
+    reg = _client("http://127.0.0.1:9", session=clients.registry_session(retries=0))
     with pytest.raises(errors.RegistryError) as caught:
         reg.digest(STACK, "latest")
     assert str(caught.value) == (
@@ -356,14 +356,14 @@ def test_the_session_reads_ca_and_proxy_settings_once_unless_proxies_are_set(mon
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/site-bundle.pem")
-    session = app.registry_session()
+    session = clients.registry_session()
     assert (session.trust_env, session.verify) == (False, "/etc/ssl/certs/site-bundle.pem")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert app.registry_session().trust_env is True  # requests then honours HTTPS_PROXY and NO_PROXY per request
+    assert clients.registry_session().trust_env is True  # requests then honours HTTPS_PROXY and NO_PROXY per request
 
 
 def test_the_urllib3_floor_has_retry_after_max() -> None:
-    # app.registry_session passes Retry(retry_after_max=…), which urllib3 2.6.3 introduced: its changelog,
+    # clients.registry_session passes Retry(retry_after_max=…), which urllib3 2.6.3 introduced: its changelog,
     # "2.6.3 (2026-01-07) … Started treating Retry-After times greater than 6 hours as 6 hours by default
     # (#3743)"; the 2.6.2 wheel's urllib3/util/retry.py has no retry_after_max, the 2.6.3 one has it.
     import tomllib
