@@ -73,12 +73,12 @@ class App:
     def actuators(
         self, *, clock: engine.Clock, sleep: Callable[[float], object]
     ) -> dict[model.ActionKind, deploy.Actuator]:
-        clients = {
+        servers = {
             name: awx.AwxClient(session=self.awx_session, server=clients.awx_server(name, s))
             for name, s in self.settings.awx.items()
         }
         actuators: dict[model.ActionKind, deploy.Actuator] = {
-            model.ActionKind.AWX: awx.AwxActuator(clients=clients, clock=clock, sleep=sleep)
+            model.ActionKind.AWX: awx.AwxActuator(clients=servers, clock=clock, sleep=sleep)
         }
         if any(isinstance(w.action, model.StatefulSetAction) for w in self.settings.watches):
             from reconciler.actuators import kube  # noqa: PLC0415  (see kube_api)

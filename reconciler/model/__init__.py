@@ -1,0 +1,88 @@
+"""Frozen value types shared by every layer: images, watches, observations, decisions, actions, reports.
+
+`watches` holds the configuration side (what to follow and what to do), `outcomes` what happens (what was seen
+and decided, the outbox's actions, a pass's report). Both are re-exported here, so callers write `model.Watch`.
+Constructors validate; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from reconciler.model.outcomes import (
+    ActionRecord,
+    ActionStatus,
+    CheckFailure,
+    CheckResult,
+    Decision,
+    Deployed,
+    Failure,
+    Finish,
+    Launch,
+    Observation,
+    RunReport,
+    Seen,
+    State,
+    Target,
+    Unfinished,
+    Verdict,
+    WatchOutcome,
+    WatchState,
+)
+from reconciler.model.watches import (
+    DOCKER_HUB,
+    RELEASE_PATTERN,
+    Action,
+    ActionKind,
+    AwxAction,
+    ExtraVar,
+    FirstSeen,
+    ImageRef,
+    OnDelete,
+    ReleaseSelector,
+    RolloutMode,
+    Selector,
+    StatefulSetAction,
+    TagSelector,
+    Watch,
+    check_digest,
+    check_tag,
+    fingerprint,
+)
+
+__all__ = [
+    "DOCKER_HUB",
+    "RELEASE_PATTERN",
+    "Action",
+    "ActionKind",
+    "ActionRecord",
+    "ActionStatus",
+    "AwxAction",
+    "CheckFailure",
+    "CheckResult",
+    "Decision",
+    "Deployed",
+    "ExtraVar",
+    "Failure",
+    "Finish",
+    "FirstSeen",
+    "ImageRef",
+    "Launch",
+    "Observation",
+    "OnDelete",
+    "ReleaseSelector",
+    "RolloutMode",
+    "RunReport",
+    "Seen",
+    "Selector",
+    "State",
+    "StatefulSetAction",
+    "TagSelector",
+    "Target",
+    "Unfinished",
+    "Verdict",
+    "Watch",
+    "WatchOutcome",
+    "WatchState",
+    "check_digest",
+    "check_tag",
+    "fingerprint",
+]

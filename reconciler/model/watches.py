@@ -1,0 +1,201 @@
+"""Frozen value types of the configuration side: images, tags, selectors, actions and watches.
+
+Constructors validate, so an invalid watch or image reference cannot exist. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from reconciler import errors
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
+# distribution-spec "Pulling manifests": repository path components and tags.
+_PATH = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+RELEASE_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+
+
+class FirstSeen(enum.StrEnum):
+    """What to do with the first observation of a watch."""
+
+    BASELINE = "baseline"
+    DEPLOY = "deploy"
+
+
+class ActionKind(enum.StrEnum):
+    AWX = "awx"
+    STATEFULSET = "statefulset"
+
+
+class RolloutMode(enum.StrEnum):
+    RESTART = "restart"
+    PIN = "pin"
+
+
+class OnDelete(enum.StrEnum):
+    """What a roll-out does with an `OnDelete` StatefulSet, whose pods change only when deleted."""
+
+    REPORT = "report"  # fail the action, saying the pods must be deleted
+    DELETE_PODS = "delete-pods"  # delete them one at a time, highest ordinal first
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """A normalised repository: `docker.io/library/busybox`, `ghcr.io/org/img`, `127.0.0.1:5000/a/b`."""
+
+    registry: str
+    repository: str
+
+    def __post_init__(self) -> None:
+        if not _PATH.fullmatch(self.repository):
+            raise errors.ConfigError(
+                f"{self.repository!r} is not a valid repository name "
+                "(lower-case letters, digits and separators . _ __ - between them, / between components)"
+            )
+
+    @classmethod
+    def parse(cls, name: str) -> ImageRef:
+        """Normalise as Docker does: `xchem/x` -> `docker.io/xchem/x`, `busybox` -> `docker.io/library/busybox`."""
+        if "@" in name or ":" in name.rsplit("/", 1)[-1]:
+            raise errors.ConfigError(f"image {name!r} must be a repository without a tag or digest")
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first.lower(), rest
+        else:
+            registry, path = DOCKER_HUB, name
+        if registry in _HUB_ALIASES:
+            registry = DOCKER_HUB
+            if "/" not in path:
+                path = f"library/{path}"
+        return cls(registry=registry, repository=path)
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise errors.ConfigError(f"{tag!r} is not a valid tag (letters, digits, . _ -, at most 128)")
+    return tag
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.fullmatch(digest):
+        raise errors.ConfigError(f"{digest!r} is not a sha256 digest")
+    return digest
+
+
+@dataclass(frozen=True, slots=True)
+class TagSelector:
+    """Follow the digest behind one mutable tag."""
+
+    tag: str
+
+    def __post_init__(self) -> None:
+        check_tag(self.tag)
+
+    def describe(self) -> str:
+        return f"tag:{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSelector:
+    """Follow the newest tag matching `pattern` (and `range`), compared as versions, and its digest."""
+
+    pattern: str = RELEASE_PATTERN
+    range: str | None = None
+    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    specifiers: SpecifierSet | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "compiled", re.compile(self.pattern))
+        except re.error as exc:
+            raise errors.ConfigError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from exc
+        try:
+            specs = SpecifierSet(self.range) if self.range is not None else None
+        except InvalidSpecifier as exc:
+            raise errors.ConfigError(f"range {self.range!r} is not a version range such as '>=2026.1.0,<2027'") from exc
+        object.__setattr__(self, "specifiers", specs)
+
+    def describe(self) -> str:
+        if self.pattern == RELEASE_PATTERN and self.range is None:
+            return "tags:release"
+        parts = [f"pattern={self.pattern}"] + ([f"range={self.range}"] if self.range else [])
+        return "tags:" + ",".join(parts)
+
+
+Selector = TagSelector | ReleaseSelector
+ExtraVar = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class AwxAction:
+    """Launch an AWX job template, or a workflow job template (`workflow`), by name or numeric id, and wait."""
+
+    server: str
+    template: str | int
+    extra_vars: Mapping[str, ExtraVar] = field(default_factory=dict)
+    workflow: bool = False
+    kind: ActionKind = field(default=ActionKind.AWX, init=False)
+
+    def describe(self) -> str:
+        return f"awx {self.server}: {'workflow ' if self.workflow else ''}{self.template}"
+
+
+@dataclass(frozen=True, slots=True)
+class StatefulSetAction:
+    """Roll a StatefulSet: restart it, or pin the container's image to the new digest."""
+
+    namespace: str
+    name: str
+    container: str
+    mode: RolloutMode = RolloutMode.RESTART
+    timeout: timedelta = timedelta(minutes=15)
+    on_delete: OnDelete = OnDelete.REPORT
+    kind: ActionKind = field(default=ActionKind.STATEFULSET, init=False)
+
+    def describe(self) -> str:
+        return f"statefulset {self.namespace}/{self.name} ({self.mode})"
+
+
+Action = AwxAction | StatefulSetAction
+
+
+def fingerprint(action: Action) -> str:
+    """A short digest of an action's configuration: a failure that a retry cannot fix is retried once it changes."""
+    fields = {k: getattr(action, k) for k in action.__dataclass_fields__}
+    canonical = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """One image to follow, how often, and what to do when it drifts."""
+
+    name: str
+    image: ImageRef
+    selector: Selector
+    interval: timedelta = timedelta(minutes=5)
+    jitter: timedelta = timedelta(seconds=30)
+    settle: timedelta = timedelta(0)
+    first_seen: FirstSeen = FirstSeen.BASELINE
+    max_attempts: int = 3
+    action: Action | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise errors.ConfigError(f"watch name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if self.max_attempts < 1:
+            raise errors.ConfigError("max_attempts must be at least 1")
