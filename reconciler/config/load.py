@@ -1,0 +1,112 @@
+"""Reading `config.toml`: defaults in code, then the file, then the environment, into `Settings`."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from reconciler import errors, model
+from reconciler.config import sections, watches
+from reconciler.config import table as config_table
+from reconciler.config.settings import DEFAULT_DATABASE, Settings
+
+
+def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """`RECONCILER_<KEY>` overrides `[reconciler].<key>`; the values are then validated like the file's."""
+    section = data.setdefault("reconciler", {})
+    if not isinstance(section, dict):
+        return
+    for key in ("interval", "jitter", "settle"):
+        if value := env.get(f"RECONCILER_{key.upper()}"):
+            config_table.parse_duration(value, f"RECONCILER_{key.upper()}")
+            section[key] = value
+    if value := env.get("RECONCILER_FIRST_SEEN"):
+        if value not in tuple(model.FirstSeen):
+            allowed = ", ".join(f'"{e.value}"' for e in model.FirstSeen)
+            raise errors.ConfigError(f"RECONCILER_FIRST_SEEN: expected one of {allowed}, got {value!r}")
+        section["first_seen"] = value
+    if value := env.get("RECONCILER_MAX_ATTEMPTS"):
+        if not value.isdigit():
+            raise errors.ConfigError(f"RECONCILER_MAX_ATTEMPTS: expected a whole number, got {value!r}")
+        section["max_attempts"] = int(value)
+
+
+def resolve_path(explicit: str | None, env: Mapping[str, str]) -> Path:
+    return Path(explicit or env.get("RECONCILER_CONFIG") or "config.toml")
+
+
+def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | None = None) -> Settings:
+    """Read and validate the configuration; `database` (from --database) wins over everything."""
+    env = os.environ if env is None else env
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise errors.ConfigError(
+            f"{path}: configuration file not found (give --config PATH or set RECONCILER_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    _env_overrides(data, env)
+    try:
+        return _settings(data, path=path, env=env, database=database)
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{path}: {exc}") from None
+
+
+def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
+    top = config_table.Table(data, "", env, path.parent).expect(
+        "reconciler", "server", "registries", "awx", "kubernetes", "watch"
+    )
+    main = top.table("reconciler") or config_table.Table({}, "reconciler", env, path.parent)
+    main.expect("database", "lease", *watches.SCHEDULE_KEYS)
+    lease_ttl = main.duration("lease", timedelta(seconds=60))
+    if lease_ttl < timedelta(seconds=3):
+        raise errors.ConfigError("reconciler.lease: must be at least 3s")
+    file_database = main.text("database", DEFAULT_DATABASE)
+    assert file_database is not None
+    defaults = watches.schedule_of(main, watches.Defaults())
+    awx = sections.awx_servers(top.table("awx"))
+    kube = (top.table("kubernetes") or config_table.Table({}, "kubernetes", env, path.parent)).expect("context", "poll")
+    context = kube.text("context")
+    kube_poll = kube.duration("poll", timedelta(seconds=5))
+    watch_list = top.get("watch") or []
+    if not isinstance(watch_list, list):
+        raise errors.ConfigError("watch: expected [[watch]] tables")
+    specs = tuple(
+        watches.watch(config_table.Table(w, f"watch[{i}]", env, path.parent), defaults, awx)
+        for i, w in enumerate(watch_list)
+    )
+    seen: set[str] = set()
+    for i, w in enumerate(specs):
+        if w.name in seen:
+            raise errors.ConfigError(f"watch[{i}].name: {w.name!r} is used by another watch")
+        seen.add(w.name)
+    base = Path(os.path.abspath(path)).parent
+    settings = Settings(
+        source=str(path),
+        database=sections.database(database, "--database")
+        if database
+        else (
+            sections.database(env["RECONCILER_DATABASE_URL"], "RECONCILER_DATABASE_URL")
+            if env.get("RECONCILER_DATABASE_URL")
+            else sections.database(file_database, "reconciler.database", base=base)
+        ),
+        server=sections.server(top),
+        registries=sections.registries(top.table("registries")),
+        awx=awx,
+        kube_context=context,
+        kube_poll=kube_poll,
+        lease_ttl=lease_ttl,
+        watches=specs,
+    )
+    return settings

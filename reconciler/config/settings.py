@@ -1,0 +1,63 @@
+"""The validated, frozen settings the configuration loads into, and their defaults. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from reconciler import errors, model
+from reconciler.config import table as config_table
+
+Secret = config_table.Secret  # settings carry these; re-exported for their readers
+DEFAULT_DATABASE = "sqlite:///reconciler.db"
+DEFAULT_MARKER = "reconciler_action"
+PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
+_SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: str = "127.0.0.1:8080"
+    token: Secret | None = None
+    webhook_secret: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """How to reach one registry host: an API URL override and optional credentials."""
+
+    url: str | None = None
+    username: Secret | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwxSettings:
+    url: str
+    token: Secret | None = None
+    username: Secret | None = None
+    password: Secret | None = None
+    timeout: timedelta = timedelta(minutes=45)
+    poll: timedelta = timedelta(seconds=5)
+    marker: str = "reconciler_action"  # the extra var that names the action a launch belongs to; "" = none
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: str
+    database: str = DEFAULT_DATABASE
+    server: ServerSettings = ServerSettings()
+    registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
+    awx: Mapping[str, AwxSettings] = field(default_factory=dict)
+    kube_context: str | None = None
+    kube_poll: timedelta = timedelta(seconds=5)
+    lease_ttl: timedelta = timedelta(seconds=60)
+    watches: tuple[model.Watch, ...] = ()
+
+    def watch(self, name: str) -> model.Watch:
+        for w in self.watches:
+            if w.name == name:
+                return w
+        known = ", ".join(w.name for w in self.watches) or "none"
+        raise errors.ConfigError(f"no watch named {name!r} in {self.source} (watches: {known})")
