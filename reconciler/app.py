@@ -139,14 +139,15 @@ class App:
         holder = held or self.new_lease()
         if held is None:
             holder.acquire()
+        tenure = holder.tenure  # the hold this pass acts under; lost and taken again since, it acts no more
 
         def keep_alive() -> None:
             self._stop_check()
-            holder.keep_alive()
+            holder.keep_alive(tenure)
 
         def confirm() -> None:
             self._stop_check()
-            holder.confirm()
+            holder.confirm(tenure)
 
         try:
             deployer = deploy.Deployer(

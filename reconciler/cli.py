@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from sqlalchemy.engine import make_url
@@ -140,7 +140,10 @@ def _left_open(application: app.App, names: Sequence[str]) -> str:
         f"action #{a.id} of watch {a.watch} is left {a.status.value}" + (f" ({a.link})" if a.link else "")
         for a in actions
     )
-    return f"{shown}; the next `reconciler reconcile` or `reconciler run` resumes it, never launching it again"
+    return (
+        f"{shown}; the next `reconciler reconcile` or `reconciler run` resumes it "
+        "(a launched job is followed, never launched again)"
+    )
 
 
 def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
@@ -149,7 +152,7 @@ def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
             result = application.reconcile(args.watch, dry_run=args.dry_run)
         except errors.Stopped:
             print(f"reconciler: interrupted: {_left_open(application, args.watch)}", file=sys.stderr)
-            return 128 + (received[0] if received else signal.SIGINT)
+            _exit_now(application, 128 + (received[0] if received else signal.SIGINT))
     document = report.reconcile_document(result)
     _print_json(document) if args.json else render.reconcile(_console(), document)
     unchecked = [o for o in result.outcomes if isinstance(o.result, model.CheckFailure)]
@@ -282,7 +285,17 @@ def cmd_config(args: argparse.Namespace, application: app.App) -> int:
 
 def cmd_run(args: argparse.Namespace, application: app.App) -> int:
     application.serve()
-    return EXIT_OK
+    _exit_now(application, EXIT_OK)
+
+
+def _exit_now(application: app.App, code: int) -> NoReturn:
+    """End the process once everything is recorded and said, without waiting for worker threads still blocked in a
+    request that nothing will read (up to its 30 s timeout): the outbox needs nothing more of them."""
+    application.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {

@@ -106,6 +106,7 @@ def awx_session(*, retries: int = 3, backoff: float = 0.5, stop: threading.Event
     retry = _retry(
         stop,
         total=retries,
+        other=0,  # urllib3 re-sends on "other" errors whatever the method: never a POST that may have arrived
         status_forcelist=(502, 503, 504),
         allowed_methods=frozenset({"GET"}),
         backoff_factor=backoff,
@@ -172,7 +173,17 @@ def kube_api(context: str | None) -> k8s.ApiClient:
 def database_engine(url: str) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         return create_engine(url, connect_args={"timeout": 30})  # wait for a concurrent writer, don't fail
-    return create_engine(url, pool_pre_ping=True)
+    # A stalled link must end in an error, not a hang that holds the lease job and a stop request: libpq gives
+    # up on a connect after 10 s and on unacknowledged data after 20 s, and probes idle connections.
+    stalled = {
+        "connect_timeout": 10,
+        "tcp_user_timeout": 20_000,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    return create_engine(url, pool_pre_ping=True, connect_args=stalled)
 
 
 def sqlite_file_missing(url: str) -> bool:

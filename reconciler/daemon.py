@@ -145,8 +145,16 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
-        self.stop.wait()
+        while not self.stop.wait(1.0):
+            self._watch_lease()
         self.shutdown()
+
+    def _watch_lease(self) -> None:
+        """The lease's end, by this process's clock, even while a renewal hangs on a stalled database: past it
+        unconfirmed, the lease is taken as lost and the daemon stands by."""
+        if self._acting and self._monotonic() - self._renewed_at > self._lease_ttl.total_seconds():
+            self._lease.forfeit()
+            self._to_standby("the lease ran out unconfirmed (the database did not answer in time)")
 
     # --- jobs -----------------------------------------------------------------------------------------------
     def _hold_lease(self) -> None:
@@ -154,7 +162,7 @@ class Daemon:
             return
         try:
             if self._acting:
-                self._lease.keep_alive()
+                self._lease.confirm()  # every run: waiting for a third to pass would renew every other run
                 self._renewed_at = self._monotonic()
             else:
                 self._take_lease()
@@ -175,10 +183,13 @@ class Daemon:
                 log.warning("standby: %s; taking over when it is released or expires", exc)
                 self._standby_logged = True
             return
+        self._renewed_at = self._monotonic()  # before `_acting`, which the watchdog reads with it
         self._acting, self._standby_logged = True, False
-        self._renewed_at = self._monotonic()
         log.info("holding the lease as %s: acting", self._lease.holder)
-        self.trigger(list(self._watches))  # a pass for every watch now, then on schedule
+        try:
+            self.trigger(list(self._watches))  # a pass for every watch now, then on schedule
+        except errors.Stopped:  # stopping meanwhile: nothing to start
+            return
 
     def _database_away(self, exc: errors.StoreError) -> None:
         """One warning a minute while the database is away; past the lease's end, stand by (it is lost)."""
@@ -255,6 +266,8 @@ class Daemon:
 
     def _trigger_repository(self, image: model.ImageRef) -> list[str]:
         names = [w.name for w in self._watches.values() if w.image == image]
+        if not self._acting:
+            raise errors.LockHeld("standby: another instance holds the lease and runs the passes")
         return self.trigger(names) if names else []
 
     def _ready(self) -> tuple[bool, str]:

@@ -58,6 +58,25 @@ def _short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
+def _held_back(*, watch: model.Watch, last: model.ActionRecord, target: str, now: datetime) -> model.Decision | None:
+    """What keeps a failed target from being tried again now: a refusal, used-up attempts, or its back-off."""
+    if last.failure is model.Failure.REFUSED:
+        return model.Decision(
+            Verdict.GAVE_UP,
+            f"action #{last.id} for {target} cannot succeed as configured ({last.detail}); not retried "
+            "until the watch's action changes or `reconciler retry` is run",
+        )
+    if last.failure is not model.Failure.OUTAGE and last.attempt >= watch.max_attempts:
+        return model.Decision(Verdict.GAVE_UP, f"all {last.attempt} attempts for {target} failed; last: {last.detail}")
+    if last.next_attempt_at is not None and now < last.next_attempt_at:
+        left = int((last.next_attempt_at - now).total_seconds())
+        what = "could not be launched" if last.failure is model.Failure.OUTAGE else "failed"
+        return model.Decision(
+            Verdict.RETRY_LATER, f"attempt {last.attempt} for {target} {what} ({last.detail}); retry in {left}s"
+        )
+    return None
+
+
 def decide(
     *,
     watch: model.Watch,
@@ -66,7 +85,8 @@ def decide(
     now: datetime,
     last_action: model.ActionRecord | None = None,
 ) -> model.Decision:
-    """The verdict of one pass for one watch; `last_action` is the watch's newest action, if any."""
+    """The verdict of one pass for one watch; `last_action` is the watch's open action if it has one, else its
+    newest."""
     if isinstance(result, model.CheckFailure):
         return model.Decision(Verdict.ERROR, result.message)
     deployed = state.deployed if state is not None else None
@@ -86,27 +106,19 @@ def decide(
         left = int((watch.settle - waited).total_seconds())
         return model.Decision(Verdict.SETTLING, f"{target} must stay unchanged {left}s more before acting")
     last = last_action
-    if last is not None and last.targets(result.tag, result.digest):
-        if last.status.open:
-            return model.Decision(Verdict.BUSY, f"action #{last.id} for {target} is {last.status.value}")
-        if last.status is model.ActionStatus.FAILED and not _fresh_start(last, watch.action):
-            if last.failure is model.Failure.REFUSED:
-                return model.Decision(
-                    Verdict.GAVE_UP,
-                    f"action #{last.id} for {target} cannot succeed as configured ({last.detail}); not retried "
-                    "until the watch's action changes or `reconciler retry` is run",
-                )
-            if last.failure is not model.Failure.OUTAGE and last.attempt >= watch.max_attempts:
-                return model.Decision(
-                    Verdict.GAVE_UP, f"all {last.attempt} attempts for {target} failed; last: {last.detail}"
-                )
-            if last.next_attempt_at is not None and now < last.next_attempt_at:
-                left = int((last.next_attempt_at - now).total_seconds())
-                what = "could not be launched" if last.failure is model.Failure.OUTAGE else "failed"
-                return model.Decision(
-                    Verdict.RETRY_LATER,
-                    f"attempt {last.attempt} for {target} {what} ({last.detail}); retry in {left}s",
-                )
+    if last is not None and last.status.open:  # whatever it targets: nothing ever runs beside an open action
+        running = f"{last.tag}@{_short(last.digest)}"
+        waits = "" if last.targets(result.tag, result.digest) else f"; {target} waits for it"
+        return model.Decision(Verdict.BUSY, f"action #{last.id} for {running} is {last.status.value}{waits}")
+    if (
+        last is not None
+        and last.targets(result.tag, result.digest)
+        and last.status is model.ActionStatus.FAILED
+        and not _fresh_start(last, watch.action)
+    ):
+        held = _held_back(watch=watch, last=last, target=target, now=now)
+        if held is not None:
+            return held
     return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed")
 
 

@@ -39,7 +39,7 @@ class Actuator(Protocol):
 
     def mark(self, spec: Any, request: Mapping[str, Any], marker: str) -> dict[str, Any]: ...
 
-    def launch(self, spec: Any, request: Mapping[str, Any]) -> model.Launch: ...
+    def launch(self, spec: Any, request: Mapping[str, Any], *, keep_alive: Callable[[], None]) -> model.Launch: ...
 
     def find(
         self, spec: Any, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
@@ -159,7 +159,7 @@ class Deployer:
         log.info("watch %s: action #%d planned: %s", watch.name, record.id, spec.describe(), extra=_extra(record))
         try:
             self._keep_alive()
-            launch = actuator.launch(spec, record.request or request)
+            launch = actuator.launch(spec, record.request or request, keep_alive=self._keep_alive)
         except errors.LaunchOutcomeUnknown as exc:
             log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
             return self._resolve(spec, record, str(exc))
@@ -183,31 +183,43 @@ class Deployer:
     ) -> model.ActionRecord:
         """A launch whose outcome is unknown: look for its effect until the grace has passed; never relaunch.
 
-        Not found by then, it was never launched: a launch that got no answer fails as an outage (backed off,
-        no attempt used); a row a stopped process left behind is superseded, and the pass plans it again."""
+        Only a look that worked, made once the grace had passed, can tell it was never launched: then a launch
+        that got no answer fails as an outage (backed off, no attempt used), and a row a stopped process left
+        behind is superseded, so the pass plans it again. While looking fails, the action stays open (busy) and
+        a later pass looks again."""
         actuator = self._actuator(spec)
+        seconds = int(UNRESOLVED_GRACE.total_seconds())
         while True:
+            looked_at = self._clock()
             try:
                 found = actuator.find(spec, record, exclude=self._outbox.refs(record.watch))
+                failure = None
             except errors.ActuatorError as exc:
                 log.warning("watch %s: action #%d: cannot look for it yet: %s", record.watch, record.id, exc)
-                found = None
+                found, failure = None, str(exc)
             if found is not None:
                 return self._launched(spec, record, found)
-            waited = self._clock() - record.created_at
-            if waited >= UNRESOLVED_GRACE:
-                seconds = int(UNRESOLVED_GRACE.total_seconds())
+            if failure is None and looked_at - record.created_at >= UNRESOLVED_GRACE:
                 if resuming:
                     detail = f"never launched ({why}; no sign of it {seconds}s later); planned again if still due"
                     return self._outbox.superseded(record.id, detail, self._clock())
                 detail = f"{why}; nothing was launched: no sign of it {seconds}s later"
                 return self._failed(record, detail, model.Failure.OUTAGE)
+            waited = self._clock() - record.created_at
+            if waited >= 2 * UNRESOLVED_GRACE:  # looking kept failing: hand over to a later pass, still open
+                return self._outbox.note(
+                    record.id, f"{WAITING}{why}; cannot tell yet whether it launched ({failure}); looked for again"
+                )
             self._keep_alive()
-            self._sleep(min(RESOLVE_EVERY, (UNRESOLVED_GRACE - waited).total_seconds()))
+            self._sleep(
+                RESOLVE_EVERY
+                if waited >= UNRESOLVED_GRACE
+                else min(RESOLVE_EVERY, (UNRESOLVED_GRACE - waited).total_seconds())
+            )
 
     def resume(self, watches: Sequence[model.Watch]) -> list[model.ActionRecord]:
         """Finish the actions a previous process left open (called under the lease, before a pass); close those
-        whose watch's configuration no longer has their kind of action. One odd action never stops the others."""
+        whose watch is configured here without their kind of action. One odd action never stops the others."""
         by_name = {w.name: w for w in watches}
         finished = []
         for record in self._outbox.open_actions():
@@ -234,8 +246,8 @@ class Deployer:
         if self._configured is None:
             return None
         watch = self._configured.get(record.watch)
-        if watch is None:
-            return f"watch {record.watch} is no longer in the configuration"
+        if watch is None:  # another configuration's (one database may serve several): not ours to judge
+            return None
         if watch.action is None or watch.action.kind is not record.kind:
             return f"watch {record.watch} no longer has an action of kind {record.kind.value} in the configuration"
         return None
@@ -293,4 +305,6 @@ class Deployer:
 
 
 def _failure_of(exc: errors.ActuatorError) -> model.Failure:
+    if isinstance(exc, errors.ActionRefused):
+        return model.Failure.REFUSED
     return model.Failure.OUTAGE if isinstance(exc, errors.ActuatorUnavailable) else model.Failure.DEPLOYMENT

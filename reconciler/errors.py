@@ -12,6 +12,8 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     ├── ActuatorError                  an action could not be carried out: the watch stays drifted, retried
     │   ├── ActuatorUnavailable        nothing reached the system (refused, DNS, TLS, a 500 rolled back): an outage,
     │   │                              backed off without using up an attempt
+    │   ├── ActionRefused              refused in a way a retry cannot change (an OnDelete StatefulSet): held until
+    │   │                              the watch's action changes or `reconciler retry`
     │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400 …)
     │   │   └── AwxUnavailable(ActuatorUnavailable)
     │   ├── KubeError                  Kubernetes refused or failed (403 naming the verb, 404, 422, a stalled roll-out)
@@ -58,6 +60,11 @@ class ActuatorError(ReconcilerError):
 class ActuatorUnavailable(ActuatorError):
     """Nothing reached the system that carries out the action (connection refused, DNS, TLS, a 500 that AWX rolled
     back): an outage, not a failed deployment, so it backs off without using up one of `max_attempts`."""
+
+
+class ActionRefused(ActuatorError):
+    """The system refused the action in a way a retry cannot change until a person changes something: not retried
+    for that image until the watch's action changes or `reconciler retry` is run."""
 
 
 class AwxError(ActuatorError):

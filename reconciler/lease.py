@@ -69,6 +69,7 @@ class Lease:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew_at: float | None = None  # None: not held
         self._lost = False
+        self.tenure = 0  # counts the times the lease was taken: a pass of an earlier tenure must not act in a later
         self._lock = threading.Lock()
 
     @property
@@ -91,18 +92,29 @@ class Lease:
 
     def _held(self) -> None:
         self._renew_at, self._lost = self._monotonic() + self._ttl.total_seconds() / 3, False
+        self.tenure += 1
 
-    def keep_alive(self) -> None:
-        """Renew once a third of the lease has passed; raise `LeaseLost` if it expired or another took it."""
+    def keep_alive(self, tenure: int | None = None) -> None:
+        """Renew once a third of the lease has passed; raise `LeaseLost` if it expired, another took it, or (given
+        the `tenure` a pass started in) it was lost and taken again since."""
         with self._lock:
+            self._check(tenure)
             if not self._lost and self._renew_at is not None and self._monotonic() < self._renew_at:
                 return
             self._renew()
 
-    def confirm(self) -> None:
+    def confirm(self, tenure: int | None = None) -> None:
         """Renew now and make sure the lease is still ours: called right before planning an action."""
         with self._lock:
+            self._check(tenure)
             self._renew()
+
+    def _check(self, tenure: int | None) -> None:
+        if tenure is not None and tenure != self.tenure:
+            raise errors.LeaseLost(
+                "this pass began under an earlier hold of the lease, which was lost since; it stopped acting, "
+                "nothing more was planned and open actions are left to be resumed"
+            )
 
     def _renew(self) -> None:
         if (

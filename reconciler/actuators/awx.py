@@ -33,9 +33,12 @@ __all__ = ["AwxActuator", "AwxClient", "JobRef", "Server"]
 log = logging.getLogger(__name__)
 TERMINAL = frozenset({"successful", "failed", "error", "canceled"})
 CLOCK_SKEW = timedelta(seconds=30)  # how far AWX's clock may be behind ours when matching by extra vars alone
-MARKER_WINDOW = timedelta(hours=6)  # a marker is unique, so its job may be looked for generously far back
+# A marker is unique within one database, so its job is looked for further back than AWX's clock could lag; not
+# so far that a job of an earlier database (a reset SQLite file restarts the ids) could be taken for ours.
+MARKER_WINDOW = timedelta(minutes=10)
 MAX_POLL_DELAY = 15.0  # well under a third of the default lease, which the waits renew between polls
 CANCEL_GRACE = timedelta(minutes=2)  # how long a requested cancel may take before the wait hands over to a later pass
+BLIND_LIMIT = timedelta(minutes=5)  # how long a job may be unreadable (401, 404, AWX away) before the same
 _LAUNCH_URL = re.compile(r"/api/v2/(job_templates|workflow_job_templates)/(\d+)/launch/$")
 
 
@@ -104,7 +107,10 @@ class AwxActuator:
             body["extra_vars"] = {**dict(body.get("extra_vars") or {}), name: marker}
         return {**request, "body": body}
 
-    def launch(self, spec: model.AwxAction, request: Mapping[str, Any]) -> model.Launch:
+    def launch(
+        self, spec: model.AwxAction, request: Mapping[str, Any], *, keep_alive: Callable[[], None] = lambda: None
+    ) -> model.Launch:
+        """POST the recorded request once (never retried: its answer decides what happened)."""
         client = self._client(spec)
         url = str(request["url"])
         template = template_of(url)
@@ -120,10 +126,13 @@ class AwxActuator:
         ignored = answer.get("ignored_fields")
         if isinstance(ignored, dict) and ignored.get("extra_vars"):
             dropped = ignored["extra_vars"]
-            names = ", ".join(sorted(map(str, dropped))) if isinstance(dropped, dict) else "?"
+            names = sorted(map(str, dropped)) if isinstance(dropped, dict) else ["?"]
+            fix = f'enable "Prompt on launch" for variables on template {spec.template!r}'
+            if names == [client.server.marker]:  # a survey takes its own vars, not ours: only the marker went
+                fix += f' or set marker = "" in [awx.{spec.server}]'
             abort = (
-                f"AWX {spec.server} started {job.noun} but ignored the extra vars {names}, so it would run with the "
-                f'template\'s saved vars: enable "Prompt on launch" for variables on template {spec.template!r}'
+                f"AWX {spec.server} started {job.noun} but ignored the extra vars {', '.join(names)}, so it would "
+                f"run without them: {fix}"
             )
         return model.Launch(ref=str(job), link=client.link(job), abort=abort)
 
@@ -167,24 +176,37 @@ class AwxActuator:
         self, spec: model.AwxAction, record: model.ActionRecord, *, keep_alive: Callable[[], None]
     ) -> model.Finish | model.Unfinished:
         """Poll the job with back-off until it ends. Past the server's `timeout` (counted from the launch), or at
-        once when the launch must be aborted, the job is canceled and followed until the cancel took effect."""
+        once when the launch must be aborted, the job is canceled and followed until the cancel took effect.
+
+        The wait hands over to a later pass (`Unfinished`, the action stays open) rather than wait on blindly:
+        when a cancel has not taken effect within CANCEL_GRACE, or the job could not be read for BLIND_LIMIT."""
         client = self._client(spec)
         job_ref = JobRef.parse(record.external_ref or "")
         started = record.launched_at or self._clock()
         deadline = started if record.abort else started + client.server.timeout
         delay = max(client.server.poll.total_seconds(), 0.01)
-        status, canceled_at = "unknown", None
+        status, problem = "unknown", ""
+        canceled_at: datetime | None = None  # when AWX accepted the cancel (or said the job had ended)
+        cancel_since: datetime | None = None  # when canceling began, whether or not AWX could be asked
+        read_at = self._clock()  # when the job was last read
+        link = client.link(job_ref)
         while True:
             try:
                 job = client.job(job_ref)
-                status = str(job.get("status"))[:40]
+                status, read_at, fresh = str(job.get("status"))[:40], self._clock(), True
             except errors.AwxError as exc:  # a blip while waiting is not the job failing: keep polling
                 log.warning("watch %s: %s", record.watch, exc)
-                job = {}
-            if status in TERMINAL:
+                job, problem, fresh = {}, str(exc), False
+            if fresh and status in TERMINAL:
                 return self._finish(job, job_ref, status, client=client, record=record, canceled_at=canceled_at)
             now = self._clock()
+            if now - read_at >= BLIND_LIMIT:
+                return model.Unfinished(
+                    f"{job_ref.noun} could not be read for {int(BLIND_LIMIT.total_seconds())}s ({problem}); "
+                    f"it is followed again in the next pass ({link})"
+                )
             if now >= deadline and canceled_at is None:
+                cancel_since = cancel_since or now
                 try:
                     accepted = client.cancel(job_ref)  # False (405): it has just ended; the next read says how
                 except errors.AwxError as exc:
@@ -194,10 +216,11 @@ class AwxActuator:
                     if accepted:
                         log.warning("watch %s: %s: cancel requested", record.watch, job_ref.noun)
                     continue
-            if canceled_at is not None and now - canceled_at >= CANCEL_GRACE:
+            if cancel_since is not None and now - cancel_since >= CANCEL_GRACE:
+                asked = "its cancel was requested" if canceled_at else "canceling it began (AWX did not take it yet)"
                 return model.Unfinished(
-                    f"{job_ref.noun} is still {status} {int(CANCEL_GRACE.total_seconds())}s after its cancel was "
-                    f"requested; it is followed again in the next pass ({client.link(job_ref)})"
+                    f"{job_ref.noun} is still {status} {int(CANCEL_GRACE.total_seconds())}s after {asked}; "
+                    f"it is followed again in the next pass ({link})"
                 )
             keep_alive()
             self._sleep(delay if now >= deadline else min(delay, (deadline - now).total_seconds()))

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -85,11 +85,21 @@ def _detail(response: requests.Response) -> str:
     return text[:200] or "no details"
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
 def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was refused, unresolvable or its TLS handshake failed: nothing reached AWX."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return True
+    """True when the connection was refused, unresolvable or its TLS handshake failed: nothing reached AWX. A TLS
+    error after the request went out (a broken record, an EOF) is not: the POST may have been acted on."""
     text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return any(m in text for m in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "HANDSHAKE", "handshake"))
     markers = ("NewConnectionError", "Connection refused", "Name or service not known", "Failed to resolve")
     return any(m in text for m in (*markers, "No route to host", "Temporary failure in name resolution"))
 
@@ -128,9 +138,9 @@ class AwxClient:
         except requests.Timeout:
             if method == "POST":
                 raise errors.LaunchOutcomeUnknown(f"{name} did not answer in time while {what}") from None
-            raise errors.AwxError(f"{name} did not answer in time while {what}") from None
+            raise errors.AwxUnavailable(f"{name} did not answer in time while {what}") from None
         except requests.RequestException as exc:  # the request went out; the answer broke off
-            error = errors.LaunchOutcomeUnknown if method == "POST" else errors.AwxError
+            error = errors.LaunchOutcomeUnknown if method == "POST" else errors.AwxUnavailable
             raise error(f"{name} failed while {what}: {type(exc).__name__}") from None
         status = response.status_code
         if status < 300 or status in accept:
@@ -149,8 +159,8 @@ class AwxClient:
             raise errors.LaunchOutcomeUnknown(
                 f"{source} answered {status} while {what}, and AWX may still act on it", answered=False
             )
-        if status >= 500:
-            raise errors.AwxError(f"{name} answered {status} while {what}")
+        if status >= 500:  # a read that failed changed nothing: an outage, not a refusal
+            raise errors.AwxUnavailable(f"{name} answered {status} while {what}")
         raise errors.AwxError(f"{name} answered {status} while {what}: {_detail(response)}")
 
     def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
@@ -182,6 +192,9 @@ class AwxClient:
                 next_url = urljoin(self.server.url + "/", following) if isinstance(following, str) else None
             except ValueError:  # a `next` that is no URL at all
                 next_url = None
+            if next_url is not None and _origin(next_url) != _origin(self.server.url):
+                log.warning("AWX %s: not following a next link to another host while %s", self.server.name, what)
+                break  # our token goes to this server only
         return results
 
     def template_id(self, template: str | int, *, workflow: bool) -> int:

@@ -36,6 +36,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 FIELD_MANAGER = "reconciler"
 SMP = "application/strategic-merge-patch+json"
 CONFLICT_RETRIES = 3
+REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a stalled API server must not hold a pass (and a stop) forever
 # `launch` runs between two renewals of the lease, so its asking again is bounded in (injected) time
 LAUNCH_BUDGET = timedelta(seconds=30)
 RETRY_AFTER_CAP = 30.0  # seconds: the server's Retry-After is honoured up to this
@@ -102,7 +103,13 @@ class StatefulSetActuator:
         return dict(request)
 
     # --- launch ---------------------------------------------------------------------------------------------
-    def launch(self, spec: model.StatefulSetAction, request: Mapping[str, Any]) -> model.Launch:
+    def launch(
+        self,
+        spec: model.StatefulSetAction,
+        request: Mapping[str, Any],
+        *,
+        keep_alive: Callable[[], None] = lambda: None,
+    ) -> model.Launch:
         """PATCH once; throttling and failures are asked again within LAUNCH_BUDGET, looking before re-sending.
 
         Every attempt sends the same recorded body, so a patch that lands twice changes nothing the second time (no
@@ -129,7 +136,7 @@ class StatefulSetActuator:
                 step = "patch"
                 with self._mapped("patch", "statefulsets", spec):
                     patched = self._apps.patch_namespaced_stateful_set(
-                        spec.name, spec.namespace, body, field_manager=FIELD_MANAGER
+                        spec.name, spec.namespace, body, field_manager=FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT
                     )
                 generation = self._json(patched).get("metadata", {}).get("generation", 0)
                 return model.Launch(ref=str(generation), link=None, note=note)
@@ -146,13 +153,14 @@ class StatefulSetActuator:
                 if self._clock() + timedelta(seconds=pause) > deadline:
                     self._give_up(exc, unsure)
                 log.warning("StatefulSet %s/%s: %s; asking again in %gs", spec.namespace, spec.name, exc, pause)
+                keep_alive()  # a stop (or a lost lease) ends the asking at once
                 self._sleep(pause)
 
     def _preflight(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> str | None:
         """Refuse what the patch cannot roll; a warning to keep with the action, if any."""
         container = self._container(sts, spec)
         if rollout.strategy(sts) == "OnDelete" and spec.on_delete is not model.OnDelete.DELETE_PODS:
-            raise errors.KubeError(
+            raise errors.ActionRefused(
                 f"StatefulSet {spec.namespace}/{spec.name} uses the OnDelete update strategy: its pods must be "
                 'deleted to pick up the change; set on_delete = "delete-pods" to let reconciler delete them'
             )
@@ -188,21 +196,26 @@ class StatefulSetActuator:
         return None if ref is None else model.Launch(ref=ref, link=None)
 
     def _applied(self, spec: model.StatefulSetAction, body: Mapping[str, Any]) -> str | None:
-        """The StatefulSet's generation if the patch `body` is on it, else None."""
+        """The StatefulSet's generation if the patch `body` is on it, else None. The body says which patch it is
+        (the watch's `mode` may have changed since it was recorded); one of another shape was never ours."""
         sts = self._read(spec)
         template = sts["spec"]["template"]
-        if spec.mode is model.RolloutMode.PIN:
-            wanted = body["spec"]["template"]["spec"]["containers"][0]["image"]
-            applied = self._container(sts, spec).get("image") == wanted
-        else:
-            wanted = body["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
-            applied = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT) == wanted
+        try:
+            patched = body["spec"]["template"]
+            if "spec" in patched:
+                wanted = patched["spec"]["containers"][0]["image"]
+                applied = self._container(sts, spec).get("image") == wanted
+            else:
+                wanted = patched["metadata"]["annotations"][RESTARTED_AT]
+                applied = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT) == wanted
+        except (KeyError, IndexError, TypeError):
+            return None
         return str(sts["metadata"].get("generation", 0)) if applied else None
 
     # --- wait -----------------------------------------------------------------------------------------------
     def wait(
         self, spec: model.StatefulSetAction, record: model.ActionRecord, *, keep_alive: Callable[[], None]
-    ) -> model.Finish:
+    ) -> model.Finish | model.Unfinished:
         generation = int(record.external_ref or 0)
         deadline = (record.launched_at or self._clock()) + spec.timeout
         last = "not read yet"
@@ -224,6 +237,11 @@ class StatefulSetActuator:
                 pause = self._pause(exc, failures, base=self._poll)
                 log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
                 last = str(exc)
+            if self._clock() >= deadline and failures:  # it may well have finished: not a failed roll-out
+                return model.Unfinished(
+                    f"the Kubernetes API did not answer at the end of the roll-out's {spec.timeout} ({last}); "
+                    "it is checked again in the next pass"
+                )
             if self._clock() >= deadline:
                 return model.Finish(
                     False,
@@ -241,7 +259,7 @@ class StatefulSetActuator:
         log.info("StatefulSet %s/%s: deleting pod %s (OnDelete)", spec.namespace, spec.name, victim)
         try:
             with self._mapped("delete", "pods", spec, name=victim):
-                self._core.delete_namespaced_pod(victim, spec.namespace)
+                self._core.delete_namespaced_pod(victim, spec.namespace, _request_timeout=REQUEST_TIMEOUT)
         except _NotFound:  # gone already (deleted by someone else): the controller re-creates it all the same
             # (a DELETE of a missing pod is the pod's own NotFound: apiserver storage/errors InterpretDeleteError)
             log.info("StatefulSet %s/%s: pod %s was already gone", spec.namespace, spec.name, victim)
@@ -267,14 +285,16 @@ class StatefulSetActuator:
     def _read(self, spec: model.StatefulSetAction) -> dict[str, Any]:
         """The StatefulSet as the API serves it (camelCase JSON), read through the typed client."""
         with self._mapped("get", "statefulsets", spec):
-            sts = self._apps.read_namespaced_stateful_set(spec.name, spec.namespace)
+            sts = self._apps.read_namespaced_stateful_set(spec.name, spec.namespace, _request_timeout=REQUEST_TIMEOUT)
         return self._json(sts)
 
     def _pods(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> list[dict[str, Any]]:
         labels = ((sts.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         with self._mapped("list", "pods", spec):
-            listed = self._core.list_namespaced_pod(spec.namespace, label_selector=selector)
+            listed = self._core.list_namespaced_pod(
+                spec.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            )
         return rollout.owned(self._json(listed).get("items") or [], spec.name)
 
     @staticmethod

@@ -8,6 +8,7 @@ Receives its `sqlalchemy.Engine`; builds none.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -18,6 +19,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler import errors, model
 from reconciler.store import schema, tables
+
+log = logging.getLogger(__name__)
 
 
 def _action(row: Any) -> model.ActionRecord:
@@ -63,14 +66,20 @@ class Outbox:
             return [_action(r) for r in rows]
 
     def last_actions(self, names: Sequence[str] | None = None) -> dict[str, model.ActionRecord]:
-        """The newest action of each watch."""
+        """Each watch's open action if it has one (nothing may run beside it), else its newest action."""
         a = tables.actions
         newest = select(func.max(a.c.id)).group_by(a.c.watch)
-        query = select(a).where(a.c.id.in_(newest))
+        query = select(a).where(a.c.id.in_(newest) | a.c.status.in_(tables.OPEN_STATUSES))
         if names is not None:
             query = query.where(a.c.watch.in_(names))
+        found: dict[str, model.ActionRecord] = {}
         with self._begin("read the last actions") as conn:
-            return {r.watch: _action(r) for r in conn.execute(query)}
+            for row in conn.execute(query.order_by(a.c.id)):
+                action = _action(row)
+                kept = found.get(action.watch)
+                if kept is None or not kept.status.open:
+                    found[action.watch] = action
+        return found
 
     def refs(self, watch: str) -> set[str]:
         """The external references (AWX job ids) already recorded on this watch's actions."""
@@ -131,10 +140,16 @@ class Outbox:
             ) from None
 
     def _transition(self, action_id: int, doing: str, **values: Any) -> model.ActionRecord:
+        """Move an open action on; one that another writer closed meanwhile stays as it is (and is returned so)."""
         a = tables.actions
         with self._begin(doing) as conn:
-            conn.execute(update(a).where(a.c.id == action_id).values(**values))
-            return _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+            moved = conn.execute(
+                update(a).where(a.c.id == action_id, a.c.status.in_(tables.OPEN_STATUSES)).values(**values)
+            ).rowcount
+            row = _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+        if not moved:
+            log.warning("action #%d is already %s: did not %s", action_id, row.status.value, doing)
+        return row
 
     def launched(self, action_id: int, launch: model.Launch, now: datetime) -> model.ActionRecord:
         return self._transition(
