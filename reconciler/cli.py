@@ -54,6 +54,8 @@ def _setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # urllib3 warns on every retry; the outcome is reported once, by us, unless debugging.
     logging.getLogger("urllib3").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
+    # APScheduler reports every job it runs at info: one line per watch per interval, which says nothing.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def _positive(text: str) -> int:

@@ -165,8 +165,9 @@ def kube_api(context: str | None) -> k8s.ApiClient:
         where = "in-cluster" if in_cluster else "kubeconfig ($KUBECONFIG or ~/.kube/config)"
         raise errors.ConfigError(f"kubernetes: cannot load the {where} configuration: {exc}") from None
     # urllib3's default Retry re-sends a GET or DELETE answered 429/503 with Retry-After, sleeping in real time up to
-    # hours, past the lease and the stop request; the actuator asks again itself, through its injected sleep.
-    configuration.retries = Retry(total=3, respect_retry_after_header=False)
+    # hours, and a read that timed out three times more, past the lease and a stop request; the actuator asks again
+    # itself, through its injected sleep.
+    configuration.retries = Retry(total=3, read=0, respect_retry_after_header=False)
     return k8s.ApiClient(configuration)
 
 

@@ -31,8 +31,20 @@ from waitress.server import create_server
 from reconciler import endpoints, errors, lease, metrics, model
 
 log = logging.getLogger(__name__)
+
+
+class _SkippedRuns(logging.Filter):
+    """APScheduler warns of every run it skips while one is still going: a pass waiting for AWX, or the lease job
+    held by a stalled database, which the daemon reports itself, once a minute."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
 LEASE_JOB = "_lease"
 OUTAGE_LOG_EVERY = 60.0  # seconds between the warnings while the database does not answer
+STOP_WAIT = 8.0  # seconds a stop waits for running passes to leave their actions resumable
 PassRunner = Callable[[Sequence[str]], model.RunReport]
 
 
@@ -126,14 +138,31 @@ class Daemon:
         log.info("serving on %s:%d; %d watches", self._server_settings.host, self.port, len(self._watches))
 
     def shutdown(self) -> None:
+        """Stop within STOP_WAIT: passes see `stop` at their next poll and leave their actions open to be resumed;
+        one stuck in I/O (a stalled database) is not waited for past it, as the outbox survives that like a crash."""
         self.stop.set()
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)  # running passes see `stop` at their next poll
+            self._scheduler.shutdown(wait=False)
+        deadline = self._monotonic() + STOP_WAIT
+        while self._busy() and self._monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the passes' own threads to notice the stop
         self._http.close()
         self._http.task_dispatcher.shutdown()
-        if self._acting:
-            self._lease.release()
+        if self._acting and not self._busy():
+            releasing = threading.Thread(target=self._release, name="release", daemon=True)
+            releasing.start()
+            releasing.join(timeout=2.0)  # it expires by itself anyway
         log.info("stopped")
+
+    def _busy(self) -> bool:
+        with self._passes:
+            return bool(self._running)
+
+    def _release(self) -> None:
+        try:
+            self._lease.release()
+        except errors.StoreError as exc:
+            log.warning("could not release the lease (it expires by itself): %s", exc)
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM or SIGINT, then stop cleanly."""
@@ -152,9 +181,9 @@ class Daemon:
     def _watch_lease(self) -> None:
         """The lease's end, by this process's clock, even while a renewal hangs on a stalled database: past it
         unconfirmed, the lease is taken as lost and the daemon stands by."""
-        if self._acting and self._monotonic() - self._renewed_at > self._lease_ttl.total_seconds():
-            self._lease.forfeit()
-            self._to_standby("the lease ran out unconfirmed (the database did not answer in time)")
+        overdue = self._monotonic() - self._renewed_at
+        if self._acting and overdue > self._lease_ttl.total_seconds():
+            self._database_away(errors.StoreError(f"the database has not confirmed the lease for {overdue:.0f}s"))
 
     # --- jobs -----------------------------------------------------------------------------------------------
     def _hold_lease(self) -> None:

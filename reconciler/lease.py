@@ -130,9 +130,9 @@ class Lease:
         self._renew_at = self._monotonic() + self._ttl.total_seconds() / 3
 
     def forfeit(self) -> None:
-        """Take the lease as lost (its end passed unconfirmed): renewals fail until `acquire` succeeds again."""
-        with self._lock:
-            self._lost = True
+        """Take the lease as lost (its end passed unconfirmed): renewals fail until `acquire` succeeds again.
+        Without the lock, which a renewal stuck on a stalled database may hold: one flag, set atomically."""
+        self._lost = True
 
     @property
     def held(self) -> bool:

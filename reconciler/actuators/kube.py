@@ -36,7 +36,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 FIELD_MANAGER = "reconciler"
 SMP = "application/strategic-merge-patch+json"
 CONFLICT_RETRIES = 3
-REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a stalled API server must not hold a pass (and a stop) forever
+REQUEST_TIMEOUT = (3.0, 7.0)  # connect, read: a stalled API server must not hold a pass (and a stop) forever
 # `launch` runs between two renewals of the lease, so its asking again is bounded in (injected) time
 LAUNCH_BUDGET = timedelta(seconds=30)
 RETRY_AFTER_CAP = 30.0  # seconds: the server's Retry-After is honoured up to this
