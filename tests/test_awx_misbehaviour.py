@@ -339,3 +339,81 @@ def test_a_changed_action_clears_gave_up(scenario: Scenario) -> None:
     done = s.outcome()
     assert done.action is not None and done.action.status is model.ActionStatus.SUCCEEDED
     assert done.action.attempt == 1
+
+
+# --- found in review ---------------------------------------------------------------------------------------------
+
+
+def test_a_lost_launch_that_cannot_be_looked_for_stays_open_and_is_never_relaunched(scenario: Scenario) -> None:
+    """Only a look that worked can say a launch never happened: while AWX cannot list jobs, it stays open."""
+    s = scenario
+    baseline(s)
+    s.push("two")
+    s.awx.gateway_error_next(504, creates=True)  # our job exists...
+    s.awx.fail_next(10_000, 500, "jobs")  # ...but no list of jobs can be read
+    s.awx.fail_next(10_000, 500, "workflow_jobs")
+    for _ in range(3):
+        outcome = s.outcome()
+        assert outcome.action is not None and outcome.action.status is model.ActionStatus.PLANNED, outcome.action
+        s.time.advance(600)
+    assert s.awx.count(method="POST", path_prefix="/api/v2/job_templates/") == 1 and len(s.awx.jobs) == 1
+    assert outcome.decision.verdict is model.Verdict.BUSY
+
+
+def test_nothing_is_launched_beside_an_action_still_open_even_for_a_newer_image(scenario: Scenario) -> None:
+    s = scenario
+    baseline(s)
+    s.push("two")
+    s.awx.script(outcome="successful", polls=10**6)
+    s.awx.cancel_delay = None  # its cancel never takes effect by itself
+    assert s.outcome().action.status is model.ActionStatus.LAUNCHED  # type: ignore[union-attr]
+    s.push("three")
+    s.time.advance(3600)
+    held = s.outcome()
+    assert held.decision.verdict is model.Verdict.BUSY and "waits for it" in held.decision.reason
+    assert len(s.awx.launches) == 1
+
+
+def test_an_awx_outage_during_the_template_lookup_uses_no_attempt(scenario: Scenario) -> None:
+    s = scenario
+    baseline(s)
+    s.push("two")
+    s.awx.fail_next(10_000, 500, "templates")  # AWX's own 500 on every read of the templates
+    for _ in range(5):
+        outcome = s.outcome()
+        assert outcome.decision.verdict is not model.Verdict.GAVE_UP
+        assert outcome.action is not None and outcome.action.failure is model.Failure.OUTAGE
+        assert outcome.action.attempt == 1
+        assert outcome.action.next_attempt_at is not None
+        s.time.now = outcome.action.next_attempt_at
+
+
+def test_a_job_that_cannot_be_read_hands_over_to_a_later_pass(scenario: Scenario) -> None:
+    """A token rotated, a job deleted, AWX answering 404: the wait must end, leaving the action open."""
+    s = scenario
+    baseline(s)
+    s.push("two")
+    s.awx.script(outcome="successful", polls=10**6)
+    s.awx.fail_next(10**6, 404, "job")  # every read of the job, once launched
+    outcomes: list[model.WatchOutcome] = []
+    worker = threading.Thread(target=lambda: outcomes.append(s.outcome()), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert outcomes, "the wait never ended"
+    action = outcomes[0].action
+    assert action is not None and action.status is model.ActionStatus.LAUNCHED
+    assert "could not be read" in (action.detail or "") and len(s.awx.launches) == 1
+
+
+def test_an_open_action_of_a_watch_another_configuration_owns_is_left_alone(scenario: Scenario) -> None:
+    s = scenario
+    baseline(s)
+    s.push("two")
+    s.awx.script(outcome="successful", polls=10**6)
+    s.awx.cancel_delay = None
+    assert s.outcome().action.status is model.ActionStatus.LAUNCHED  # type: ignore[union-attr]
+    text = s.path.read_text()
+    other = s.path.with_name("other.toml")
+    other.write_text(text.replace('name = "staging"', 'name = "frontend"'))  # a configuration without it
+    assert s.cli("--config", str(other), "reconcile").returncode in (0, 1)
+    assert s.actions()[0]["status"] == "launched"

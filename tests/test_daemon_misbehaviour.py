@@ -118,3 +118,28 @@ def test_a_database_outage_is_weather_one_warning_a_minute_then_the_lease_by_the
     outage = [line for line in during.splitlines() if "database" in line and '"level": "warning"' in line]
     assert 1 <= len(outage) <= 2, outage  # one a minute (and the recovery may fall in the same minute)
     assert "the lease expired while the database did not answer" in during
+
+
+@pytest.mark.postgres
+def test_a_stalled_database_link_makes_the_daemon_stand_by_and_still_stop_within_seconds(
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, postgres_db: TestDatabase
+) -> None:
+    """The link stalls instead of resetting (nothing answers, nothing fails): the renewal hangs, but the lease's
+    end is watched by the process's clock, so the daemon stands by after 3s, and SIGTERM still ends it."""
+    parts = urlsplit(postgres_db.url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        d = configure(tmp_path, registry, awx, database=_through(proxy, postgres_db.url))
+        push_schema2(registry.base, repo_of(d), "latest", label="one")
+        d.start()
+        try:
+            wait_until("the start-up pass", lambda: d.status().get("state") == "in_sync")
+            proxy.hold()
+            wait_until("it to stand by", lambda: "standing by" in d.logs(), timeout=15)
+            code, seconds = d.stop()
+            assert code == 0 and seconds < 10, (code, seconds)
+        finally:
+            proxy.release()
+            _stop_all(d)
+    logs = d.logs()
+    assert "Traceback" not in logs and "maximum number of running instances" not in logs
+    assert "has not confirmed the lease" in logs

@@ -239,3 +239,30 @@ def test_a_bare_config_digest_cannot_be_verified(kube: FakeKube, harness: Callab
 def test_what_an_image_id_says(image_id: str, digest: str | None, why: str) -> None:
     seen = rollout.running_digest(image_id)
     assert seen.digest == digest and why in seen.unknown
+
+
+def test_a_stop_while_a_patch_is_throttled_ends_the_asking_at_once(
+    kube: FakeKube, harness: Callable[..., Harness]
+) -> None:
+    h = harness(replicas=1)
+    kube.fail_next(10_000, 429, resource="statefulsets", method="PATCH")
+
+    def keep_alive() -> None:  # the stop request arrives during the first wait
+        if h.clock.slept:
+            raise errors.Stopped("stopping")
+
+    with pytest.raises(errors.Stopped):
+        h.actuator.launch(h.spec, h.request(), keep_alive=keep_alive)
+    assert len(h.sent("PATCH")) <= 2
+
+
+def test_an_api_outage_at_the_end_of_the_timeout_is_not_a_failed_rollout(
+    kube: FakeKube, harness: Callable[..., Harness]
+) -> None:
+    """It may well have finished: failing it would restart every pod again on the retry."""
+    h = harness(replicas=1)
+    request = h.request()
+    launch = h.actuator.launch(h.spec, request)
+    kube.fail_next(10**6, 503, resource="statefulsets", method="GET")
+    result = h.actuator.wait(h.spec, h.record(request, launch), keep_alive=lambda: None)
+    assert isinstance(result, model.Unfinished) and "checked again in the next pass" in result.detail

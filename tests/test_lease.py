@@ -170,3 +170,21 @@ def test_a_watch_without_action_follows_what_it_observes(migrated_engine: Engine
     store.record_pass(model.RunReport(T0, T0, False, (_outcome(model.Verdict.FOLLOW, observed="d", deployed="d"),)))
     deployed = store.states()["app"].deployed
     assert deployed is not None and deployed.digest == _digest("d")
+
+
+def test_a_pass_of_an_earlier_hold_stops_even_after_the_lease_is_taken_again(migrated_engine: Engine) -> None:
+    """The daemon's passes share one Lease: lost and taken back, a pass begun before must not carry on."""
+    monotonic = Monotonic()
+    a = lease.Lease(store=leases.Leases(migrated_engine), ttl=TTL, monotonic=monotonic)
+    a.acquire()
+    started_in = a.tenure
+    _expire(migrated_engine, a.holder)
+    monotonic.now += 30
+    with pytest.raises(errors.LeaseLost):
+        a.keep_alive()
+    a.acquire()  # the daemon takes it again; another instance may have acted meanwhile
+    with pytest.raises(errors.LeaseLost, match="earlier hold"):
+        a.keep_alive(started_in)  # no renewal due, yet the old pass learns it at once
+    with pytest.raises(errors.LeaseLost, match="earlier hold"):
+        a.confirm(started_in)
+    a.confirm(a.tenure)  # a pass of the new hold acts

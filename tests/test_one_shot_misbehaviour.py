@@ -195,3 +195,21 @@ def test_a_process_whose_clock_runs_years_ahead_cannot_take_a_live_lease(scenari
     with pytest.raises(errors.LockHeld):
         s.reconcile()
     assert s.actions() == [] and s.awx.launches == []
+
+
+def test_sigterm_while_a_registry_request_hangs_stops_within_seconds(
+    scenario: Scenario, registry: LocalRegistry
+) -> None:
+    """A request in flight (its answer may take the whole 30 s timeout) does not hold the exit."""
+    s = scenario
+    baseline(s)
+    port = int(registry.base.rsplit(":", 1)[1])
+    with TcpProxy("127.0.0.1", port) as proxy:
+        s.path.write_text(s.path.read_text().replace(registry.base, f"http://127.0.0.1:{proxy.port}"))
+        proxy.hold()
+        proc = s.spawn("reconcile")
+        wait_until("the registry request to be held", lambda: proxy.held_connections() >= 1)
+        code, seconds, err = _interrupt(proc, signal.SIGTERM)
+        proxy.release()
+    assert seconds < 10, f"took {seconds:.1f}s"
+    assert code == 128 + signal.SIGTERM and "interrupted" in err and "Traceback" not in err
