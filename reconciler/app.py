@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,22 @@ class App:
         self._kube_api: k8s.ApiClient | None = None
         self.stop = threading.Event()
         log.info("database: %s", make_url(self.settings.database).render_as_string(hide_password=True))
+        self._warn_of_a_stray_database()
+
+    def _warn_of_a_stray_database(self) -> None:
+        """Before 0.2 a relative SQLite path was the working directory's: say so if state seems to be left there."""
+        url = make_url(self.settings.database)
+        name = url.database or ""
+        if url.get_backend_name() != "sqlite" or not os.path.isabs(name) or os.path.exists(name):
+            return
+        stray = os.path.join(os.getcwd(), os.path.basename(name))
+        if os.path.exists(stray):
+            log.warning(
+                "the database %s does not exist yet, but %s does: relative SQLite paths are taken from the "
+                "configuration file's directory; move that file there if it holds this configuration's state",
+                name,
+                stray,
+            )
 
     @property
     def db(self) -> Engine:

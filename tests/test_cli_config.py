@@ -296,3 +296,13 @@ def test_log_level_info_names_the_database_without_its_password(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "database: postgresql+psycopg://reconciler:***@127.0.0.1:1/nowhere" in result.stderr
     assert DB_PASSWORD not in result.stderr + result.stdout
+
+
+def test_a_database_left_in_the_working_directory_is_pointed_out(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "config.toml").write_text('[reconciler]\ndatabase = "sqlite:///state.db"\n')
+    (tmp_path / "state.db").write_bytes(b"")  # where an older version kept it, relative to the working directory
+    result = run(tmp_path, "--config", "conf/config.toml", "status")
+    assert result.returncode == 0, result.stderr
+    assert "taken from the configuration file's directory" in result.stderr and str(conf / "state.db") in result.stderr
