@@ -17,7 +17,8 @@ import pytest
 from tests.support.registry import LocalRegistry
 from tests.support.token_server import TokenRegistry, TokenServer
 
-pytest_plugins = ["tests.support.databases"]  # the `db` fixtures, over SQLite and PostgreSQL
+# the `db` fixtures, over SQLite and PostgreSQL; `awx` and `scenario`, the AWX deployment harness
+pytest_plugins = ["tests.support.databases", "tests.support.awx_scenario"]
 
 URL_ENV = "RECONCILER_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -8,7 +8,6 @@ import contextlib
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,22 +17,9 @@ from sqlalchemy import create_engine, insert
 from reconciler import app, config, model
 from reconciler.store import tables
 from tests.fakes.awx import FakeAwx
-from tests.support.awx_scenario import PRODUCTION, STAGING, TOKEN, Scenario, baseline, make_scenario
+from tests.support.awx_scenario import STAGING, TOKEN, Scenario, baseline, make_scenario
 from tests.support.databases import TestDatabase
 from tests.support.registry import LocalRegistry
-
-
-@pytest.fixture
-def awx() -> Iterator[FakeAwx]:
-    with FakeAwx(token=TOKEN) as fake:
-        fake.add_template(STAGING)
-        fake.add_template(PRODUCTION)
-        yield fake
-
-
-@pytest.fixture
-def scenario(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
-    return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db")
 
 
 def test_drift_launches_the_template_once_waits_and_records_success(

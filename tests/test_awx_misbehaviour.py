@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,22 +15,9 @@ import pytest
 
 from reconciler import model
 from tests.fakes.awx import FakeAwx
-from tests.support.awx_scenario import PRODUCTION, STAGING, TOKEN, Scenario, baseline, make_scenario
+from tests.support.awx_scenario import PRODUCTION, STAGING, Scenario, baseline, make_scenario
 from tests.support.daemon import wait_until
 from tests.support.registry import LocalRegistry
-
-
-@pytest.fixture
-def awx() -> Iterator[FakeAwx]:
-    with FakeAwx(token=TOKEN) as fake:
-        fake.add_template(STAGING)
-        fake.add_template(PRODUCTION)
-        yield fake
-
-
-@pytest.fixture
-def scenario(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
-    return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db")
 
 
 def _template_id(awx: FakeAwx, name: str) -> int:

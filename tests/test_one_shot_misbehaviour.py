@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,25 +17,11 @@ from sqlalchemy import create_engine, select, update
 
 from reconciler import errors, lease, model
 from reconciler.store import leases, tables
-from tests.fakes.awx import FakeAwx
 from tests.fakes.hub import FakeHub
-from tests.support.awx_scenario import PRODUCTION, STAGING, TOKEN, Scenario, baseline, make_scenario
+from tests.support.awx_scenario import Scenario, baseline
 from tests.support.daemon import wait_until
 from tests.support.registry import LocalRegistry
 from tests.support.tcpproxy import TcpProxy
-
-
-@pytest.fixture
-def awx() -> Iterator[FakeAwx]:
-    with FakeAwx(token=TOKEN) as fake:
-        fake.add_template(STAGING)
-        fake.add_template(PRODUCTION)
-        yield fake
-
-
-@pytest.fixture
-def scenario(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
-    return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db")
 
 
 def _interrupt(proc: subprocess.Popen[str], sig: int) -> tuple[int, float, str]:

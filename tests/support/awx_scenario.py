@@ -8,16 +8,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, select
+import pytest
+from sqlalchemy import create_engine, insert
 
 from reconciler import app, config, model
 from reconciler.store import tables
 from tests.fakes.awx import FakeAwx
+from tests.support import rows
 from tests.support.registry import LocalRegistry, push_schema2
 
 TOKEN = "awx-token-secret-4f9a"
@@ -134,11 +137,7 @@ class Scenario:
         engine.dispose()
 
     def actions(self) -> list[dict[str, Any]]:
-        engine = create_engine(self.database)
-        with engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(select(tables.actions).order_by(tables.actions.c.id))]
-        engine.dispose()
-        return rows
+        return rows.actions(self.database)
 
 
 def make_scenario(
@@ -166,3 +165,17 @@ def baseline(s: Scenario) -> str:
     first = s.push("one")
     assert s.outcome().decision.verdict is model.Verdict.BASELINE
     return first
+
+
+@pytest.fixture
+def awx() -> Iterator[FakeAwx]:
+    """The fake AWX with both Fragalysis templates, answering the scenario's token."""
+    with FakeAwx(token=TOKEN) as fake:
+        fake.add_template(STAGING)
+        fake.add_template(PRODUCTION)
+        yield fake
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
+    return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db")

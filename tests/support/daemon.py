@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
 
-from reconciler.store import tables
 from tests.fakes.awx import FakeAwx
+from tests.support import rows
 from tests.support.registry import LocalRegistry, free_port
 
 AWX_TOKEN = "awx-daemon-token-77"
@@ -132,11 +131,7 @@ class Daemon:
         return self.log.read_text()
 
     def actions(self) -> list[dict[str, Any]]:
-        engine = create_engine(self.database)
-        with engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(select(tables.actions).order_by(tables.actions.c.id))]
-        engine.dispose()
-        return rows
+        return rows.actions(self.database)
 
 
 def configure(
