@@ -91,6 +91,8 @@ class Daemon:
         self._renewed_at = 0.0  # monotonic time of the last renewal that the database confirmed
         self._outage_logged_at: float | None = None
         self._last_pass: datetime | None = None
+        self._internal: dict[str, str] = {}  # job -> its last unexpected error, until it next succeeds
+        self._seen_internal: set[str] = set()  # (job, error type) already logged with a traceback
         self._passes = threading.Lock()
         self._running: set[str] = set()  # watches whose pass runs now
         self._again: set[str] = set()  # watches triggered while their pass ran: run once more right after
@@ -186,7 +188,26 @@ class Daemon:
             self._database_away(errors.StoreError(f"the database has not confirmed the lease for {overdue:.0f}s"))
 
     # --- jobs -----------------------------------------------------------------------------------------------
+    def _guarded(self, job: str, run: Callable[[], None]) -> None:
+        """A scheduled job never dies silently, nor takes the scheduler with it: an unexpected error is logged
+        (with its traceback the first time), counted in reconciler_internal_errors_total, and reported by /readyz
+        until the job next succeeds; the job keeps its schedule."""
+        try:
+            run()
+        except Exception as exc:
+            kind = f"{job}:{type(exc).__name__}"
+            first = kind not in self._seen_internal
+            self._seen_internal.add(kind)
+            log.error("internal error in %s: %s: %s", job, type(exc).__name__, exc, exc_info=first)
+            self._metrics.internal_errors.labels(job=job).inc()
+            self._internal[job] = f"internal error in {job}: {type(exc).__name__}"
+        else:
+            self._internal.pop(job, None)
+
     def _hold_lease(self) -> None:
+        self._guarded("lease", self._hold_lease_now)
+
+    def _hold_lease_now(self) -> None:
         if self.stop.is_set():
             return
         try:
@@ -237,6 +258,9 @@ class Daemon:
         log.error("%s: standing by", why)
 
     def _poll(self, name: str) -> None:
+        self._guarded(f"watch {name}", lambda: self._poll_now(name))
+
+    def _poll_now(self, name: str) -> None:
         """One pass for one watch, then another for each trigger that arrived meanwhile."""
         with self._passes:
             if name in self._running:  # a trigger while the pass runs: run it again right after
@@ -304,6 +328,8 @@ class Daemon:
             return False, "the database does not answer"
         if not self._acting:
             return False, "standby: another instance holds the lease"
+        if self._internal:
+            return False, "; ".join(sorted(self._internal.values()))
         shortest = min((w.interval for w in self._watches.values()), default=timedelta(minutes=5))
         if self._last_pass is None or self._clock() - self._last_pass > 3 * shortest:
             return False, "no pass in the last 3 intervals"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,7 @@ class Endpoints:
         if self._webhook_secret is None or not hmac.compare_digest(secret.encode(), self._webhook_secret.encode()):
             return _reply(403, "forbidden")
         length = str(environ.get("CONTENT_LENGTH") or "0")
-        if not length.isdigit() or int(length) > MAX_BODY:
+        if not re.fullmatch(r"[0-9]{1,9}", length) or int(length) > MAX_BODY:  # not isdigit(): "²" is a digit
             return _reply(413, f"the payload must be at most {MAX_BODY} bytes")
         raw = environ["wsgi.input"].read(int(length))
         try:
@@ -140,7 +141,7 @@ class Endpoints:
             if not isinstance(name, str):
                 raise TypeError(name)
             image = model.ImageRef.parse(name)
-        except (ValueError, KeyError, TypeError, errors.ConfigError):
+        except (ValueError, KeyError, TypeError, RecursionError, errors.ConfigError):  # 3,000 `[` recurse
             return _reply(400, "expected a Docker Hub webhook payload naming repository.repo_name")
         try:
             queued = self._cb.repository(image)

@@ -69,6 +69,12 @@ class Metrics:
             "reconciler_last_success_timestamp_seconds", "Time of the last successful check", ["watch"], registry=r
         )
         self.in_sync = Gauge("reconciler_watch_in_sync", "1 when deployed matches observed", ["watch"], registry=r)
+        self.internal_errors = Counter(
+            "reconciler_internal_errors",
+            "Unexpected errors caught in a scheduled job (a bug: the job keeps its schedule)",
+            ["job"],
+            registry=r,
+        )
         r.register(_RegistryRequests(registry_requests, ratelimit_remaining))
 
     def record(self, report: model.RunReport) -> None:

@@ -17,10 +17,11 @@ from reconciler import model
 
 
 def version_of(tag: str) -> Version | None:
-    """The version a tag stands for, or None when it is not one."""
+    """The version a tag stands for, or None when it is not one (a number past Python's int-string limit is not:
+    `1.0.<4,301 digits>` makes `Version` raise ValueError)."""
     try:
         return Version(tag)
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):
         return None
 
 

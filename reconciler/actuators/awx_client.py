@@ -75,14 +75,15 @@ def _body(response: requests.Response) -> object:
 
 
 def _detail(response: requests.Response) -> str:
-    """AWX's own words: DRF `{"detail": …}` or field errors `{"field": ["msg"]}`, on one line."""
+    """AWX's own words, on one line: DRF `{"detail": …}` or field errors `{"field": ["msg"]}`."""
     body = _body(response)
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return str(body["detail"])[:300]
-    if isinstance(body, dict):
-        return "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items())[:300]
-    text = (response.text or response.reason or "").strip().replace("\n", " ")
-    return text[:200] or "no details"
+        text = str(body["detail"])
+    elif isinstance(body, dict):
+        text = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items())
+    else:
+        text = response.text or response.reason or ""
+    return " ".join(text.split())[:300] or "no details"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -30,8 +31,8 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
             raise errors.ConfigError(f"RECONCILER_FIRST_SEEN: expected one of {allowed}, got {value!r}")
         section["first_seen"] = value
     if value := env.get("RECONCILER_MAX_ATTEMPTS"):
-        if not value.isdigit():
-            raise errors.ConfigError(f"RECONCILER_MAX_ATTEMPTS: expected a whole number, got {value!r}")
+        if not re.fullmatch(r"[0-9]{1,7}", value):  # not isdigit(): "²" is a digit that int() refuses
+            raise errors.ConfigError(f"RECONCILER_MAX_ATTEMPTS: expected a whole number, got {value[:40]!r}")
         section["max_attempts"] = int(value)
 
 
@@ -48,19 +49,25 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
         raise errors.ConfigError(
             f"{path}: configuration file not found (give --config PATH or set RECONCILER_CONFIG)"
         ) from None
-    except OSError as exc:
-        raise errors.ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise errors.ConfigError(f"{path}: cannot read the configuration: {getattr(exc, 'strerror', exc)}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise errors.ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise errors.ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    _env_overrides(data, env)
+    except RecursionError:
+        raise errors.ConfigError(f"{path}: TOML nested too deep to read") from None
     try:
+        _env_overrides(data, env)
         return _settings(data, path=path, env=env, database=database)
     except errors.ConfigError as exc:
         raise errors.ConfigError(f"{path}: {exc}") from None
+    except (ValueError, OverflowError, RecursionError, UnicodeError, LookupError, TypeError) as exc:
+        # The net under the checks above: whatever else a value does to a library, one line, never a traceback.
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise errors.ConfigError(f"{path}: a value cannot be used ({type(exc).__name__}: {reason})") from None
 
 
 def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from reconciler import errors, model
 from reconciler.config import table as config_table
@@ -35,6 +35,16 @@ def database(url: str, where: str, *, base: Path | None = None) -> str:
     except (ArgumentError, ValueError):
         shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # never echo a password
         raise errors.ConfigError(f"{where}: {shown!r} is not a database URL such as sqlite:///reconciler.db") from None
+    if parsed.drivername in ("postgres", "postgresql"):  # the usual spellings: through psycopg, which is installed
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        url = parsed.render_as_string(hide_password=False)
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError):
+        raise errors.ConfigError(
+            f"{where}: no database driver for {parsed.drivername!r} is installed; "
+            "use sqlite:///reconciler.db or postgresql+psycopg://…"
+        ) from None
     name = parsed.database or ""
     if base is None or parsed.get_backend_name() != "sqlite" or name in ("", ":memory:") or "uri" in parsed.query:
         return url

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from reconciler import errors, model
 
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_DURATION = re.compile(r"(\d{1,12})(ms|s|m|h|d)")
+MAX_DURATION = timedelta(days=3650)  # ten years: past it, datetime arithmetic (and APScheduler) overflow
+MAX_INTEGER = 1_000_000
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _E = TypeVar("_E", model.FirstSeen, model.RolloutMode, model.OnDelete)
@@ -37,10 +39,15 @@ class Secret:
 
 
 def parse_duration(text: object, path: str) -> timedelta:
-    """`90s`, `5m`, `1h30m`, `250ms`, `2d`; plain numbers are refused so that units are never guessed."""
-    if isinstance(text, str) and text and _DURATION.sub("", text) == "":
-        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
-    raise errors.ConfigError(f'{path}: expected a duration such as "90s", "5m" or "1h", got {text!r}')
+    """`90s`, `5m`, `1h30m`, `250ms`, `2d`, at most ten years; plain numbers are refused so that units are never
+    guessed."""
+    if isinstance(text, str) and text and len(text) <= 100 and _DURATION.sub("", text) == "":
+        seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+        if seconds > MAX_DURATION.total_seconds():
+            raise errors.ConfigError(f"{path}: {text!r} is longer than the longest duration accepted, 3650d")
+        return timedelta(seconds=seconds)
+    shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:57] + "..."
+    raise errors.ConfigError(f'{path}: expected a duration such as "90s", "5m" or "1h", got {shown}')
 
 
 class Table:
@@ -85,8 +92,11 @@ class Table:
         value = self.get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise errors.ConfigError(f"{self.key(name)}: expected a whole number >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INTEGER:
+            shown = repr(value) if len(repr(value)) <= 40 else f"a number of {len(str(value))} digits"
+            raise errors.ConfigError(
+                f"{self.key(name)}: expected a whole number from {minimum} to {MAX_INTEGER}, got {shown}"
+            )
         return value
 
     def choice(self, name: str, enum: type[_E], default: _E) -> _E:
@@ -117,11 +127,15 @@ class Table:
             if required:
                 raise errors.ConfigError(f"{self.key(env_key)}: environment variable {variable} is not set")
         if file:
-            path = self.base / Path(file).expanduser()
             try:
+                path = self.base / Path(file).expanduser()
                 text = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise errors.ConfigError(f"{self.key(file_key)}: cannot read {path}: {exc.strerror}") from exc
+                raise errors.ConfigError(f"{self.key(file_key)}: cannot read {file!r}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise errors.ConfigError(f"{self.key(file_key)}: {file!r} is not UTF-8 text") from None
+            except (ValueError, RuntimeError) as exc:  # a NUL in the path; `~nosuchuser`
+                raise errors.ConfigError(f"{self.key(file_key)}: cannot read {file!r}: {exc}") from None
             if not text:
                 raise errors.ConfigError(f"{self.key(file_key)}: {path} is empty")
             return Secret(text, str(path))

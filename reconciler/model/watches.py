@@ -119,14 +119,20 @@ class ReleaseSelector:
     specifiers: SpecifierSet | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        shown = self.pattern if len(self.pattern) <= 60 else self.pattern[:57] + "..."
         try:
             object.__setattr__(self, "compiled", re.compile(self.pattern))
-        except re.error as exc:
-            raise errors.ConfigError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from exc
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:  # `a{4294967296}` overflows the engine
+            raise errors.ConfigError(f"pattern {shown!r} is not a usable regular expression: {exc}") from None
+        shown = (self.range or "")[:60]
         try:
             specs = SpecifierSet(self.range) if self.range is not None else None
-        except InvalidSpecifier as exc:
-            raise errors.ConfigError(f"range {self.range!r} is not a version range such as '>=2026.1.0,<2027'") from exc
+        except (InvalidSpecifier, ValueError):
+            raise errors.ConfigError(f"range {shown!r} is not a version range such as '>=2026.1.0,<2027'") from None
+        # A bound is compared as a version: each number must be one Python converts (4,300 digits at most), and
+        # no tag has more than a few; past 18 digits it is no release number.
+        if specs is not None and any(len(n) > 18 for spec in specs for n in re.findall(r"\d+", spec.version)):
+            raise errors.ConfigError(f"range {shown!r} has a number longer than 18 digits")
         object.__setattr__(self, "specifiers", specs)
 
     def describe(self) -> str:
