@@ -9,7 +9,9 @@ the roll-out every updated pod's `imageID` digest is compared with the expected 
 The API server throttles (429) and fails (5xx) now and then; neither fails a roll-out. `launch` asks again for up
 to `LAUNCH_BUDGET` of injected time, and before re-sending a PATCH whose fate is unknown it looks for the patch on
 the StatefulSet; `wait` keeps polling through them until the action's timeout.
-Receives its `kubernetes.client.ApiClient`; builds none. Kubernetes errors are mapped here, once (`_mapped`).
+Receives its `kubernetes.client.ApiClient`; builds none. Kubernetes errors are mapped here, once (`_mapped`): the
+client's own, and an answer that cannot be read, whether the client cannot decode it or it lacks what the roll-out
+reads (`rollout.statefulset`, `rollout.pods`), so nothing but our errors leaves the actuator.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, NoReturn
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, ResponseError
 
 from reconciler import errors, model
@@ -59,6 +62,27 @@ class _Unavailable(errors.KubeUnavailable):
 
 class _NotFound(errors.KubeError):
     """404: the message names the object (or the resource) that was not found."""
+
+
+class _Unreadable(errors.KubeError):
+    """A 2xx answer that cannot be read, as `_mapped` saw it: the message names the object and what is wrong.
+
+    Not a KubeUnavailable: something did answer, and one garbled answer (a proxy's page, a body cut or mis-encoded
+    on the way) cannot be told from an API server that always sends it. So what it costs follows from what was sent:
+    before the PATCH, nothing changed, and failing the attempt (retried after a back-off) is cheap: a plain
+    KubeError; after the PATCH was answered 2xx, the patch was most likely applied, so it is looked for as after a
+    5xx; while waiting, failing would fail a roll-out that may be going well (and its retry restart every pod
+    again), so it is a blip like a 5xx, polled through until the timeout, then left open for the next pass.
+    """
+
+
+# What the client raises while decoding an answer (it catches none of them): JSONDecodeError, UnicodeDecodeError,
+# pydantic's ValidationError (all ValueErrors), LookupError for a charset Python does not know, RecursionError for
+# JSON nested deeper than the parser recurses, TypeError for a list field served as a boolean; and our own
+# rollout.Unreadable (a ValueError) for an answer without what the roll-out reads. (Before sending, the client raises
+# them only for arguments that do not fit its methods: ours are the same on every call, and the roll-out tests make
+# each call.)
+_UNDECODABLE = (ValueError, TypeError, LookupError, RecursionError)
 
 
 class StatefulSetActuator:
@@ -120,7 +144,7 @@ class StatefulSetActuator:
         """
         deadline = self._clock() + LAUNCH_BUDGET
         body = dict(request["body"])
-        unsure: _Unavailable | None = None  # a PATCH of ours whose fate is unknown
+        unsure: errors.KubeError | None = None  # what left a PATCH of ours with its fate unknown
         note: str | None = None
         checked = False
         conflicts = failures = 0
@@ -138,16 +162,18 @@ class StatefulSetActuator:
                     patched = self._apps.patch_namespaced_stateful_set(
                         spec.name, spec.namespace, body, field_manager=FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT
                     )
-                generation = self._json(patched).get("metadata", {}).get("generation", 0)
+                    generation = rollout.generation(rollout.statefulset(self._json(patched)))
                 return model.Launch(ref=str(generation), link=None, note=note)
             except errors.KubeConflict:
                 conflicts += 1
                 if conflicts == CONFLICT_RETRIES:
                     raise
                 log.info("StatefulSet %s/%s: conflict on patch, trying again", spec.namespace, spec.name)
-            except _Unavailable as exc:
-                if step == "patch" and exc.maybe_applied:
-                    unsure = exc
+            except (_Unavailable, _Unreadable) as exc:
+                if isinstance(exc, _Unreadable) and step == "read" and unsure is None:
+                    raise  # nothing was sent: a StatefulSet that cannot be read fails the attempt
+                if step == "patch" and (isinstance(exc, _Unreadable) or exc.maybe_applied):
+                    unsure = exc  # an unreadable 2xx to a PATCH: applied, most likely, with no generation to tell
                 failures += 1
                 pause = self._pause(exc, failures, base=BACKOFF_FIRST)
                 if self._clock() + timedelta(seconds=pause) > deadline:
@@ -168,14 +194,14 @@ class StatefulSetActuator:
         if spec.mode is not model.RolloutMode.RESTART or policy == "Always":
             return None
         note = (
-            f"warning: container {spec.container!r} has imagePullPolicy {policy}, "
+            f"warning: container {spec.container!r} has imagePullPolicy {rollout.shown(policy)}, "
             'so a restart may not pull the new digest; use mode = "pin" or imagePullPolicy Always'
         )
         log.warning("StatefulSet %s/%s: %s", spec.namespace, spec.name, note)
         return note
 
     @staticmethod
-    def _give_up(exc: _Unavailable, unsure: _Unavailable | None) -> NoReturn:
+    def _give_up(exc: errors.KubeError, unsure: errors.KubeError | None) -> NoReturn:
         budget = f"within {LAUNCH_BUDGET.total_seconds():g}s of asking again"
         if unsure is not None:
             # even a patch not seen since may still land: the API server's timeout filter answers 504 while the
@@ -210,7 +236,7 @@ class StatefulSetActuator:
                 applied = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT) == wanted
         except (KeyError, IndexError, TypeError):
             return None
-        return str(sts["metadata"].get("generation", 0)) if applied else None
+        return str(rollout.generation(sts)) if applied else None
 
     # --- wait -----------------------------------------------------------------------------------------------
     def wait(
@@ -232,14 +258,14 @@ class StatefulSetActuator:
                     where = f"{spec.namespace}/{spec.name}"
                     return rollout.verify(sts, pods, container=spec.container, expected=record.digest, where=where)
                 failures = 0
-            except _Unavailable as exc:  # a throttled or failing API server is not the roll-out failing
-                failures += 1
+            except (_Unavailable, _Unreadable) as exc:  # a throttled, failing or garbled API server is not the
+                failures += 1  # roll-out failing: the next poll may well read it
                 pause = self._pause(exc, failures, base=self._poll)
                 log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
                 last = str(exc)
             if self._clock() >= deadline and failures:  # it may well have finished: not a failed roll-out
                 return model.Unfinished(
-                    f"the Kubernetes API did not answer at the end of the roll-out's {spec.timeout} ({last}); "
+                    f"the Kubernetes API gave no usable answer at the end of the roll-out's {spec.timeout} ({last}); "
                     "it is checked again in the next pass"
                 )
             if self._clock() >= deadline:
@@ -256,37 +282,37 @@ class StatefulSetActuator:
         victim = rollout.next_to_delete(sts, self._pods(spec, sts))
         if victim is None:
             return
-        log.info("StatefulSet %s/%s: deleting pod %s (OnDelete)", spec.namespace, spec.name, victim)
+        log.info("StatefulSet %s/%s: deleting pod %s (OnDelete)", spec.namespace, spec.name, rollout.shown(victim))
         try:
             with self._mapped("delete", "pods", spec, name=victim):
                 self._core.delete_namespaced_pod(victim, spec.namespace, _request_timeout=REQUEST_TIMEOUT)
         except _NotFound:  # gone already (deleted by someone else): the controller re-creates it all the same
             # (a DELETE of a missing pod is the pod's own NotFound: apiserver storage/errors InterpretDeleteError)
-            log.info("StatefulSet %s/%s: pod %s was already gone", spec.namespace, spec.name, victim)
+            log.info("StatefulSet %s/%s: pod %s was already gone", spec.namespace, spec.name, rollout.shown(victim))
 
     @staticmethod
-    def _pause(exc: _Unavailable, failures: int, *, base: float) -> float:
+    def _pause(exc: errors.KubeError, failures: int, *, base: float) -> float:
         """Seconds before asking again: the server's Retry-After (capped), else a doubling back-off; never < base.
 
         client-go does the same: it retries a 429 (or a 5xx) carrying Retry-After after that many seconds
         (client-go rest/with_retry.go checkWait, up to 10 times); a 429 from the overload filters always carries
         `Retry-After: 1` (apiserver filters/maxinflight.go tooManyRequests, also used by priority-and-fairness).
         """
-        if exc.retry_after is not None:
+        if isinstance(exc, _Unavailable) and exc.retry_after is not None:
             return max(min(exc.retry_after, RETRY_AFTER_CAP), base)
         return min(base * 2.0 ** (failures - 1), max(RETRY_AFTER_CAP, base))
 
     # --- reads and error mapping ----------------------------------------------------------------------------
-    def _json(self, obj: object) -> dict[str, Any]:
-        """A client model as the API serves it (camelCase JSON): one shape to read, with absent zeros absent."""
-        serialized = self._api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-        return serialized if isinstance(serialized, dict) else {}
+    def _json(self, obj: object) -> object:
+        """A client model as the API serves it (camelCase JSON): one shape to read, with absent zeros absent. What
+        the answer was (None for `null` or a 204), for `rollout` to check."""
+        return self._api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
     def _read(self, spec: model.StatefulSetAction) -> dict[str, Any]:
         """The StatefulSet as the API serves it (camelCase JSON), read through the typed client."""
         with self._mapped("get", "statefulsets", spec):
             sts = self._apps.read_namespaced_stateful_set(spec.name, spec.namespace, _request_timeout=REQUEST_TIMEOUT)
-        return self._json(sts)
+            return rollout.statefulset(self._json(sts))
 
     def _pods(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> list[dict[str, Any]]:
         labels = ((sts.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
@@ -295,7 +321,7 @@ class StatefulSetActuator:
             listed = self._core.list_namespaced_pod(
                 spec.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
             )
-        return rollout.owned(self._json(listed).get("items") or [], spec.name)
+            return rollout.owned(rollout.pods(self._json(listed)), spec.name)
 
     @staticmethod
     def _container(sts: Mapping[str, Any], spec: model.StatefulSetAction) -> dict[str, Any]:
@@ -303,7 +329,7 @@ class StatefulSetActuator:
         for container in containers:
             if container.get("name") == spec.container:
                 return container
-        names = ", ".join(str(c.get("name")) for c in containers)
+        names = ", ".join(rollout.shown(c.get("name")) for c in containers)
         raise errors.KubeError(
             f"StatefulSet {spec.namespace}/{spec.name} has no container {spec.container!r} (it has: {names})"
         )
@@ -334,6 +360,9 @@ class StatefulSetActuator:
                 raise errors.KubeError(f"Kubernetes rejected the {verb} of {where} (422): {message}") from None
             if status == 401:
                 raise errors.KubeError(f"Kubernetes refused the credentials at {self._host} (401)") from None
+            if status == 0 and str(exc.reason).startswith("Unsupported content type"):
+                # the client's own, for a 2xx whose Content-Type it does not decode (protobuf, YAML): it was answered
+                raise _Unreadable(_unreadable(verb, resource, spec, name, str(exc.reason))) from None
             if status == 0:  # the client's own ApiException for a TLS failure: nothing was sent
                 raise _Unavailable(
                     f"cannot reach the Kubernetes API at {self._host}: {message}", maybe_applied=False
@@ -344,7 +373,7 @@ class StatefulSetActuator:
                 raise _Unavailable(
                     f"Kubernetes answered {status} to {verb} on {where}: {message}",
                     maybe_applied=status != 429,
-                    retry_after=k8s_utils.retry_after_seconds(exc),  # client-go's parse: whole seconds only
+                    retry_after=_retry_after(exc),
                 ) from None
             raise errors.KubeError(f"Kubernetes answered {status} to {verb} on {where}: {message}") from None
         except (HTTPError, OSError) as exc:
@@ -363,6 +392,8 @@ class StatefulSetActuator:
                 f"cannot reach the Kubernetes API at {self._host}: {type(cause).__name__}",
                 maybe_applied=not isinstance(cause, ConnectTimeoutError),  # NewConnectionError is one
             ) from None
+        except _UNDECODABLE as exc:  # after HTTPError: urllib3's LocationParseError is a ValueError too
+            raise _Unreadable(_unreadable(verb, resource, spec, name, _why(exc))) from None
 
 
 def _object(resource: str, spec: model.StatefulSetAction, name: str | None) -> str:
@@ -373,15 +404,44 @@ def _object(resource: str, spec: model.StatefulSetAction, name: str | None) -> s
     return f"{resource} in namespace {spec.namespace}"
 
 
+def _unreadable(verb: str, resource: str, spec: model.StatefulSetAction, name: str | None, why: str) -> str:
+    noun = "a StatefulSet" if resource == "statefulsets" else "a pod" if name is not None else "a pod list"
+    return f"the Kubernetes API sent {noun} that cannot be read ({verb} {_object(resource, spec, name)}): {why}"
+
+
+def _why(exc: BaseException) -> str:
+    """What could not be read, on one line."""
+    if isinstance(exc, ValidationError):  # its str() spans lines, and shows the input
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        where = ".".join(map(str, first["loc"]))
+        text = f"{exc.title}{f' {where}' if where else ''}: {first['msg']}{more}"
+    elif isinstance(exc, RecursionError):
+        text = "JSON nested too deeply to read"
+    elif isinstance(exc, rollout.Unreadable):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:300]
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    """The answer's Retry-After in whole seconds, client-go's parse; None when there is none to honour."""
+    try:
+        return k8s_utils.retry_after_seconds(exc)
+    except (ValueError, OverflowError):  # more digits than int() reads, or more seconds than a float holds
+        return None
+
+
 def _status_message(exc: ApiException) -> str:
-    """The Status `message`; else a plain-text body on one line, as client-go reads an unstructured error (the
-    overload filters' 429 is text: http.Error, "Too many requests, please try again later.")."""
+    """The Status `message`; else a plain-text body, as client-go reads an unstructured error (the overload filters'
+    429 is text: http.Error, "Too many requests, please try again later."). On one line, whatever was sent."""
     body = exc.body or ""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         text = " ".join(body.split())[:300]
         return text or " ".join(str(exc.reason or "no details").split())
     if isinstance(parsed, dict) and parsed.get("message"):
-        return str(parsed["message"])
+        return " ".join(str(parsed["message"]).split())[:1000]
     return " ".join(str(exc.reason or "no details").split())

@@ -1,8 +1,11 @@
-"""The pure side of a StatefulSet roll-out (protocols.md §3.2, §3.3): when it is done, which pod to delete next under
-`OnDelete`, and what each pod's `imageID` says about the digest it runs.
+"""The pure side of a StatefulSet roll-out (protocols.md §3.2, §3.3): the shape a served StatefulSet or pod list must
+have to be read, when a roll-out is done, which pod to delete next under `OnDelete`, and what each pod's `imageID`
+says about the digest it runs.
 
 Reads objects as the API serves them (camelCase JSON, zero-valued status fields omitted); no I/O, no clock, no
-logging — `kube.py` reads the objects and acts.
+logging — `kube.py` reads the objects and acts. `statefulset` and `pods` check an answer once, where it is read, so
+the functions after them read a field without guarding its type; anything served that a message shows goes through
+`shown`, to keep the message on one line.
 """
 
 from __future__ import annotations
@@ -10,11 +13,126 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from reconciler import model
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_ORDINAL = re.compile(r"[0-9]{1,10}")  # ASCII: '²'.isdigit() is true and int('²') fails; an ordinal is an int32
+
+
+class Unreadable(ValueError):
+    """A served object lacks a field the roll-out reads, or has it with another type; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Required:
+    shape: object
+
+
+@dataclass(frozen=True, slots=True)
+class _MapOf:
+    value: object
+
+
+# What the roll-out reads of each object: a dict lists the fields of an object (absent, or null, unless _Required),
+# a one-item list the shape of every item, _MapOf the values of a map. The API server always sends the _Required
+# ones (a StatefulSet's generation starts at 1; the pydantic models require the rest, protocols.md §3.4).
+_TEXTS = _MapOf(str)  # labels, annotations, matchLabels
+_STATEFULSET = {
+    "metadata": _Required({"generation": _Required(int)}),
+    "spec": _Required(
+        {
+            "replicas": int,
+            "selector": {"matchLabels": _TEXTS},
+            "updateStrategy": {"type": str, "rollingUpdate": {"partition": int}},
+            "template": _Required(
+                {
+                    "metadata": {"annotations": _TEXTS},
+                    "spec": _Required({"containers": _Required([{"name": _Required(str), "image": str,
+                                                                 "imagePullPolicy": str}])}),
+                }
+            ),
+        }
+    ),
+    "status": {"observedGeneration": int, "readyReplicas": int, "updatedReplicas": int, "currentRevision": str,
+               "updateRevision": str},
+}  # fmt: skip
+_POD_LIST = {
+    "items": _Required(
+        [
+            {
+                "metadata": _Required({"name": _Required(str), "labels": _TEXTS, "deletionTimestamp": str,
+                                       "ownerReferences": [{"kind": str, "name": str}]}),
+                "status": {"conditions": [{"type": str, "status": str}],
+                           "containerStatuses": [{"name": str, "imageID": str}]},
+            }
+        ]
+    )
+}  # fmt: skip
+
+
+def statefulset(served: object) -> dict[str, Any]:
+    """`served` if the roll-out can read it as a StatefulSet; else Unreadable, naming the first field it cannot."""
+    _check(served, _STATEFULSET, "")
+    return cast(dict[str, Any], served)
+
+
+def pods(served: object) -> list[dict[str, Any]]:
+    """The items of a served PodList if the roll-out can read every pod; else Unreadable, naming the field."""
+    _check(served, _POD_LIST, "")
+    return cast(list[dict[str, Any]], cast(dict[str, Any], served)["items"])
+
+
+def generation(sts: Mapping[str, Any]) -> int:
+    return int(sts["metadata"]["generation"])
+
+
+def _check(value: object, shape: object, path: str) -> None:
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise Unreadable(f"{path or 'the answer'} is {_kind(value)}, not an object")
+        for key, inner in shape.items():
+            where = f"{path}.{key}" if path else key
+            item = value.get(key)
+            if item is None:  # null is absent, as the API's omitempty and the client's models have it
+                if isinstance(inner, _Required):
+                    raise Unreadable(f"{where} is missing")
+                continue
+            _check(item, inner.shape if isinstance(inner, _Required) else inner, where)
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise Unreadable(f"{path} is {_kind(value)}, not a list")
+        for index, item in enumerate(value):
+            _check(item, shape[0], f"{path}[{index}]")
+    elif isinstance(shape, _MapOf):
+        if not isinstance(value, dict):
+            raise Unreadable(f"{path} is {_kind(value)}, not an object")
+        for key, item in value.items():
+            _check(item, shape.value, f"{path}[{shown(key)}]")
+    elif shape is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Unreadable(f"{path} is {_kind(value)}, not an integer")
+    elif not isinstance(value, str):
+        raise Unreadable(f"{path} is {_kind(value)}, not a string")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def shown(text: object) -> str:
+    """Served text as a message shows it: as is if printable, else quoted with escapes (so on one line)."""
+    value = str(text)
+    return value if value.isprintable() else repr(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +162,7 @@ def progress(sts: Mapping[str, Any], *, generation: int) -> Progress:
     current, update = status.get("currentRevision"), status.get("updateRevision")
     summary = (
         f"generation {generation}, observed {observed}; {updated}/{replicas} updated, {ready}/{replicas} ready"
-        f"{f', partition {part}' if part else ''}; revision {current} -> {update}"
+        f"{f', partition {part}' if part else ''}; revision {shown(current)} -> {shown(update)}"
     )
     done = (
         observed >= generation
@@ -125,7 +243,7 @@ def verify(
     wrong: list[str] = []
     unknown: dict[str, list[str]] = {}  # why -> pods
     for pod in checked:
-        name = pod["metadata"]["name"]
+        name = shown(pod["metadata"]["name"])
         statuses = [c for c in (pod.get("status") or {}).get("containerStatuses") or [] if c.get("name") == container]
         seen = running_digest(statuses[0].get("imageID")) if statuses else RunningDigest(None, "no such container")
         if seen.digest is None:
@@ -133,7 +251,9 @@ def verify(
         elif seen.digest != expected:
             wrong.append(f"{name} runs {seen.digest}")
     if not wrong and not unknown:
-        return model.Finish(True, f"rolled out: {', '.join(p['metadata']['name'] for p in checked)} run {expected}")
+        return model.Finish(
+            True, f"rolled out: {', '.join(shown(p['metadata']['name']) for p in checked)} run {expected}"
+        )
     parts = wrong + [f"{', '.join(names)}: digest cannot be verified: {why}" for why, names in unknown.items()]
     head = f"not on {expected}" if wrong else f"running {expected} cannot be verified"
     return model.Finish(False, f"roll-out of {where} finished but {head}: {'; '.join(parts)}")
@@ -159,5 +279,6 @@ def ready(pod: Mapping[str, Any]) -> bool:
 
 
 def ordinal(pod: Mapping[str, Any]) -> int:
+    """`stack-2` → 2; -1 for a name without an ordinal."""
     tail = str(pod["metadata"].get("name", "")).rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
+    return int(tail) if _ORDINAL.fullmatch(tail) else -1
