@@ -4,12 +4,19 @@ Owns the Docker Hub flow of protocols.md §1.2 — a 401 names a realm, the toke
 (anonymously or with Basic credentials, or with an identity token over the OAuth2 POST variant), and the token is
 reused for that scope until it expires. Credentials come from the configuration or, failing that, from the Docker
 config and its credential helpers (read through the `docker` package; no engine needed).
+Also owns reading what a registry or token server sends, for both boundaries: JSON (`json_body`, which survives
+any nesting), text shown in a message (`one_line`) and redirects (`refuse_unfollowable_redirect`, a response hook
+that stops a Location requests could not follow). Whatever a token server answers ends as a token or one
+`RegistryError`: the token fetch has one guard for what nobody foresaw, a token must be printable ASCII (it goes
+into a header), and its lifetime is clamped.
 Never logs or raises a secret. Does not send registry requests itself, only token requests.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 import threading
 import time
@@ -17,6 +24,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from docker import auth as docker_auth
@@ -24,9 +32,59 @@ from docker import errors as docker_errors
 
 from reconciler import errors
 
+log = logging.getLogger(__name__)
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 TOKEN_MARGIN = 10.0  # seconds before expiry at which a cached token is no longer used
 DEFAULT_TOKEN_LIFETIME = 60.0  # token.md: "Default 60 if omitted"
+MAX_TOKEN_LIFETIME = 86400.0  # a day: longer than any registry grants (ECR: 12 h), short of trusting a typo for ever
+# What can go into `Authorization: Bearer …`: printable ASCII without spaces (RFC 6750's b64token is narrower; a
+# JWT fits), and at most 64 KiB, past any real token and at most any server's header limit.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")
+_SECONDS = re.compile(r"[0-9]{1,12}")  # an `expires_in` sent quoted; bounded, as int() of 5,000 digits fails
+
+
+class UnfollowableRedirect(Exception):
+    """A redirect whose Location requests would fail on (it raises ValueError, outside requests' own errors)."""
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Text a server sent, fit for one line of a message: its first line, cut short, unprintable characters as '?'."""
+    first = next(iter(text[: limit * 20].strip().splitlines()), "")[:limit]
+    return "".join(c if c.isprintable() else "?" for c in first).strip()
+
+
+def json_body(response: requests.Response) -> Any:
+    """The body as JSON; ValueError when it is not, also when nested too deep for the parser (RecursionError)."""
+    try:
+        return json.loads(response.content)  # bytes: UTF-8/16/32 detected as RFC 8259 says
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def refuse_unfollowable_redirect(response: requests.Response, **_: Any) -> requests.Response:
+    """A `response` hook: raise UnfollowableRedirect before requests follows a Location it cannot read.
+
+    Reads the Location as `Session.resolve_redirects` and `should_strip_auth` do (latin-1 bytes as UTF-8, joined
+    to the request URL, its port), which raise ValueError on `http://[`, a port past 65535 or bytes not UTF-8.
+    """
+    if response.is_redirect:
+        try:
+            location = response.headers["location"].encode("latin-1").decode("utf-8")
+            _port = urlsplit(urljoin(response.url, location)).port
+        except ValueError:  # UnicodeError is one
+            raise UnfollowableRedirect from None
+    return response
+
+
+def token_lifetime(expires_in: object) -> float:
+    """Seconds a token lives: `expires_in` clamped to (0, a day]; the default for a missing or unreadable one."""
+    if isinstance(expires_in, str) and _SECONDS.fullmatch(expires_in):
+        expires_in = int(expires_in)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return DEFAULT_TOKEN_LIFETIME
+    if not expires_in > 0:  # also NaN. token.md: never issued with under 60 s; the default rather than none
+        return DEFAULT_TOKEN_LIFETIME
+    return float(min(expires_in, MAX_TOKEN_LIFETIME))  # min first: float() of a huge int overflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +211,30 @@ class Authenticator:
                 cached = self._tokens.get(key)
             if cached and cached[1] > self._clock() and f"Bearer {cached[0]}" != rejected:
                 return {"Authorization": f"Bearer {cached[0]}"}  # another worker fetched it meanwhile
-            token, lifetime = self._fetch_token(registry, challenge, scope, creds, image)
+            token, seconds = self._guarded_fetch(registry, challenge, scope, creds, image)
             with self._lock:
-                self._tokens[key] = (token, self._clock() + lifetime - TOKEN_MARGIN)
+                self._tokens[key] = (token, self._clock() + seconds - TOKEN_MARGIN)
         return {"Authorization": f"Bearer {token}"}
 
     def _key(self, registry: str, challenge: Challenge, scope: str) -> tuple[str, str, str, str]:
         creds = self._creds_for(registry)
         identity = creds.username if creds else ""
         return (challenge.params.get("realm", ""), challenge.params.get("service", ""), scope, identity)
+
+    def _guarded_fetch(
+        self, registry: str, challenge: Challenge, scope: str, creds: Credentials | None, image: str
+    ) -> tuple[str, float]:
+        """`_fetch_token`, with anything a token server's answer raises that no reader foresaw as a RegistryError."""
+        try:
+            return self._fetch_token(registry, challenge, scope, creds, image)
+        except errors.ReconcilerError:
+            raise
+        except Exception as exc:  # the boundary: a watch's check must end in our error tree, whatever was sent
+            log.debug("token server of registry %s: unreadable answer for %s", registry, image, exc_info=True)
+            raise errors.RegistryError(
+                f"the token server of registry {registry} sent an answer for {image} that cannot be read "
+                f"({type(exc).__name__})"  # never str(exc): it may quote a header, and so a credential
+            ) from None
 
     def _fetch_token(
         self, registry: str, challenge: Challenge, scope: str, creds: Credentials | None, image: str
@@ -170,11 +243,13 @@ class Authenticator:
         if not realm or not realm.startswith(("http://", "https://")):
             raise errors.RegistryAuthError(f"registry {registry} sent a bearer challenge without a usable realm")
         service = challenge.params.get("service", "")
+        hooks = {"response": [refuse_unfollowable_redirect]}
         try:
             if creds is not None and creds.identity_token:
                 response = self._session.post(
                     realm,
                     timeout=self._timeout,
+                    hooks=hooks,
                     data={
                         "grant_type": "refresh_token",
                         "refresh_token": creds.password,
@@ -186,10 +261,15 @@ class Authenticator:
             else:
                 params = {"service": service, "scope": scope} if service else {"scope": scope}
                 auth = (creds.username, creds.password) if creds else None
-                response = self._session.get(realm, params=params, auth=auth, timeout=self._timeout)
+                response = self._session.get(realm, params=params, auth=auth, timeout=self._timeout, hooks=hooks)
+        except UnfollowableRedirect:
+            raise errors.RegistryError(
+                f"the token server of registry {registry} redirected the token request for {image} to a Location "
+                "that cannot be followed"
+            ) from None
         except requests.RequestException as exc:
             raise errors.RegistryError(
-                f"cannot reach the token server of registry {registry} at {realm}: {type(exc).__name__}"
+                f"cannot reach the token server of registry {registry} at {one_line(realm)}: {type(exc).__name__}"
             ) from None
         self.tokens_fetched += 1
         who = f"user {creds.username!r}" if creds and creds.username else "anonymous access"
@@ -203,14 +283,18 @@ class Authenticator:
                 f"the token server of registry {registry} answered {response.status_code} for {image}"
             )
         try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-            lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
-            token, lifetime = None, 0.0
-        if not isinstance(token, str) or not token:
+            body = json_body(response)
+        except ValueError:
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token:
             raise errors.RegistryError(f"the token server of registry {registry} sent no token for {image}")
-        return token, lifetime if lifetime > 0 else DEFAULT_TOKEN_LIFETIME
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):  # it could not go into a header
+            raise errors.RegistryError(
+                f"the token server of registry {registry} sent an unusable token for {image} (not printable ASCII "
+                "of at most 64 KiB)"
+            )
+        return token, token_lifetime(body.get("expires_in"))  # from receipt: `issued_at` would need the wall clock
 
 
 def _basic(creds: Credentials) -> dict[str, str]:

@@ -21,16 +21,23 @@ Credentials stay on the registry's own origin (scheme, host and port of its API 
   not remembered as the registry's own scheme.
 An operator who trusts the other origin sets it as the registry's `url`.
 The `ratelimit-remaining` of the last manifest answer is kept per registry; an answer without it (Docker Hub:
-unlimited) drops the registry from `ratelimit_remaining`, so the gauge built on it disappears.
+unlimited), or with one that is no count of at most 12 digits, drops the registry from `ratelimit_remaining`, so
+the gauge built on it disappears.
+
+No answer crashes a check: values are read with bounds where they enter (JSON of any nesting, counts of at most 12
+digits, `Link` and redirect `Location` URLs that may not parse, registry text cut to one printable line), and
+`digest`/`tags` have one guard that turns whatever else an answer raises into one `RegistryError` naming the
+registry and image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -51,8 +58,8 @@ DOCKER_HUB_API = "https://registry-1.docker.io"
 MAX_TAG_PAGES = 1000
 MAX_WARNED_TAGS = 10_000  # invalid (image, tag) pairs remembered; past it, further ones are skipped silently
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_RATELIMIT = re.compile(r"^\s*(\d+)\s*;\s*w=(\d+)\s*$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_RATELIMIT = re.compile(r"\s*([0-9]{1,12})\s*;\s*w=([0-9]{1,12})\s*")  # fullmatch; bounded: int() of 5,000 digits fails
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch
 
 
 def api_base(registry: str, overrides: Mapping[str, str]) -> str:
@@ -75,7 +82,7 @@ def origin(url: str) -> tuple[str, str, int]:
 
 def _show_origin(url: str) -> str:
     scheme, host, port = origin(url)
-    return f"{scheme}://{host}:{port}"[:120]
+    return auth.one_line(f"{scheme}://{host}:{port}", 120)
 
 
 def _show_tag(tag: str) -> str:
@@ -84,14 +91,30 @@ def _show_tag(tag: str) -> str:
 
 
 def _error_message(response: requests.Response) -> str:
-    """The registry's own words from the OCI error envelope (`detail` may be any JSON type)."""
+    """The registry's own words from the OCI error envelope (`detail` may be any JSON type), as one line."""
     try:
-        body = response.json()
-        found = body["errors"][0]
+        found = auth.json_body(response)["errors"][0]
         text = str(found.get("message") or found.get("code"))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        text = (response.text or "").strip().splitlines()[0][:200] if response.text.strip() else ""
-    return text or response.reason or "no reason given"
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        try:  # not the envelope: the body's first line, read without guessing the charset of a large body
+            text = response.content[:4096].decode(response.encoding or "utf-8", "replace")
+        except LookupError:  # a charset Python does not know
+            text = response.content[:4096].decode("utf-8", "replace")
+    return auth.one_line(text) or auth.one_line(response.reason or "") or "no reason given"
+
+
+@contextlib.contextmanager
+def _unforeseen(registry: str, what: str) -> Iterator[None]:
+    """The boundary: what a registry's answer raises that no reader foresaw becomes one RegistryError."""
+    try:
+        yield
+    except errors.ReconcilerError:
+        raise
+    except Exception as exc:  # a watch's check must end in our error tree, whatever the registry sent
+        log.debug("registry %s: unreadable answer for %s", registry, what, exc_info=True)
+        raise errors.RegistryError(
+            f"registry {registry} sent an answer for {what} that cannot be read ({type(exc).__name__})"
+        ) from None  # never str(exc): it may quote a header, and so a credential
 
 
 class RegistryClient:
@@ -116,45 +139,61 @@ class RegistryClient:
 
     def digest(self, image: model.ImageRef, tag: str) -> str:
         """The digest the tag points at now (the index digest for a multi-arch image)."""
-        url = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/manifests/{tag}"
-        response = self._send("HEAD", url, image=image, what=f"{image}:{tag}")
-        if response.status_code == 404:
-            raise errors.TagNotFound(f"registry {image.registry} has no tag {tag!r} for {image}")
-        self._check(response, what=f"{image}:{tag}", registry=image.registry)
-        if not _RATELIMIT.match(response.headers.get("ratelimit-remaining", "")):
-            with self._lock:  # pulls.md: "If the headers are missing, the image/IP/user is unlimited"
-                self.ratelimit_remaining.pop(image.registry, None)
-        digest = response.headers.get("Docker-Content-Digest", "")
-        if not _DIGEST.match(digest):
-            raise errors.RegistryError(
-                f"registry {image.registry} sent no usable Docker-Content-Digest for {image}:{tag} ({digest[:80]!r})"
-            )
-        return digest
+        what = f"{image}:{tag}"
+        with _unforeseen(image.registry, what):
+            url = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/manifests/{tag}"
+            response = self._send("HEAD", url, image=image, what=what)
+            if response.status_code == 404:
+                raise errors.TagNotFound(f"registry {image.registry} has no tag {tag!r} for {image}")
+            self._check(response, what=what, registry=image.registry)
+            if not _RATELIMIT.fullmatch(response.headers.get("ratelimit-remaining", "")):
+                with self._lock:  # pulls.md: "If the headers are missing, the image/IP/user is unlimited"
+                    self.ratelimit_remaining.pop(image.registry, None)
+            digest = response.headers.get("Docker-Content-Digest", "")
+            if not _DIGEST.fullmatch(digest):
+                raise errors.RegistryError(
+                    f"registry {image.registry} sent no usable Docker-Content-Digest for {what} ({digest[:80]!r})"
+                )
+            return digest
 
     def tags(self, image: model.ImageRef) -> list[str]:
         """Every valid tag of the repository, following `Link: <…>; rel="next"` pages in the registry's order."""
-        first = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/tags/list"
-        url: str | None = first
-        seen_urls: set[str] = set()
-        found: list[str] = []
-        while url is not None:
-            if url in seen_urls or len(seen_urls) >= MAX_TAG_PAGES:
-                raise errors.RegistryError(f"registry {image.registry} sent a tag list for {image} that never ends")
-            seen_urls.add(url)
-            response = self._send("GET", url, image=image, what=f"the tags of {image}")
-            if response.status_code == 404:
-                raise errors.TagNotFound(f"registry {image.registry} has no repository {image.repository}")
-            self._check(response, what=f"the tags of {image}", registry=image.registry)
-            found.extend(self._parse_tags(response, image))
-            following = response.links.get("next", {}).get("url")
+        what = f"the tags of {image}"
+        with _unforeseen(image.registry, what):
+            first = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/tags/list"
+            url: str | None = first
+            seen_urls: set[str] = set()
+            found: list[str] = []
+            while url is not None:
+                if url in seen_urls or len(seen_urls) >= MAX_TAG_PAGES:
+                    raise errors.RegistryError(f"registry {image.registry} sent a tag list for {image} that never ends")
+                seen_urls.add(url)
+                response = self._send("GET", url, image=image, what=what)
+                if response.status_code == 404:
+                    raise errors.TagNotFound(f"registry {image.registry} has no repository {image.repository}")
+                self._check(response, what=what, registry=image.registry)
+                found.extend(self._parse_tags(response, image))
+                url = self._next_page(response, first=first, image=image)
+            return self._valid(image, found)
+
+    @staticmethod
+    def _next_page(response: requests.Response, *, first: str, image: model.ImageRef) -> str | None:
+        """The URL of the next page, None on the last; a link that cannot be parsed or leaves the origin is refused."""
+        following = response.links.get("next", {}).get("url")
+        try:
             url = urljoin(response.url, following) if following else None
-            if url is not None and origin(url) != origin(first):
-                raise errors.RegistryError(
-                    f"registry {image.registry} sent a next-page link for the tags of {image} that leaves "
-                    f"{_show_origin(first)} for {_show_origin(url)}; it is not followed, so neither our credentials "
-                    "nor its tags cross over (set the registry's url to that origin if you trust it)"
-                )
-        return self._valid(image, found)
+            leaves = url is not None and origin(url) != origin(first)
+        except ValueError:  # `http://[`, a netloc that NFKC-normalises into another
+            raise errors.RegistryError(
+                f"registry {image.registry} sent a next-page link for the tags of {image} that cannot be read"
+            ) from None
+        if url is not None and leaves:
+            raise errors.RegistryError(
+                f"registry {image.registry} sent a next-page link for the tags of {image} that leaves "
+                f"{_show_origin(first)} for {_show_origin(url)}; it is not followed, so neither our credentials "
+                "nor its tags cross over (set the registry's url to that origin if you trust it)"
+            )
+        return url
 
     def _valid(self, image: model.ImageRef, tags: Iterable[str]) -> list[str]:
         kept: list[str] = []
@@ -180,8 +219,7 @@ class RegistryClient:
     @staticmethod
     def _parse_tags(response: requests.Response, image: model.ImageRef) -> list[str]:
         try:
-            body = response.json()
-            tags = body.get("tags") or []
+            tags = auth.json_body(response).get("tags") or []
         except (ValueError, AttributeError):
             tags = None
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -220,16 +258,25 @@ class RegistryClient:
     def _request(
         self, method: str, url: str, *, headers: dict[str, str], registry: str, what: str
     ) -> requests.Response:
+        hooks = {"response": [auth.refuse_unfollowable_redirect]}  # requests follows redirects, but cannot all
         try:
-            response = self._session.request(method, url, headers=headers, timeout=self._timeout, allow_redirects=True)
+            response = self._session.request(
+                method, url, headers=headers, timeout=self._timeout, allow_redirects=True, hooks=hooks
+            )
+        except auth.UnfollowableRedirect:
+            raise errors.RegistryError(
+                f"registry {registry} redirected {what} to a Location that cannot be followed"
+            ) from None
         except requests.Timeout:
-            raise errors.RegistryError(f"registry {registry} did not answer in time for {what} ({url})") from None
+            shown = auth.one_line(url)
+            raise errors.RegistryError(f"registry {registry} did not answer in time for {what} ({shown})") from None
         except requests.RequestException as exc:
             reason = _root_cause(exc)
-            raise errors.RegistryError(f"cannot reach registry {registry} for {what} at {url}: {reason}") from None
+            shown = auth.one_line(url)
+            raise errors.RegistryError(f"cannot reach registry {registry} for {what} at {shown}: {reason}") from None
         with self._lock:
             self.requests[(registry, method, response.status_code)] += 1
-            remaining = _RATELIMIT.match(response.headers.get("ratelimit-remaining", ""))
+            remaining = _RATELIMIT.fullmatch(response.headers.get("ratelimit-remaining", ""))
             if remaining:
                 self.ratelimit_remaining[registry] = int(remaining.group(1))
         return response

@@ -9,7 +9,8 @@ Owns exactly what `docker-registry` 2.8.2 cannot show (see /work/shared/TESTING.
 * Pull limits (§1.3, §1.4): `ratelimit-limit`/`ratelimit-remaining: <x>;w=21600` and `docker-ratelimit-source` on
   manifest responses; GET counts a pull and HEAD does not; an exhausted limit answers GET with the 429 pull-limit body.
 * Fault injection: 429 with or without `Retry-After`, and 5xx, for the next N requests of a kind; a 307 to
-  another base URL (as a registry behind a proxy or moved to a new host answers) with `redirect_next`.
+  another base URL (as a registry behind a proxy or moved to a new host answers) with `redirect_next`; and, for
+  the fuzz tests, any status, headers (raw bytes too) and body at all with `answer_next`.
 * The Hub token flow (§1.2): 401 challenges with `error="invalid_token"`/`"insufficient_scope"` and `GET /token`.
   Tokens grant pull only on repositories that exist when issued, so an unknown repository ends in 401, as on Hub.
 * Manifest HEAD/GET (§1.3, §1.6): `Accept` negotiation as in distribution (an OCI index or manifest not accepted →
@@ -57,6 +58,8 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MANIFEST_RE = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
 _TAGS_RE = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
 _JSON = "application/json; charset=utf-8"
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_FRAMING = {"content-length", "transfer-encoding", "connection"}
 _OCI_UNACCEPTED = {
     OCI_INDEX: "OCI index found, but accept header does not support OCI indexes",
     OCI_MANIFEST: "OCI manifest found, but accept header does not support OCI manifests",
@@ -98,6 +101,7 @@ class _Fault:
     body: bytes | str | Mapping[str, Any] | None
     kind: Kind
     location: str | None = None  # a redirect: base URL the request's path and query are sent on to
+    raw: _Reply | None = None  # `answer_next`: sent exactly as given
 
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> _Reply:
@@ -192,6 +196,38 @@ class FakeHub:
         with self.lock:
             self._faults.append(_Fault(count, status, None, None, kind, location=to.rstrip("/")))
 
+    def answer_next(
+        self,
+        count: int,
+        *,
+        kind: Kind,
+        status: int,
+        body: bytes = b"",
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Answer the next `count` requests of `kind` that pass auth with exactly this status, headers and body,
+        however malformed: a registry or token server gone wrong, for the fuzz tests.
+
+        A str header value is sent as UTF-8 and a bytes one as it is, so a value may be anything a server can put
+        on the wire but a line break. The fake frames the reply (Content-Length; no body on HEAD, 204 or 304), so
+        framing headers and 1xx statuses are refused: they would answer a different request.
+        """
+        if count < 1 or kind not in _KINDS or not 200 <= status <= 599:
+            raise ValueError(f"bad answer: count={count} kind={kind!r} status={status}")
+        wire: dict[str, str] = {}
+        for key, value in (headers or {}).items():
+            raw = value.encode() if isinstance(value, str) else value
+            if not _HEADER_NAME.fullmatch(key) or key.lower() in _FRAMING or b"\r" in raw or b"\n" in raw:
+                raise ValueError(f"bad header for answer_next: {key!r}: {raw[:40]!r}")
+            wire[key] = raw.decode("latin-1")  # send_header encodes latin-1: the bytes go out unchanged
+        with self.lock:
+            self._faults.append(_Fault(count, status, None, None, kind, raw=_Reply(status, body, wire)))
+
+    def clear_faults(self) -> None:
+        """Forget every fault, redirect and answer not yet used up."""
+        with self.lock:
+            self._faults.clear()
+
     def expire_tokens(self) -> None:
         """Make every issued token invalid, as if its `expires_in` had passed."""
         with self.lock:
@@ -265,6 +301,8 @@ class FakeHub:
             fault.count -= 1
             if fault.count == 0:
                 self._faults.remove(fault)
+        if fault.raw is not None:
+            return _Reply(fault.raw.status, fault.raw.body, dict(fault.raw.headers))
         if fault.location is not None:  # what Go's http.Redirect writes
             location = fault.location + target
             body = f'<a href="{location}">{HTTPStatus(fault.status).phrase}</a>.\n\n'.encode()
@@ -274,7 +312,9 @@ class FakeHub:
             return _json(fault.status, fault.body, headers)
         if fault.body is None and fault.status == 429:
             return _error(429, "TOOMANYREQUESTS", PULL_LIMIT_MESSAGE, None, headers)
-        body = fault.body if fault.body is not None else f"{fault.status} {HTTPStatus(fault.status).phrase}\n"
+        body: bytes | str = (
+            fault.body if fault.body is not None else f"{fault.status} {HTTPStatus(fault.status).phrase}\n"
+        )
         headers["Content-Type"] = "text/plain; charset=utf-8"
         return _Reply(fault.status, body.encode() if isinstance(body, str) else body, headers)
 
@@ -369,9 +409,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
         for key, value in reply.headers.items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(reply.body)))
+        bodiless = reply.status in (204, 304)  # RFC 9110: no content, whatever a fault asked for
+        self.send_header("Content-Length", "0" if bodiless else str(len(reply.body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and not bodiless:
             self.wfile.write(reply.body)
 
     do_HEAD = do_GET
