@@ -107,9 +107,9 @@ def test_range(tags: list[str], expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        pytest.param({"pattern": "("}, "not a regular expression", id="unbalanced-paren"),
-        pytest.param({"pattern": "[0-9"}, "not a regular expression", id="unterminated-set"),
-        pytest.param({"pattern": "*1"}, "not a regular expression", id="nothing-to-repeat"),
+        pytest.param({"pattern": "("}, "not a usable regular expression", id="unbalanced-paren"),
+        pytest.param({"pattern": "[0-9"}, "not a usable regular expression", id="unterminated-set"),
+        pytest.param({"pattern": "*1"}, "not a usable regular expression", id="nothing-to-repeat"),
         pytest.param({"range": "2026"}, "not a version range", id="no-operator"),
         pytest.param({"range": ">=2026.1.0;<2027"}, "not a version range", id="wrong-separator"),
         pytest.param({"range": "newest"}, "not a version range", id="word"),

@@ -400,6 +400,7 @@ class FakeHub:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall per answer
 
     def do_GET(self) -> None:
         hub: FakeHub = self.server.owner  # type: ignore[attr-defined]
