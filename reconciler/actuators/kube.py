@@ -16,23 +16,17 @@ reads (`rollout.statefulset`, `rollout.pods`), so nothing but our errors leaves 
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Set
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Set
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from kubernetes import client as k8s
-from kubernetes import utils as k8s_utils
-from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, ResponseError
 
 from reconciler import errors, model
-from reconciler.actuators import rollout
+from reconciler.actuators import kube_errors, rollout
 
 log = logging.getLogger(__name__)
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -44,45 +38,6 @@ REQUEST_TIMEOUT = (3.0, 7.0)  # connect, read: a stalled API server must not hol
 LAUNCH_BUDGET = timedelta(seconds=30)
 RETRY_AFTER_CAP = 30.0  # seconds: the server's Retry-After is honoured up to this
 BACKOFF_FIRST = 1.0  # seconds: after a 5xx or a lost connection without Retry-After, doubling to RETRY_AFTER_CAP
-
-
-class _Unavailable(errors.KubeUnavailable):
-    """A 429, a 5xx or no answer, as `_mapped` saw it.
-
-    `maybe_applied`: the request may have been acted on (a 5xx, a dropped connection), so a PATCH must be looked
-    for before it is sent again; False when it surely was not (a 429 from the overload filters, a refused
-    connection). `retry_after`: the server's Retry-After in seconds, if it sent one.
-    """
-
-    def __init__(self, message: str, *, maybe_applied: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.maybe_applied = maybe_applied
-        self.retry_after = retry_after
-
-
-class _NotFound(errors.KubeError):
-    """404: the message names the object (or the resource) that was not found."""
-
-
-class _Unreadable(errors.KubeError):
-    """A 2xx answer that cannot be read, as `_mapped` saw it: the message names the object and what is wrong.
-
-    Not a KubeUnavailable: something did answer, and one garbled answer (a proxy's page, a body cut or mis-encoded
-    on the way) cannot be told from an API server that always sends it. So what it costs follows from what was sent:
-    before the PATCH, nothing changed, and failing the attempt (retried after a back-off) is cheap: a plain
-    KubeError; after the PATCH was answered 2xx, the patch was most likely applied, so it is looked for as after a
-    5xx; while waiting, failing would fail a roll-out that may be going well (and its retry restart every pod
-    again), so it is a blip like a 5xx, polled through until the timeout, then left open for the next pass.
-    """
-
-
-# What the client raises while decoding an answer (it catches none of them): JSONDecodeError, UnicodeDecodeError,
-# pydantic's ValidationError (all ValueErrors), LookupError for a charset Python does not know, RecursionError for
-# JSON nested deeper than the parser recurses, TypeError for a list field served as a boolean; and our own
-# rollout.Unreadable (a ValueError) for an answer without what the roll-out reads. (Before sending, the client raises
-# them only for arguments that do not fit its methods: ours are the same on every call, and the roll-out tests make
-# each call.)
-_UNDECODABLE = (ValueError, TypeError, LookupError, RecursionError)
 
 
 class StatefulSetActuator:
@@ -169,10 +124,10 @@ class StatefulSetActuator:
                 if conflicts == CONFLICT_RETRIES:
                     raise
                 log.info("StatefulSet %s/%s: conflict on patch, trying again", spec.namespace, spec.name)
-            except (_Unavailable, _Unreadable) as exc:
-                if isinstance(exc, _Unreadable) and step == "read" and unsure is None:
+            except (kube_errors.Unavailable, kube_errors.Unreadable) as exc:
+                if isinstance(exc, kube_errors.Unreadable) and step == "read" and unsure is None:
                     raise  # nothing was sent: a StatefulSet that cannot be read fails the attempt
-                if step == "patch" and (isinstance(exc, _Unreadable) or exc.maybe_applied):
+                if step == "patch" and (isinstance(exc, kube_errors.Unreadable) or exc.maybe_applied):
                     unsure = exc  # an unreadable 2xx to a PATCH: applied, most likely, with no generation to tell
                 failures += 1
                 pause = self._pause(exc, failures, base=BACKOFF_FIRST)
@@ -258,7 +213,10 @@ class StatefulSetActuator:
                     where = f"{spec.namespace}/{spec.name}"
                     return rollout.verify(sts, pods, container=spec.container, expected=record.digest, where=where)
                 failures = 0
-            except (_Unavailable, _Unreadable) as exc:  # a throttled, failing or garbled API server is not the
+            except (
+                kube_errors.Unavailable,
+                kube_errors.Unreadable,
+            ) as exc:  # a throttled, failing or garbled API server is not the
                 failures += 1  # roll-out failing: the next poll may well read it
                 pause = self._pause(exc, failures, base=self._poll)
                 log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
@@ -286,7 +244,9 @@ class StatefulSetActuator:
         try:
             with self._mapped("delete", "pods", spec, name=victim):
                 self._core.delete_namespaced_pod(victim, spec.namespace, _request_timeout=REQUEST_TIMEOUT)
-        except _NotFound:  # gone already (deleted by someone else): the controller re-creates it all the same
+        except (
+            kube_errors.NotFound
+        ):  # gone already (deleted by someone else): the controller re-creates it all the same
             # (a DELETE of a missing pod is the pod's own NotFound: apiserver storage/errors InterpretDeleteError)
             log.info("StatefulSet %s/%s: pod %s was already gone", spec.namespace, spec.name, rollout.shown(victim))
 
@@ -298,7 +258,7 @@ class StatefulSetActuator:
         (client-go rest/with_retry.go checkWait, up to 10 times); a 429 from the overload filters always carries
         `Retry-After: 1` (apiserver filters/maxinflight.go tooManyRequests, also used by priority-and-fairness).
         """
-        if isinstance(exc, _Unavailable) and exc.retry_after is not None:
+        if isinstance(exc, kube_errors.Unavailable) and exc.retry_after is not None:
             return max(min(exc.retry_after, RETRY_AFTER_CAP), base)
         return min(base * 2.0 ** (failures - 1), max(RETRY_AFTER_CAP, base))
 
@@ -334,114 +294,8 @@ class StatefulSetActuator:
             f"StatefulSet {spec.namespace}/{spec.name} has no container {spec.container!r} (it has: {names})"
         )
 
-    @contextmanager
     def _mapped(
         self, verb: str, resource: str, spec: model.StatefulSetAction, *, name: str | None = None
-    ) -> Iterator[None]:
-        """Every Kubernetes error, mapped once. `name`: the object of `resource` (default: the StatefulSet)."""
-        where = f"{resource} in namespace {spec.namespace}"
-        try:
-            yield
-        except ApiException as exc:
-            status = exc.status or 0
-            message = _status_message(exc)
-            group = "apps" if resource == "statefulsets" else '"" (core)'
-            if status == 403:
-                raise errors.KubeError(
-                    f"Kubernetes forbids {verb} on {where} (403): grant the ServiceAccount the "
-                    f"{verb!r} verb on {resource} in API group {group} ({message})"
-                ) from None
-            if status == 404:
-                what = _object(resource, spec, name)
-                raise _NotFound(f"{what} not found (404): {message}") from None
-            if status == 409:
-                raise errors.KubeConflict(f"Kubernetes reported a conflict on {where} (409): {message}") from None
-            if status == 422:
-                raise errors.KubeError(f"Kubernetes rejected the {verb} of {where} (422): {message}") from None
-            if status == 401:
-                raise errors.KubeError(f"Kubernetes refused the credentials at {self._host} (401)") from None
-            if status == 0 and str(exc.reason).startswith("Unsupported content type"):
-                # the client's own, for a 2xx whose Content-Type it does not decode (protobuf, YAML): it was answered
-                raise _Unreadable(_unreadable(verb, resource, spec, name, str(exc.reason))) from None
-            if status == 0:  # the client's own ApiException for a TLS failure: nothing was sent
-                raise _Unavailable(
-                    f"cannot reach the Kubernetes API at {self._host}: {message}", maybe_applied=False
-                ) from None
-            if status == 429 or status >= 500:
-                # 429 is the overload filters' "not processed, ask again" (protocols.md §3.7); a 5xx may come after
-                # the write (the timeout filter's 504 while the handler goes on)
-                raise _Unavailable(
-                    f"Kubernetes answered {status} to {verb} on {where}: {message}",
-                    maybe_applied=status != 429,
-                    retry_after=_retry_after(exc),
-                ) from None
-            raise errors.KubeError(f"Kubernetes answered {status} to {verb} on {where}: {message}") from None
-        except (HTTPError, OSError) as exc:
-            cause = exc.reason if isinstance(exc, MaxRetryError) else exc
-            if isinstance(cause, ResponseError) and (answered := re.search(r"\b(\d{3})\b", str(cause))):
-                # urllib3's own Retry (a client built without `configuration.retries`) re-sent a GET or DELETE
-                # answered 429/503 with Retry-After, sleeping in real time, until it gave up
-                status = int(answered[1])
-                raise _Unavailable(
-                    f"Kubernetes answered {status} to {verb} on {where}, again and again",
-                    maybe_applied=status != 429,
-                ) from None
-            # refused, DNS, connect timeout: the request never left; a dropped connection or read timeout: it may
-            # have been acted on (urllib3 re-sends neither for a PATCH, not an idempotent method to it)
-            raise _Unavailable(
-                f"cannot reach the Kubernetes API at {self._host}: {type(cause).__name__}",
-                maybe_applied=not isinstance(cause, ConnectTimeoutError),  # NewConnectionError is one
-            ) from None
-        except _UNDECODABLE as exc:  # after HTTPError: urllib3's LocationParseError is a ValueError too
-            raise _Unreadable(_unreadable(verb, resource, spec, name, _why(exc))) from None
-
-
-def _object(resource: str, spec: model.StatefulSetAction, name: str | None) -> str:
-    if resource == "statefulsets":
-        return f"StatefulSet {spec.namespace}/{name or spec.name}"
-    if name is not None:
-        return f"{resource.removesuffix('s')} {spec.namespace}/{name}"
-    return f"{resource} in namespace {spec.namespace}"
-
-
-def _unreadable(verb: str, resource: str, spec: model.StatefulSetAction, name: str | None, why: str) -> str:
-    noun = "a StatefulSet" if resource == "statefulsets" else "a pod" if name is not None else "a pod list"
-    return f"the Kubernetes API sent {noun} that cannot be read ({verb} {_object(resource, spec, name)}): {why}"
-
-
-def _why(exc: BaseException) -> str:
-    """What could not be read, on one line."""
-    if isinstance(exc, ValidationError):  # its str() spans lines, and shows the input
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        where = ".".join(map(str, first["loc"]))
-        text = f"{exc.title}{f' {where}' if where else ''}: {first['msg']}{more}"
-    elif isinstance(exc, RecursionError):
-        text = "JSON nested too deeply to read"
-    elif isinstance(exc, rollout.Unreadable):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:300]
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    """The answer's Retry-After in whole seconds, client-go's parse; None when there is none to honour."""
-    try:
-        return k8s_utils.retry_after_seconds(exc)
-    except (ValueError, OverflowError):  # more digits than int() reads, or more seconds than a float holds
-        return None
-
-
-def _status_message(exc: ApiException) -> str:
-    """The Status `message`; else a plain-text body, as client-go reads an unstructured error (the overload filters'
-    429 is text: http.Error, "Too many requests, please try again later."). On one line, whatever was sent."""
-    body = exc.body or ""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        text = " ".join(body.split())[:300]
-        return text or " ".join(str(exc.reason or "no details").split())
-    if isinstance(parsed, dict) and parsed.get("message"):
-        return " ".join(str(parsed["message"]).split())[:1000]
-    return " ".join(str(exc.reason or "no details").split())
+    ) -> AbstractContextManager[None]:
+        """Every Kubernetes error of the call inside, mapped once (`kube_errors.mapped`)."""
+        return kube_errors.mapped(verb, resource, spec, host=self._host, name=name)
