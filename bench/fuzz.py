@@ -55,8 +55,10 @@ def main() -> int:
         elif current and (typical := _TIME.search(line)):
             rows[current][3] = typical.group(1)
     failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
-    if failed or run.returncode not in (0, 5):
-        print(run.stdout[-6000:])
+    if failed or run.returncode not in (0, 5):  # the failures (falsifying examples), not the statistics after them
+        start = run.stdout.find("= FAILURES =")
+        end = run.stdout.find("Hypothesis Statistics", max(start, 0))
+        print(run.stdout[max(start, 0) : end if end > 0 else None][:20000], run.stderr[-2000:], sep="\n")
     print(f"{'property':<110} {'passing':>8} {'failing':>8} {'invalid':>8}  typical")
     for name, (passing, failing, invalid, typical) in rows.items():
         print(f"{name:<110} {passing:>8} {failing:>8} {invalid:>8}  {typical}")
