@@ -143,6 +143,7 @@ def test_looking_for_a_lost_launch_ends_in_a_launch_none_or_our_errors(
 @example(detail=fuzzing.nested(3000, opener="{").encode(), status=200, cancel=202, abort=None)
 @example(detail=b'{"status": "running"}', status=200, cancel=500, abort="ignored vars")
 @example(detail=b'{"detail": "Not found."}', status=404, cancel=404, abort=None)
+@example(detail=b'{"status": "\\n"}', status=200, cancel=200, abort=None)  # a status that spans lines
 def test_a_wait_always_ends_in_a_finish_a_hand_over_or_our_errors(
     server: ScriptedHttp, detail: bytes, status: int, cancel: int, abort: str | None
 ) -> None:

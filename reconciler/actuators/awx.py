@@ -236,7 +236,7 @@ class AwxActuator:
         while True:
             try:
                 job = client.job(job_ref)
-                status, read_at, fresh = str(job.get("status"))[:40], self._clock(), True
+                status, read_at, fresh = " ".join(str(job.get("status")).split())[:40], self._clock(), True
             except errors.AwxError as exc:  # a blip while waiting is not the job failing: keep polling
                 log.warning("watch %s: %s", record.watch, exc)
                 job, problem, fresh = {}, str(exc), False
