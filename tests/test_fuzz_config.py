@@ -104,6 +104,7 @@ def _check(path: Path, env: dict[str, str]) -> None:
 @example(edit={"selector": {"tags": {"range": ">=1" + "0" * 5000}}}, env={})  # past the int-string limit
 @example(edit={"awx": {"username_file": "x\x00y", "password_file": "p"}}, env={})  # a NUL in a path
 @example(edit={"awx": {"username_file": "~nosuchuser/x", "password_file": "p"}}, env={})
+@example(edit={"awx": {"username_file": "p", "password_file": "p"}}, env={})  # a secret file that is not UTF-8
 @example(edit={}, env={"RECONCILER_MAX_ATTEMPTS": "²"})  # isdigit() is true, int() refuses it
 @example(edit={"reconciler": {"database": "mysql://db/reconciler"}}, env={})  # a driver that is not installed
 @example(edit={"reconciler": {"max_attempts": 10**40}}, env={})
