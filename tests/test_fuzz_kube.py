@@ -295,7 +295,7 @@ def test_the_valid_answers_roll_out(server: Server, api: k8s.ApiClient) -> None:
 RESTART = served(model.RolloutMode.RESTART, "RollingUpdate")
 
 
-# --- what an unreadable answer costs (kube_errors.Unreadable) -----------------------------------------------------------
+# --- what an unreadable answer costs (kube_errors.Unreadable) ---------------------------------------------------------
 
 
 def test_an_unreadable_statefulset_before_the_patch_fails_the_attempt(server: Server, api: k8s.ApiClient) -> None:
