@@ -70,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="configuration file (default $RECONCILER_CONFIG, else ./config.toml)")
     parser.add_argument("--database", help="database URL (overrides $RECONCILER_DATABASE_URL and the file)")
     parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info for run, else warning"
+        "--log-level",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="default: info for run, else warning (any case)",
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -328,9 +331,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reconciler: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `status --json | head -1`: whoever read the output stopped reading
+        _silence_stdout()
+        print("reconciler: the output was closed before all of it was written", file=sys.stderr)
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # anything else the system refused at start, in one line
+        print(f"reconciler: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return EXIT_ACTION_FAILED
     finally:
         if application is not None:
             application.close()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _exit_code(exc: errors.ReconcilerError) -> int:

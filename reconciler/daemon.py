@@ -101,7 +101,14 @@ class Daemon:
         self._scheduler = BackgroundScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 2, "misfire_grace_time": None}
         )
-        self._http = create_server(self._endpoints(), host=server.host, port=server.port, threads=4, ident="reconciler")
+        try:
+            self._http = create_server(
+                self._endpoints(), host=server.host, port=server.port, threads=4, ident="reconciler"
+            )
+        except OSError as exc:  # the address is in use (another daemon?) or cannot be bound
+            raise errors.ConfigError(
+                f"server.listen: cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
+            ) from None
 
     @property
     def port(self) -> int:

@@ -1,0 +1,57 @@
+"""The command line when the system says no: the daemon's port already taken, the reader of the output gone, a
+log level in capitals. Each gets one clear line and a sensible exit code, never a traceback; real processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+_SCRUBBED = ("RECONCILER_", "AWX_", "DOCKERHUB_")
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+
+
+def _cli(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "reconciler.cli", "--config", str(tmp_path / "config.toml"), *args]
+
+
+def test_a_port_already_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        (tmp_path / "config.toml").write_text(
+            f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n[server]\nlisten = "127.0.0.1:{port}"\n'
+        )
+        result = subprocess.run(_cli(tmp_path, "run"), capture_output=True, text=True, timeout=60, env=_env())
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("reconciler:")]
+    assert errors == [f"reconciler: server.listen: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert "Traceback" not in result.stderr
+
+
+def test_output_into_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`status --json | head -1` once the reader is gone: the pipe is closed before anything is written."""
+    watches = "".join(f'[[watch]]\nname = "w{i}"\nimage = "xchem/w{i}"\ntag = "latest"\n' for i in range(50))
+    (tmp_path / "config.toml").write_text(f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n{watches}')
+    proc = subprocess.Popen(
+        _cli(tmp_path, "status", "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env()
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader went away (head has what it wanted) before reconciler started writing
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=60)
+    assert code == 141, err
+    assert err.strip() == "reconciler: the output was closed before all of it was written"
+
+
+def test_the_log_level_ignores_case(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n')
+    result = subprocess.run(
+        _cli(tmp_path, "--log-level", "INFO", "status"), capture_output=True, text=True, timeout=60, env=_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "INFO reconciler.app: database: sqlite:///" in result.stderr
