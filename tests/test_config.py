@@ -897,3 +897,14 @@ workflow_template = "Deploy everything"
             text.replace('workflow_template = "Deploy everything"', 'workflow_template = "a"\ntemplate = "b"'),
             env={"T": "x"},
         )
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_the_usual_postgresql_urls_mean_psycopg(tmp_path: Path, scheme: str) -> None:
+    settings = load(tmp_path, f'[reconciler]\ndatabase = "{scheme}://u@db.example.org/reconciler"\n', env={})
+    assert settings.database == "postgresql+psycopg://u@db.example.org/reconciler"
+
+
+def test_a_database_whose_driver_is_not_installed_is_refused_at_load(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match="no database driver for 'mysql' is installed"):
+        load(tmp_path, '[reconciler]\ndatabase = "mysql://db.example.org/reconciler"\n', env={})
