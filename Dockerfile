@@ -15,6 +15,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
+# The Alembic migrations: a top-level directory that the wheel ships as the package reconciler.migrations.
+COPY migrations ./migrations
 # Every dependency has a binary wheel for CPython 3.11 on Linux (psycopg[binary] included), so nothing is compiled.
 RUN pip wheel --wheel-dir /wheels .
 

@@ -1,10 +1,15 @@
 """Schema upkeep: Alembic migrations applied programmatically, and whether a database is at head.
 
-Owns the path to `reconciler/migrations`; never edits data.
+Owns finding the migrations: the package `reconciler.migrations`, which is the top-level `migrations/` of the
+source tree (pyproject.toml's `package-dir` maps it, in the wheel and in an editable install alike). Also keeps
+Alembic's INFO chatter ("Context impl …", "Running upgrade …") out of the log unless the root logger is at DEBUG.
+Never edits data.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +24,37 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import errors
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _ALEMBIC = threading.Lock()
 MIGRATION_LOCK = 0x7265636F6E63  # "reconc": the PostgreSQL advisory lock that serialises migrations
+_SOURCE_TREE = Path(__file__).resolve().parents[2] / "migrations"  # a checkout run without installing it
+
+
+def _migrations() -> Path:
+    """The directory of `env.py` and `versions/`: where the package `reconciler.migrations` was imported from.
+
+    Not `Path(__file__).parent.parent / "migrations"`: in an editable install that package is `migrations/` beside
+    `reconciler/`, mapped by setuptools' editable finder, and only the import system knows where it is.
+    """
+    try:
+        found = importlib.resources.files("reconciler.migrations")
+    except ModuleNotFoundError:  # reconciler on sys.path from a checkout, not installed: no finder maps the package
+        return _SOURCE_TREE
+    return found if isinstance(found, Path) else Path(str(found))  # zipped: Alembic then says it cannot list it
+
+
+MIGRATIONS = _migrations()
+
+
+def _quiet_alembic() -> None:
+    """Alembic reports each step at INFO; keep that below the log unless the root logger is at DEBUG.
+
+    Set on every use rather than once, as the CLI configures logging after this module is imported. A level
+    someone else gave the `alembic` logger (other than WARNING, which is ours) is left alone.
+    """
+    logger = logging.getLogger("alembic")
+    if logger.level in (logging.NOTSET, logging.WARNING):
+        debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        logger.setLevel(logging.NOTSET if debugging else logging.WARNING)
 
 
 def _config() -> Config:
@@ -38,6 +71,7 @@ def head() -> str:
 
 def current(engine: Engine) -> str | None:
     """The revision the database is at, or None when it has never been migrated."""
+    _quiet_alembic()
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
@@ -57,6 +91,7 @@ def _lock(conn: Connection) -> None:
 def upgrade(engine: Engine) -> None:
     """Apply every migration up to head (a no-op when already there), under the database's migration lock."""
     config = _config()
+    _quiet_alembic()
     try:
         with _ALEMBIC, engine.begin() as conn:  # alembic's command API swaps module globals: one at a time
             _lock(conn)
