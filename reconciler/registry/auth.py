@@ -1,6 +1,6 @@
 """Registry authentication: challenges, credentials and the per-scope bearer-token cache.
 
-Owns the Docker Hub flow of protocols.md §1.2 — a 401 names a realm, the token server is asked for the scope
+Owns the Docker Hub flow of the token auth spec — a 401 names a realm, the token server is asked for the scope
 (anonymously or with Basic credentials, or with an identity token over the OAuth2 POST variant), and the token is
 reused for that scope until it expires. Credentials come from the configuration or, failing that, from the Docker
 config and its credential helpers (read through the `docker` package; no engine needed).
@@ -167,6 +167,10 @@ class Authenticator:
                 self._creds[registry] = self._credentials(registry)
             return self._creds[registry]
 
+    def identity(self, registry: str) -> str:
+        """Who asks the registry, for a message: `user 'name'` or `anonymous access`; never a secret."""
+        return _who(self._creds_for(registry))
+
     def cached_header(self, registry: str, scope: str) -> dict[str, str]:
         """The Authorization header to send up front, when this registry's scheme is already known."""
         challenge = self._challenges.get(registry)
@@ -272,7 +276,7 @@ class Authenticator:
                 f"cannot reach the token server of registry {registry} at {one_line(realm)}: {type(exc).__name__}"
             ) from None
         self.tokens_fetched += 1
-        who = f"user {creds.username!r}" if creds and creds.username else "anonymous access"
+        who = _who(creds)
         if response.status_code in (401, 403):
             raise errors.RegistryAuthError(
                 f"the token server of registry {registry} refused {who} to {image} ({response.status_code}); "
@@ -295,6 +299,12 @@ class Authenticator:
                 "of at most 64 KiB)"
             )
         return token, token_lifetime(body.get("expires_in"))  # from receipt: `issued_at` would need the wall clock
+
+
+def _who(creds: Credentials | None) -> str:
+    if creds is None:
+        return "anonymous access"
+    return f"user {creds.username!r}" if creds.username else "the configured identity token"
 
 
 def _basic(creds: Credentials) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Asks a registry what a tag points at and which tags exist (protocols.md §1).
+"""Asks a registry what a tag points at and which tags exist (OCI distribution-spec).
 
 `digest` is one HEAD on the manifest with all four manifest media types in Accept, so a multi-arch image
 reports its index digest and nothing counts against Docker Hub's pull limit; `tags` follows `Link` pagination
@@ -28,6 +28,20 @@ No answer crashes a check: values are read with bounds where they enter (JSON of
 digits, `Link` and redirect `Location` URLs that may not parse, registry text cut to one printable line), and
 `digest`/`tags` have one guard that turns whatever else an answer raises into one `RegistryError` naming the
 registry and image.
+
+A repository that does not exist, or that we may not see, reads "repository <image> not found or private
+(registry <registry> answered <status>)", whichever request found it:
+* 404 NAME_UNKNOWN ("repository name not known to registry", distribution-spec "Error Codes") on the tag list;
+* a 404 on the manifest HEAD has no body to say whether the tag or the repository is missing, and distribution
+  2.8.2 answers a manifest GET with MANIFEST_UNKNOWN for both (checked against the real registry), so the tag list
+  is asked once, on that error path only (no pull is counted): its 404 NAME_UNKNOWN means the repository, a 200
+  means the tag alone is missing, and then the message says so, as before;
+* 401 again once the token server has issued a token: Docker Hub answers a repository that does not exist and a
+  private one alike with 401 UNAUTHORIZED and `error="insufficient_scope"`, as its token server issues a token
+  for any repository (hashicorp/terraform-provider-docker#140; docker-archive/docker-registry#1071 shows the exchange,
+  docker/hub-feedback#1771 the token issued for a repository that does not exist). distribution with token auth
+  does the same for a repository the token grants nothing on. `error="invalid_token"` is a token the registry does
+  not accept, and says that instead.
 """
 
 from __future__ import annotations
@@ -60,6 +74,7 @@ MAX_WARNED_TAGS = 10_000  # invalid (image, tag) pairs remembered; past it, furt
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RATELIMIT = re.compile(r"\s*([0-9]{1,12})\s*;\s*w=([0-9]{1,12})\s*")  # fullmatch; bounded: int() of 5,000 digits fails
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch
+_ERROR_CODE = re.compile(r"[A-Z][A-Z_]{0,39}")  # fullmatch: NAME_UNKNOWN, MANIFEST_UNKNOWN, …
 
 
 def api_base(registry: str, overrides: Mapping[str, str]) -> str:
@@ -103,6 +118,23 @@ def _error_message(response: requests.Response) -> str:
     return auth.one_line(text) or auth.one_line(response.reason or "") or "no reason given"
 
 
+def _error_code(response: requests.Response) -> str | None:
+    """The first error's `code` in the OCI error envelope, when the body is one and the code looks like one."""
+    try:
+        code = auth.json_body(response)["errors"][0]["code"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else None
+
+
+def _repository_not_found(image: model.ImageRef, response: requests.Response) -> errors.TagNotFound:
+    code = _error_code(response)
+    answered = f"404 {code}" if code else "404"
+    return errors.TagNotFound(
+        f"repository {image} not found or private (registry {image.registry} answered {answered})"
+    )
+
+
 @contextlib.contextmanager
 def _unforeseen(registry: str, what: str) -> Iterator[None]:
     """The boundary: what a registry's answer raises that no reader foresaw becomes one RegistryError."""
@@ -144,7 +176,7 @@ class RegistryClient:
             url = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/manifests/{tag}"
             response = self._send("HEAD", url, image=image, what=what)
             if response.status_code == 404:
-                raise errors.TagNotFound(f"registry {image.registry} has no tag {tag!r} for {image}")
+                raise self._missing(image, tag)
             self._check(response, what=what, registry=image.registry)
             if not _RATELIMIT.fullmatch(response.headers.get("ratelimit-remaining", "")):
                 with self._lock:  # pulls.md: "If the headers are missing, the image/IP/user is unlimited"
@@ -170,11 +202,24 @@ class RegistryClient:
                 seen_urls.add(url)
                 response = self._send("GET", url, image=image, what=what)
                 if response.status_code == 404:
-                    raise errors.TagNotFound(f"registry {image.registry} has no repository {image.repository}")
+                    raise _repository_not_found(image, response)
                 self._check(response, what=what, registry=image.registry)
                 found.extend(self._parse_tags(response, image))
                 url = self._next_page(response, first=first, image=image)
             return self._valid(image, found)
+
+    def _missing(self, image: model.ImageRef, tag: str) -> errors.RegistryError:
+        """What the manifest HEAD's 404 meant: the repository is unknown (the tag list's 404 NAME_UNKNOWN says so)
+        or only the tag is missing (anything else: the 404 on the manifest stands)."""
+        missing_tag = errors.TagNotFound(f"registry {image.registry} has no tag {tag!r} for {image}")
+        url = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/tags/list?n=1"
+        try:
+            response = self._send("GET", url, image=image, what=f"the tags of {image}")
+        except errors.RegistryError:  # the list cannot tell: the manifest's 404 is the answer
+            return missing_tag
+        if response.status_code == 404 and _error_code(response) == "NAME_UNKNOWN":
+            return _repository_not_found(image, response)
+        return missing_tag
 
     @staticmethod
     def _next_page(response: requests.Response, *, first: str, image: model.ImageRef) -> str | None:
@@ -249,11 +294,28 @@ class RegistryClient:
             )
             response = self._request(method, url, headers=headers, registry=registry, what=what)
             if response.status_code == 401:
-                raise errors.RegistryAuthError(
-                    f"registry {registry} refused access to {what} (401) even with a token; "
-                    "check the credentials and that the repository exists (Docker Hub answers 401 for both)"
-                )
+                raise self._refused(response, image=image, what=what, sent=headers.get("Authorization", ""))
         return response
+
+    def _refused(
+        self, response: requests.Response, *, image: model.ImageRef, what: str, sent: str
+    ) -> errors.RegistryAuthError:
+        """A 401 to the request that carried the answer to the registry's challenge (see the module's docstring)."""
+        registry = image.registry
+        if not sent.startswith("Bearer "):
+            return errors.RegistryAuthError(
+                f"registry {registry} refused access to {what} (401) with the credentials configured for it; check them"
+            )
+        challenge = auth.parse_challenge(response.headers.get("WWW-Authenticate"))
+        if challenge is not None and challenge.params.get("error") == "invalid_token":
+            return errors.RegistryAuthError(
+                f"registry {registry} refused the token its token server issued for {what} (401 invalid_token); "
+                "check that the registry trusts that token server"
+            )
+        return errors.RegistryAuthError(
+            f"repository {image} not found or private (registry {registry} answered 401 to "
+            f"{self._auth.identity(registry)})"
+        )
 
     def _request(
         self, method: str, url: str, *, headers: dict[str, str], registry: str, what: str
