@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import clients, config, daemon, deploy, engine, errors, lease, metrics, model, report
 from reconciler.actuators import awx
+from reconciler.progress import Progress
 from reconciler.registry import client
 from reconciler.store import leases, outbox, queries, schema
 
@@ -36,6 +37,7 @@ class App:
 
     settings: config.Settings
     registry: client.RegistryClient | None = None
+    progress: deploy.Progress | None = None  # how long waits report themselves; by default a log line a minute
 
     def __post_init__(self) -> None:
         self._db: Engine | None = None
@@ -93,6 +95,7 @@ class App:
         servers = {
             name: awx.AwxClient(session=self.awx_session, server=clients.awx_server(name, s))
             for name, s in self.settings.awx.items()
+            if not s.missing  # its watches do not act (`Watch.cannot_act`)
         }
         actuators: dict[model.ActionKind, deploy.Actuator] = {
             model.ActionKind.AWX: awx.AwxActuator(clients=servers, clock=clock, sleep=sleep)
@@ -137,6 +140,9 @@ class App:
         """One pass; unless a dry run, under the lease (taken here, or `held` by the daemon), after finishing what
         a previous run left open. Waits sleep on `stop` unless `sleep` is given (tests move a fake clock)."""
         watches = self.select(names)
+        if held is None:  # the daemon said so once, at start
+            self.settings.require_registry_secrets()
+            self.warn_of_missing_secrets(watches)
         registry = self._registry()
         actuators = self.actuators(clock=clock, sleep=sleep or self.stop.wait)
         if dry_run:
@@ -174,6 +180,7 @@ class App:
                 keep_alive=keep_alive,
                 sleep=sleep or self.stop.wait,
                 configured=self.settings.watches,
+                progress=self.progress or Progress(clock),
             )
             runner = engine.Engine(
                 registry=registry,
@@ -225,8 +232,23 @@ class App:
             return False
         return True
 
+    def warn_of_missing_secrets(self, watches: Sequence[model.Watch]) -> None:
+        """Name, once, each secret that is named but not set, and the watches that cannot act without it."""
+        names = {w.name for w in watches}
+        for missing, users in self.settings.missing_secrets():
+            held_back = [u for u in users if u in names]
+            if held_back:
+                log.warning(
+                    "%s: watch%s %s observed but not acted on until it is set (and reconciler restarted)",
+                    missing,
+                    "" if len(held_back) == 1 else "es",
+                    ", ".join(held_back) + (" is" if len(held_back) == 1 else " are"),
+                )
+
     def serve(self) -> None:
         """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
+        self.settings.require_registry_secrets()
+        self.warn_of_missing_secrets(self.settings.watches)
         self.upgrade()
         clock = engine.utc_now
         holder = self.new_lease()
@@ -255,8 +277,15 @@ class App:
     def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
         return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}
 
-    def actions(self, *, watch: str | None, limit: int) -> list[model.ActionRecord]:
-        return outbox.Outbox(self.db).actions(watch=watch, limit=limit) if self.reader() is not None else []
+    def actions(self, *, watch: Sequence[str] = (), limit: int = 50) -> list[model.ActionRecord]:
+        """The newest `limit` actions of these watches (all when empty), newest first."""
+        if self.reader() is None:
+            return []
+        box = outbox.Outbox(self.db)
+        if not watch:
+            return box.actions(limit=limit)
+        found = [a for name in dict.fromkeys(watch) for a in box.actions(watch=name, limit=limit)]
+        return sorted(found, key=lambda a: a.id, reverse=True)[:limit]
 
     def close(self) -> None:
         if self._db is not None:

@@ -1,8 +1,12 @@
-"""The command line of SPEC.md: parses, delegates to `app`, prints a table or JSON, and maps errors to exit codes.
+"""The command line: parses (`cli_parser`), delegates to `app`, prints a table or JSON, and maps errors to
+exit codes.
 
-Exit codes: 0 fine; 1 an action failed (or the database failed); 2 bad configuration or usage; 3 a watch could
-not be checked; 4 another instance holds the lock. Errors are one sentence on stderr; a traceback only with
-`--log-level debug`.
+Exit codes: 0 fine (every watch checked, in sync or its action succeeded; for `--dry-run`, nothing would be done);
+1 an action failed (or the database failed); 2 bad configuration or usage; 3 a watch could not be checked (it wins
+over 5); 4 another instance holds the lock; 5 `--dry-run` found at least one action it would take (`EXIT_WOULD_ACT`,
+as `git diff --exit-code` says 1 for a difference); 128 + the signal when interrupted (130 SIGINT, 143 SIGTERM);
+141 the output was closed. Errors are one sentence on stderr (one JSON object with `--log-format json`); a
+traceback only with `--log-level debug`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any, NoReturn
 
-from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from reconciler import __version__, app, config, engine, errors, model, render, report
+from reconciler import app, cli_parser, config, engine, errors, model, render, report
+from reconciler.progress import Progress
 
 log = logging.getLogger("reconciler")
 EXIT_OK, EXIT_ACTION_FAILED, EXIT_CONFIG, EXIT_UNCHECKED, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_WOULD_ACT = 5  # --dry-run: at least one action would be taken
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # and 128 + SIGTERM
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 _LOG_FIELDS = ("watch", "image", "decision", "action_id")
 
 
@@ -54,70 +61,28 @@ def _setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # urllib3 warns on every retry; the outcome is reported once, by us, unless debugging.
     logging.getLogger("urllib3").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
+    # A long wait says how it goes once a minute (or on a live line), whatever the level, unless only errors count.
+    logging.getLogger("reconciler.progress").setLevel(logging.ERROR if level == "error" else logging.INFO)
     # APScheduler reports every job it runs at info: one line per watch per interval, which says nothing.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconciler", description="Keeps deployments in step with images.")
-    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
-    parser.add_argument("--config", help="configuration file (default $RECONCILER_CONFIG, else ./config.toml)")
-    parser.add_argument("--database", help="database URL (overrides $RECONCILER_DATABASE_URL and the file)")
-    parser.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=("debug", "info", "warning", "error"),
-        help="default: info for run, else warning (any case)",
-    )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    commands.add_parser("run", help="the daemon: poll on schedule, act on drift, serve the endpoints")
-
-    rec = commands.add_parser("reconcile", help="one pass over the watches: check, decide, act, report")
-    rec.add_argument("--watch", action="append", default=[], metavar="NAME", help="only this watch (repeatable)")
-    rec.add_argument("--dry-run", action="store_true", help="decide and print, change nothing anywhere")
-    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    st = commands.add_parser("status", help="what is known, from the database alone")
-    st.add_argument("--watch", action="append", default=[], metavar="NAME")
-    st.add_argument("--json", action="store_true")
-
-    hist = commands.add_parser("history", help="observations and actions, newest first")
-    hist.add_argument("--watch", metavar="NAME")
-    hist.add_argument("--limit", type=_positive, default=50, metavar="N")
-    hist.add_argument("--json", action="store_true")
-
-    retry = commands.add_parser("retry", help="clear a watch's failures (gave up, back-off) so the next pass acts")
-    retry.add_argument("watch", metavar="WATCH")
-
-    db = commands.add_parser("db", help="database upkeep")
-    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    db_commands.add_parser("upgrade", help="apply the migrations")
-
-    cfg = commands.add_parser("config", help="configuration")
-    cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
-    cfg_commands.add_parser("check", help="validate and print the resolved configuration, secrets redacted")
-    return parser
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200, no_color=True)
 
 
 def _print_json(document: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
+def _say(message: str, fmt: str, *, level: int = logging.ERROR) -> None:
+    """One line on stderr from the command itself, outside the log: `reconciler: MESSAGE`, or with `--log-format
+    json` the object every log line is, so that a log collector reads the last line too."""
+    if fmt == "json":
+        record = log.makeRecord(log.name, level, "(cli)", 0, message, (), None)
+        print(_JsonFormatter().format(record), file=sys.stderr, flush=True)
+    else:
+        print(f"reconciler: {message}", file=sys.stderr, flush=True)
+
+
 @contextmanager
-def _stoppable(application: app.App) -> Iterator[list[int]]:
+def _stoppable(application: app.App, fmt: str) -> Iterator[list[int]]:
     """SIGINT/SIGTERM ask the pass to stop (its waits wake at once, open actions stay open to be resumed); a
     second one ends the process at once, which the outbox also survives. Yields the signals received."""
     received: list[int] = []
@@ -127,7 +92,7 @@ def _stoppable(application: app.App) -> Iterator[list[int]]:
             os._exit(128 + signum)
         received.append(signum)
         application.stop.set()
-        print("reconciler: stopping (again to quit at once) …", file=sys.stderr, flush=True)
+        _say("stopping (again to quit at once) …", fmt, level=logging.WARNING)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -145,50 +110,60 @@ def _left_open(application: app.App, names: Sequence[str]) -> str:
         f"action #{a.id} of watch {a.watch} is left {a.status.value}" + (f" ({a.link})" if a.link else "")
         for a in actions
     )
+    it = "it" if len(actions) == 1 else "them"
     return (
-        f"{shown}; the next `reconciler reconcile` or `reconciler run` resumes it "
+        f"{shown}; the next `reconciler reconcile` or `reconciler run` resumes {it} "
         "(a launched job is followed, never launched again)"
     )
 
 
+def _would_act(document: dict[str, Any]) -> bool:
+    """Whether a dry run found an action it would take: a drift whose action it would send."""
+    return any(
+        w["decision"]["verdict"] == model.Verdict.DRIFT.value and (w["action"] or {}).get("status") == "would_act"
+        for w in document["watches"]
+    )
+
+
 def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
-    with _stoppable(application) as received:
+    # A long wait for AWX or a roll-out: a live line on a terminal, else a log line a minute.
+    application.progress = waiting = Progress(engine.utc_now, stream=sys.stderr, live=sys.stderr.isatty())
+    with _stoppable(application, args.log_format) as received:
         try:
             result = application.reconcile(args.watch, dry_run=args.dry_run)
         except errors.Stopped:
-            print(f"reconciler: interrupted: {_left_open(application, args.watch)}", file=sys.stderr)
+            waiting.done()
+            _say(f"interrupted: {_left_open(application, args.watch)}", args.log_format)
             _exit_now(application, 128 + (received[0] if received else signal.SIGINT))
+        finally:
+            waiting.done()
     document = report.reconcile_document(result)
-    _print_json(document) if args.json else render.reconcile(_console(), document)
-    unchecked = [o for o in result.outcomes if isinstance(o.result, model.CheckFailure)]
-    for outcome in unchecked:
-        assert isinstance(outcome.result, model.CheckFailure)
-        print(f"reconciler: watch {outcome.watch.name}: {outcome.result.message}", file=sys.stderr)
-    unfinished = [w for w in document["watches"] if w["state"] in ("failed", "deploying")]
-    for w in unfinished:
-        action = w["last_action"] or {}
-        print(
-            f"reconciler: watch {w['name']}: action {w['state']}: {action.get('detail') or w['state']}", file=sys.stderr
-        )
-    if unfinished:
+    _print_json(document) if args.json else render.reconcile(render.console(), document)
+    # Each failure was logged once, at warning, by the pass itself: the table row and the exit code say the rest.
+    unchecked = any(isinstance(o.result, model.CheckFailure) for o in result.outcomes)
+    blocked = any(o.decision.verdict is model.Verdict.BLOCKED for o in result.outcomes)  # due; its secret is unset
+    if args.dry_run:  # an earlier action's failure is no news of this pass, which acted on nothing
+        if unchecked:
+            return EXIT_UNCHECKED
+        return EXIT_WOULD_ACT if blocked or _would_act(document) else EXIT_OK
+    if blocked or any(w["state"] in ("failed", "deploying") for w in document["watches"]):
         return EXIT_ACTION_FAILED
     return EXIT_UNCHECKED if unchecked else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, application: app.App) -> int:
     document = application.status(args.watch, now=engine.utc_now())
-    _print_json(document) if args.json else render.status(_console(), document)
+    _print_json(document) if args.json else render.status(render.console(), document)
     return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace, application: app.App) -> int:
-    if args.watch:
-        application.settings.watch(args.watch)  # an unknown name is a usage error, not an empty history
+    names = [w.name for w in application.select(args.watch)] if args.watch else []  # unknown: usage error, not empty
     store = application.reader()
-    entries = store.history(watch=args.watch, limit=args.limit) if store is not None else []
-    actions = application.actions(watch=args.watch, limit=args.limit)
+    entries = store.history(watch=names or None, limit=args.limit) if store is not None else []
+    actions = application.actions(watch=names, limit=args.limit)
     document = report.history_document(entries, actions, limit=args.limit)
-    _print_json(document) if args.json else render.history(_console(), document)
+    _print_json(document) if args.json else render.history(render.console(), document, now=engine.utc_now())
     return EXIT_OK
 
 
@@ -284,6 +259,19 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
 
 def cmd_config(args: argparse.Namespace, application: app.App) -> int:
     _print_json(_resolved(application.settings))
+    for missing, users in application.settings.missing_secrets():
+        acting = missing.key.startswith("awx.")
+        held = f"watch{'' if len(users) == 1 else 'es'} {', '.join(users) or '(none)'}"
+        effect = (
+            f"{held} will be observed but not acted on"
+            if acting
+            else f"`reconcile` and `run` refuse to start ({held} cannot be checked)"
+        )
+        _say(
+            f"warning: {missing.key}: {missing.variable} is not set; {effect} until it is",
+            args.log_format,
+            level=logging.WARNING,
+        )
     print(f"configuration {application.settings.source} is valid", file=sys.stderr)
     return EXIT_OK
 
@@ -315,8 +303,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.log_level = args.log_level or ("info" if args.command == "run" else "warning")
+    args = cli_parser.parse(argv)
     _setup_logging(args.log_level, args.log_format)
     application: app.App | None = None
     try:
@@ -326,17 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.ReconcilerError as exc:
         if args.log_level == "debug":
             log.exception("failed")
-        print(f"reconciler: {exc}", file=sys.stderr)
+        _say(str(exc), args.log_format)
         return _exit_code(exc)
     except KeyboardInterrupt:
-        print("reconciler: interrupted", file=sys.stderr)
-        return 130
+        _say("interrupted", args.log_format)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `status --json | head -1`: whoever read the output stopped reading
         _silence_stdout()
-        print("reconciler: the output was closed before all of it was written", file=sys.stderr)
-        return 128 + signal.SIGPIPE
+        _say("the output was closed before all of it was written", args.log_format)
+        return EXIT_OUTPUT_CLOSED
     except OSError as exc:  # anything else the system refused at start, in one line
-        print(f"reconciler: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        _say(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", args.log_format)
         return EXIT_ACTION_FAILED
     finally:
         if application is not None:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -28,7 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from waitress.server import create_server
 
-from reconciler import endpoints, errors, lease, metrics, model
+from reconciler import endpoints, errors, lease, metrics, model, readiness
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ class Daemon:
         self._standby_logged = False
         self._renewed_at = 0.0  # monotonic time of the last renewal that the database confirmed
         self._outage_logged_at: float | None = None
-        self._last_pass: datetime | None = None
-        self._internal: dict[str, str] = {}  # job -> its last unexpected error, until it next succeeds
+        self._readiness = readiness.Readiness(watches, clock)
         self._seen_internal: set[str] = set()  # (job, error type) already logged with a traceback
         self._passes = threading.Lock()
         self._running: set[str] = set()  # watches whose pass runs now
@@ -144,7 +143,7 @@ class Daemon:
         )
         self._scheduler.start()
         threading.Thread(target=self._http.run, name="http", daemon=True).start()
-        log.info("serving on %s:%d; %d watches", self._server_settings.host, self.port, len(self._watches))
+        log.info("serving on %s:%d; watches: %d", self._server_settings.host, self.port, len(self._watches))
 
     def shutdown(self) -> None:
         """Stop within STOP_WAIT: passes see `stop` at their next poll and leave their actions open to be resumed;
@@ -207,9 +206,9 @@ class Daemon:
             self._seen_internal.add(kind)
             log.error("internal error in %s: %s: %s", job, type(exc).__name__, exc, exc_info=first)
             self._metrics.internal_errors.labels(job=job).inc()
-            self._internal[job] = f"internal error in {job}: {type(exc).__name__}"
+            self._readiness.job_failed(job, f"internal error in {job}: {type(exc).__name__}")
         else:
-            self._internal.pop(job, None)
+            self._readiness.job_worked(job)
 
     def _hold_lease(self) -> None:
         self._guarded("lease", self._hold_lease_now)
@@ -302,7 +301,7 @@ class Daemon:
             log.error("watch %s: pass failed: %s", name, exc, extra={"watch": name})
             return
         self._metrics.record(report)
-        self._last_pass = report.finished_at
+        self._readiness.passed(report)
 
     def trigger(self, names: Sequence[str]) -> list[str]:
         """Run these watches' passes now (all when empty); a pass already running runs once more right after.
@@ -331,13 +330,4 @@ class Daemon:
         return self.trigger(names) if names else []
 
     def _ready(self) -> tuple[bool, str]:
-        if not self._database_ok():
-            return False, "the database does not answer"
-        if not self._acting:
-            return False, "standby: another instance holds the lease"
-        if self._internal:
-            return False, "; ".join(sorted(self._internal.values()))
-        shortest = min((w.interval for w in self._watches.values()), default=timedelta(minutes=5))
-        if self._last_pass is None or self._clock() - self._last_pass > 3 * shortest:
-            return False, "no pass in the last 3 intervals"
-        return True, "ready"
+        return self._readiness.answer(database_ok=self._database_ok, acting=self._acting)

@@ -119,6 +119,8 @@ def decide(
         held = _held_back(watch=watch, last=last, target=target, now=now)
         if held is not None:
             return held
+    if watch.cannot_act is not None:  # not attempted, so no attempt is counted; the secret's return makes it act
+        return model.Decision(Verdict.BLOCKED, f"{was} deployed, {target} observed; not acted on: {watch.cannot_act}")
     return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed")
 
 

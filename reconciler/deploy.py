@@ -46,7 +46,7 @@ class Actuator(Protocol):
     ) -> model.Launch | None: ...
 
     def wait(
-        self, spec: Any, record: model.ActionRecord, *, keep_alive: Callable[[], None]
+        self, spec: Any, record: model.ActionRecord, *, keep_alive: Callable[[], None], progress: Progress
     ) -> model.Finish | model.Unfinished: ...
 
 
@@ -100,6 +100,13 @@ def _extra(record: model.ActionRecord) -> dict[str, object]:
     return {"watch": record.watch, "action_id": record.id}
 
 
+Progress = Callable[[str, str, datetime], None]  # (what is waited for, its state, since when), at every poll
+
+
+def _quiet(what: str, state: str, since: datetime) -> None:
+    """No one to tell how a wait goes."""
+
+
 class Deployer:
     def __init__(
         self,
@@ -110,8 +117,10 @@ class Deployer:
         keep_alive: Callable[[], None] = lambda: None,
         sleep: Callable[[float], object] = lambda _: None,
         configured: Sequence[model.Watch] | None = None,
+        progress: Progress = _quiet,
     ) -> None:
         self._outbox = outbox
+        self._progress = progress
         self._actuators = actuators
         self._clock = clock
         self._keep_alive = keep_alive
@@ -261,6 +270,8 @@ class Deployer:
         watch = by_name.get(record.watch)
         if watch is None or watch.action is None or watch.action.kind is not record.kind:
             return None  # another watch selection's, or an unchecked configuration's: not ours to finish here
+        if watch.cannot_act is not None:  # e.g. its AWX token is not set: left open until it is
+            return None
         spec = watch.action
         if record.status is model.ActionStatus.PLANNED:
             why = "the process that launched it stopped before recording an answer"
@@ -270,7 +281,7 @@ class Deployer:
 
     def _wait(self, spec: model.Action, record: model.ActionRecord) -> model.ActionRecord:
         try:
-            result = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive)
+            result = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive, progress=self._progress)
         except errors.ActuatorError as exc:  # e.g. the permission to follow the roll-out is missing
             return self._failed(record, str(exc), model.Failure.DEPLOYMENT)
         if isinstance(result, model.Unfinished):

@@ -206,8 +206,13 @@ class Engine:
     @staticmethod
     def _log(report: model.RunReport) -> None:
         for outcome in report.outcomes:
+            if outcome.decision.verdict is model.Verdict.BLOCKED:  # its missing secret is named once, at start
+                continue
             if outcome.changed or outcome.decision.verdict not in (model.Verdict.IN_SYNC, model.Verdict.SETTLING):
-                log.info(
+                # A registry failure is said once per pass, here; the action's outcome is logged where it ends.
+                level = logging.WARNING if outcome.decision.verdict is model.Verdict.ERROR else logging.INFO
+                log.log(
+                    level,
                     "watch %s: %s: %s",
                     outcome.watch.name,
                     outcome.decision.verdict.value,

@@ -1,4 +1,4 @@
-"""The documents `status --json`, `reconcile --json` and `history --json` print (field names are SPEC.md's
+"""The documents `status --json`, `reconcile --json` and `history --json` print (field names are a documented
 contract), built from model values. Pure: `now` is a parameter; the tables are rendered from these documents.
 """
 
@@ -75,6 +75,7 @@ def watch_status(
         "last_error": state.last_error if state else None,
         "last_action": action_document(last_action),
         "deploys_via": None if watch.action is None else watch.action.describe(),
+        "cannot_act": watch.cannot_act,
         "running": _running(watch, last_action),
     }
 

@@ -120,14 +120,35 @@ def test_repository_config_resolves_the_awx_token_from_the_environment() -> None
     assert (awx.timeout, awx.poll) == (timedelta(minutes=45), timedelta(seconds=5))
 
 
-def test_repository_config_without_the_awx_token_is_rejected_naming_the_variable() -> None:
-    with pytest.raises(errors.ConfigError) as caught:
-        config.load(REPO_CONFIG, env={})
+def test_repository_config_without_the_awx_token_loads_and_holds_back_only_the_awx_watches() -> None:
+    settings = config.load(REPO_CONFIG, env={})
 
+    held = {w.name: w.cannot_act for w in settings.watches}
+    assert held == {
+        "stack-staging": "AWX_TOKEN is not set (awx.production.token_env)",
+        "stack-production": "AWX_TOKEN is not set (awx.production.token_env)",
+        "frontend": None,
+        "backend": None,
+    }
+    assert settings.awx["production"].token is None
+    [(missing, users)] = settings.missing_secrets()
+    assert (missing.key, missing.variable, users) == (
+        "awx.production.token_env",
+        "AWX_TOKEN",
+        ["stack-staging", "stack-production"],
+    )
+    settings.require_registry_secrets()  # no registry credentials are named: observing needs no secret
+
+
+def test_a_registry_credential_named_but_unset_loads_yet_stops_the_commands_that_ask_the_registry(
+    tmp_path: Path,
+) -> None:
+    settings = load(tmp_path, '[registries."docker.io"]\nusername_env = "HUB_USER"\npassword_env = "NOT_SET"\n', env={})
+    assert settings.registries["docker.io"].username is None  # anonymous is never tried in their place
+    with pytest.raises(errors.ConfigError) as caught:
+        settings.require_registry_secrets()
     message = str(caught.value)
-    assert "awx.production.token_env" in message
-    assert "AWX_TOKEN" in message
-    assert "\n" not in message
+    assert 'registries."docker.io".username_env' in message and "HUB_USER" in message and "\n" not in message
 
 
 # --- defaults, inheritance, environment --------------------------------------------------------------------------
@@ -378,13 +399,6 @@ def test_secret_file_key_accepts_an_absolute_path(tmp_path: Path) -> None:
     ("text", "files", "key_path", "also"),
     [
         pytest.param(
-            '[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "NOT_SET"\n',
-            {},
-            "awx.production.token_env",
-            "NOT_SET",
-            id="awx-token-variable-missing",
-        ),
-        pytest.param(
             '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "absent"\n',
             {},
             "awx.production.token_file",
@@ -411,13 +425,6 @@ def test_secret_file_key_accepts_an_absolute_path(tmp_path: Path) -> None:
             "awx.production.token_env",
             "token_file",
             id="awx-token-env-and-file",
-        ),
-        pytest.param(
-            '[registries."docker.io"]\nusername_env = "HUB_USER"\npassword_env = "NOT_SET"\n',
-            {},
-            'registries."docker.io".password_env',
-            "NOT_SET",
-            id="registry-password-variable-missing",
         ),
         pytest.param(
             '[server]\nwebhook_secret_file = "absent"\n',

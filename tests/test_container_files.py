@@ -32,7 +32,7 @@ import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-from reconciler import config, errors
+from reconciler import config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -44,8 +44,15 @@ BASE_IMAGE = "python:3.11-slim"
 PORT = 8080
 CONFIG_PATH = "/etc/reconciler/config.toml"
 DATABASE_URL = "postgresql+psycopg://reconciler:${POSTGRES_PASSWORD}@postgres:5432/reconciler"
-REQUIRED_VARIABLES = {"POSTGRES_PASSWORD", "AWX_TOKEN"}  # compose refuses to start without them
-OPTIONAL_SECRETS = {"RECONCILER_API_TOKEN", "RECONCILER_WEBHOOK_SECRET", "DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN"}
+REQUIRED_VARIABLES = {"POSTGRES_PASSWORD"}  # compose refuses to start without it
+# Unset, these stay unset: the endpoints they guard are disabled; without AWX_TOKEN, the AWX watches only observe.
+OPTIONAL_SECRETS = {
+    "RECONCILER_API_TOKEN",
+    "RECONCILER_WEBHOOK_SECRET",
+    "DOCKERHUB_USERNAME",
+    "DOCKERHUB_TOKEN",
+    "AWX_TOKEN",
+}
 
 Doc = dict[str, Any]
 
@@ -491,7 +498,7 @@ def test_the_interpolation_interpreter_follows_compose() -> None:
         _interpolate_string("${X:?tell me}", {"X": ""})
 
 
-def test_exactly_the_password_and_the_awx_token_are_required() -> None:
+def test_exactly_the_database_password_is_required() -> None:
     required = {m.group("name") for m in _variables(_compose()) if m.group("op") in {":?", "?"}}
     assert required == REQUIRED_VARIABLES
     for m in _variables(_compose()):
@@ -586,10 +593,13 @@ def test_the_compose_config_leaves_the_database_to_the_environment() -> None:
     assert settings.database == url
 
 
-def test_the_compose_config_needs_only_the_awx_token() -> None:
-    with pytest.raises(errors.ConfigError, match="AWX_TOKEN"):
-        config.load(COMPOSE_CONFIG, env={})
+def test_the_compose_config_loads_without_secrets_and_names_the_awx_token_it_lacks() -> None:
+    bare = config.load(COMPOSE_CONFIG, env={})
+    assert {w.cannot_act for w in bare.watches if w.action is not None} == {
+        "AWX_TOKEN is not set (awx.production.token_env)"
+    }
     settings = config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x"})
+    assert all(w.cannot_act is None for w in settings.watches)
     assert settings.server.token is None and settings.server.webhook_secret is None  # optional: endpoints disabled
     both = {"AWX_TOKEN": "x", "RECONCILER_API_TOKEN": "t", "RECONCILER_WEBHOOK_SECRET": "w"}
     settings = config.load(COMPOSE_CONFIG, env=both)

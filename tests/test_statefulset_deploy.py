@@ -391,7 +391,7 @@ def test_dry_run_prints_the_patch_path_content_type_and_body(
     r = _rollout(tmp_path, registry, kube, mode="pin")
     new = r.push("two")
     done = r.cli("reconcile", "--dry-run")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 5, done.stderr  # an action would be taken
     assert (
         f"staging would send: PATCH {PATCH_PATH}?fieldManager=reconciler (application/strategic-merge-patch+json)"
     ) in done.stdout

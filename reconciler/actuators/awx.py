@@ -1,6 +1,6 @@
-"""Launch an AWX job template or workflow job template, and follow its job until it ends (protocols.md §2).
+"""Launch an AWX job template or workflow job template, and follow its job until it ends (AWX REST API v2).
 
-What AWX really does, and what this module does about it (§2.9, checked against AWX's source):
+What AWX really does, and what this module does about it (checked against AWX 24.6.1's source, github.com/ansible/awx):
 - Every launch carries a marker extra var (`reconciler_action = "<watch>#<action id>"`, named by the server's
   `marker`), so a launch whose answer was lost is matched to its own job only, never to a look-alike an operator
   launched by hand. With the marker off, the job is matched by all of its extra vars, created after our record.
@@ -216,7 +216,12 @@ class AwxActuator:
 
     @_boundary("unfinished")
     def wait(
-        self, spec: model.AwxAction, record: model.ActionRecord, *, keep_alive: Callable[[], None]
+        self,
+        spec: model.AwxAction,
+        record: model.ActionRecord,
+        *,
+        keep_alive: Callable[[], None],
+        progress: Callable[[str, str, datetime], None] = lambda *_: None,
     ) -> model.Finish | model.Unfinished:
         """Poll the job with back-off until it ends. Past the server's `timeout` (counted from the launch), or at
         once when the launch must be aborted, the job is canceled and followed until the cancel took effect.
@@ -237,8 +242,10 @@ class AwxActuator:
             try:
                 job = client.job(job_ref)
                 status, read_at, fresh = " ".join(str(job.get("status")).split())[:40], self._clock(), True
+                problem = ""
             except errors.AwxError as exc:  # a blip while waiting is not the job failing: keep polling
-                log.warning("watch %s: %s", record.watch, exc)
+                if str(exc) != problem:  # said once, not at every poll it lasts
+                    log.warning("watch %s: %s", record.watch, exc)
                 job, problem, fresh = {}, str(exc), False
             if fresh and status in TERMINAL:
                 return self._finish(job, job_ref, status, client=client, record=record, canceled_at=canceled_at)
@@ -265,6 +272,7 @@ class AwxActuator:
                     f"{job_ref.noun} is still {status} {int(CANCEL_GRACE.total_seconds())}s after {asked}; "
                     f"it is followed again in the next pass ({link})"
                 )
+            progress(f"AWX {job_ref.noun}", status if fresh else f"{status}, unreadable now", started)
             keep_alive()
             self._sleep(delay if now >= deadline else min(delay, (deadline - now).total_seconds()))
             delay = min(delay * 1.5, max(client.server.poll.total_seconds(), MAX_POLL_DELAY))

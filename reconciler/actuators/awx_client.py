@@ -1,8 +1,8 @@
 """The few AWX REST endpoints reconciler needs, for one server, with AWX's conventions and misbehaviour mapped once.
 
-Conventions (protocols.md §2): a trailing slash on every URL (a 301 would turn the launch POST into a GET),
-Bearer or Basic auth, lists paged by relative `next` links. How each answer to a POST is read (§2.9, checked
-against AWX's source):
+Conventions (AWX's REST API docs): a trailing slash on every URL (a 301 would turn the launch POST into a GET),
+Bearer or Basic auth, lists paged by relative `next` links. How each answer to a POST is read (checked
+against AWX 24.6.1's source, github.com/ansible/awx):
 - AWX's own 500 carries its JSON body (awx/main/views.py `handle_500`: `{"detail": "A server error has
   occurred."}`) and its request was rolled back (`ATOMIC_REQUESTS`): nothing was created — an outage.
 - A 502/503/504 (or a 5xx without AWX's body) comes from a gateway in front: the worker behind it may still

@@ -1,8 +1,8 @@
-"""Roll a StatefulSet directly and wait for the roll-out (protocols.md §3).
+"""Roll a StatefulSet directly and wait for the roll-out.
 
 `restart` sends the strategic-merge patch `kubectl rollout restart` sends (the `restartedAt` annotation); `pin`
 sets the named container's image to `repo@sha256:…` with a strategic-merge patch touching that container only.
-The wait uses the strict predicate of §3.2 (see `rollout`); an `OnDelete` StatefulSet needs its pods deleted,
+The wait uses a predicate stricter than kubectl's (see `rollout`); an `OnDelete` StatefulSet needs its pods deleted,
 which is done one at a time in reverse ordinal order only when the action says `on_delete = "delete-pods"`. After
 the roll-out every updated pod's `imageID` digest is compared with the expected one.
 
@@ -195,10 +195,16 @@ class StatefulSetActuator:
 
     # --- wait -----------------------------------------------------------------------------------------------
     def wait(
-        self, spec: model.StatefulSetAction, record: model.ActionRecord, *, keep_alive: Callable[[], None]
+        self,
+        spec: model.StatefulSetAction,
+        record: model.ActionRecord,
+        *,
+        keep_alive: Callable[[], None],
+        progress: Callable[[str, str, datetime], None] = lambda *_: None,
     ) -> model.Finish | model.Unfinished:
         generation = int(record.external_ref or 0)
-        deadline = (record.launched_at or self._clock()) + spec.timeout
+        started = record.launched_at or self._clock()
+        deadline = started + spec.timeout
         last = "not read yet"
         failures = 0
         while True:
@@ -219,7 +225,8 @@ class StatefulSetActuator:
             ) as exc:  # a throttled, failing or garbled API server is not the
                 failures += 1  # roll-out failing: the next poll may well read it
                 pause = self._pause(exc, failures, base=self._poll)
-                log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
+                if failures == 1 or str(exc) != last:  # said once while it lasts, not at every poll
+                    log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
                 last = str(exc)
             if self._clock() >= deadline and failures:  # it may well have finished: not a failed roll-out
                 return model.Unfinished(
@@ -232,6 +239,7 @@ class StatefulSetActuator:
                     f"roll-out of StatefulSet {spec.namespace}/{spec.name} did not finish "
                     f"within {spec.timeout}: {last}",
                 )
+            progress(f"the roll-out of StatefulSet {spec.namespace}/{spec.name}", last, started)
             keep_alive()
             self._sleep(pause)
 

@@ -90,7 +90,7 @@ def mapped(
         if status == 0:  # the client's own ApiException for a TLS failure: nothing was sent
             raise Unavailable(f"cannot reach the Kubernetes API at {host}: {message}", maybe_applied=False) from None
         if status == 429 or status >= 500:
-            # 429 is the overload filters' "not processed, ask again" (protocols.md §3.7); a 5xx may come after
+            # 429 is the overload filters' "not processed, ask again" (apiserver maxinflight.go); a 5xx may come after
             # the write (the timeout filter's 504 while the handler goes on)
             raise Unavailable(
                 f"Kubernetes answered {status} to {verb} on {where}: {message}",

@@ -1,4 +1,4 @@
-"""The pure side of a StatefulSet roll-out (protocols.md §3.2, §3.3): the shape a served StatefulSet or pod list must
+"""The pure side of a StatefulSet roll-out: the shape a served StatefulSet or pod list must
 have to be read, when a roll-out is done, which pod to delete next under `OnDelete`, and what each pod's `imageID`
 says about the digest it runs.
 
@@ -37,7 +37,7 @@ class _MapOf:
 
 # What the roll-out reads of each object: a dict lists the fields of an object (absent, or null, unless _Required),
 # a one-item list the shape of every item, _MapOf the values of a map. The API server always sends the _Required
-# ones (a StatefulSet's generation starts at 1; the pydantic models require the rest, protocols.md §3.4).
+# ones (a StatefulSet's generation starts at 1; the pydantic models of kubernetes 37 require the rest).
 _TEXTS = _MapOf(str)  # labels, annotations, matchLabels
 _STATEFULSET = {
     "metadata": _Required({"generation": _Required(int)}),
@@ -137,7 +137,7 @@ def shown(text: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """The roll-out as the predicate sees it; `done` only when every condition of §3.2 holds."""
+    """The roll-out as the predicate sees it; `done` only when every condition of `progress` holds."""
 
     done: bool
     summary: str
@@ -152,7 +152,8 @@ class RunningDigest:
 
 
 def progress(sts: Mapping[str, Any], *, generation: int) -> Progress:
-    """The §3.2 predicate on a StatefulSet as the API serves it (zero-valued status fields are omitted)."""
+    """The roll-out predicate on a StatefulSet as the API serves it (zero-valued status fields are omitted):
+    kubectl's `rollout status` for StatefulSets (pkg/polymorphichelpers/rollout_status.go), made stricter."""
     spec, status = sts.get("spec") or {}, sts.get("status") or {}
     replicas = spec.get("replicas", 1)
     part = partition(sts)
@@ -217,7 +218,7 @@ def running_digest(image_id: str | None) -> RunningDigest:
     containerd reports the image's first repository digest, and falls back to the image's *config* digest (a bare
     `sha256:…`, no repository) when the image has none — an image imported by hand or with `kind load`
     (containerd internal/cri/server/container_status.go: `imageRef := container.ImageRef`, replaced by
-    `repoDigests[0]` only `if len(repoDigests) > 0`; protocols.md §3.7). A config digest is never the manifest
+    `repoDigests[0]` only `if len(repoDigests) > 0`). A config digest is never the manifest
     digest the registry serves, so it says nothing about which manifest runs: unknown, not "another digest".
     """
     if not image_id:

@@ -14,7 +14,13 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from reconciler import errors, model
 from reconciler.config import table as config_table
-from reconciler.config.settings import DEFAULT_MARKER, AwxSettings, RegistrySettings, ServerSettings
+from reconciler.config.settings import (
+    DEFAULT_MARKER,
+    AwxSettings,
+    MissingSecret,
+    RegistrySettings,
+    ServerSettings,
+)
 
 
 def http_url(table: config_table.Table, name: str, *, required: bool, credentials: str) -> str | None:
@@ -61,13 +67,16 @@ def registries(table: config_table.Table | None) -> dict[str, RegistrySettings]:
         assert entry is not None
         entry.path = f"registries.{json.dumps(host)}"
         entry.expect("url", "username_env", "username_file", "password_env", "password_file")
-        username = entry.secret("username", required=True)
-        password = entry.secret("password", required=True)
-        if (username is None) != (password is None):
+        missing = tuple(MissingSecret(k, v) for k, v in entry.unset("username", "password"))
+        username = entry.secret("username", required=False)
+        password = entry.secret("password", required=False)
+        if not missing and (username is None) != (password is None):
             raise errors.ConfigError(f"{entry.path}: give both username and password, or neither")
         url = http_url(entry, "url", required=False, credentials="give them as username_env and password_env")
         key = model.DOCKER_HUB if host == "index.docker.io" else host.lower()
-        out[key] = RegistrySettings(url=url, username=username, password=password)
+        if missing:  # only commands that ask this registry need them (reconcile, run); they refuse to start
+            username = password = None
+        out[key] = RegistrySettings(url=url, username=username, password=password, missing=missing)
     return out
 
 
@@ -94,11 +103,15 @@ def awx_servers(table: config_table.Table | None) -> dict[str, AwxSettings]:
                 f'{entry.key("marker")}: expected the name of an extra var (letters, digits, _), or "" for none, '
                 f"got {marker!r}"
             )
-        token = entry.secret("token", required=True)
-        username = entry.secret("username", required=True)
-        password = entry.secret("password", required=True)
-        if (token is None) == (username is None or password is None):
+        named = {s for s in ("token", "username", "password") if entry.text(f"{s}_env") or entry.text(f"{s}_file")}
+        if ("token" in named) == ({"username", "password"} <= named):
             raise errors.ConfigError(f"{entry.path}: give token_env (or token_file), or username and password")
+        # A secret named but not set holds back only the watches that act through this server: they are observed
+        # and reported, and say which variable is missing; the commands that only read never need it.
+        missing = tuple(MissingSecret(k, v) for k, v in entry.unset("token", "username", "password"))
+        token = entry.secret("token", required=False)
+        username = entry.secret("username", required=False)
+        password = entry.secret("password", required=False)
         settings = AwxSettings(
             url=url,
             token=token,
@@ -107,6 +120,7 @@ def awx_servers(table: config_table.Table | None) -> dict[str, AwxSettings]:
             timeout=entry.duration("timeout", timedelta(minutes=45)),
             poll=entry.duration("poll", timedelta(seconds=5)),
             marker=marker,
+            missing=missing,
         )
         out[name] = settings
     return out

@@ -17,6 +17,17 @@ _SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
 
 
 @dataclass(frozen=True, slots=True)
+class MissingSecret:
+    """A secret the configuration names but the environment does not hold: the parts that need it stand aside."""
+
+    key: str  # the key that names it, e.g. awx.production.token_env
+    variable: str  # the environment variable, e.g. AWX_TOKEN
+
+    def __str__(self) -> str:
+        return f"{self.variable} is not set ({self.key})"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: str = "127.0.0.1:8080"
     token: Secret | None = None
@@ -30,6 +41,7 @@ class RegistrySettings:
     url: str | None = None
     username: Secret | None = None
     password: Secret | None = None
+    missing: tuple[MissingSecret, ...] = ()  # named but unset: checks that need them cannot run
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,7 @@ class AwxSettings:
     timeout: timedelta = timedelta(minutes=45)
     poll: timedelta = timedelta(seconds=5)
     marker: str = "reconciler_action"  # the extra var that names the action a launch belongs to; "" = none
+    missing: tuple[MissingSecret, ...] = ()  # named but unset: the watches acting through this server do not act
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,27 @@ class Settings:
     kube_poll: timedelta = timedelta(seconds=5)
     lease_ttl: timedelta = timedelta(seconds=60)
     watches: tuple[model.Watch, ...] = ()
+
+    def missing_secrets(self) -> list[tuple[MissingSecret, list[str]]]:
+        """Each secret named but unset, with the watches it holds back (those acting through, or checking at, it)."""
+        found: list[tuple[MissingSecret, list[str]]] = []
+        for name, awx in self.awx.items():
+            users = [w.name for w in self.watches if isinstance(w.action, model.AwxAction) and w.action.server == name]
+            found += [(m, users) for m in awx.missing]
+        for host, registry in self.registries.items():
+            users = [w.name for w in self.watches if w.image.registry == host]
+            found += [(m, users) for m in registry.missing]
+        return found
+
+    def require_registry_secrets(self) -> None:
+        """Checking a registry needs its credentials: commands that ask registries refuse to start without them."""
+        for host, registry in self.registries.items():
+            if registry.missing:
+                missing = registry.missing[0]
+                raise errors.ConfigError(
+                    f"{self.source}: {missing.key}: environment variable {missing.variable} is not set "
+                    f"(the credentials of registry {host})"
+                )
 
     def watch(self, name: str) -> model.Watch:
         for w in self.watches:

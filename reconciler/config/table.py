@@ -141,6 +141,15 @@ class Table:
             return Secret(text, str(path))
         return None
 
+    def unset(self, *names: str) -> list[tuple[str, str]]:
+        """The `(key, variable)` of each `<name>_env` that names an environment variable that is not set."""
+        found = []
+        for name in names:
+            variable = self.text(f"{name}_env")
+            if variable and not self.env.get(variable):
+                found.append((self.key(f"{name}_env"), variable))
+        return found
+
     def expect(self, *names: str) -> Table:
         """Reject any key but these, before reading a value, so a misspelt key is named as such."""
         unknown = sorted(set(self.data) - set(names))

@@ -139,6 +139,7 @@ def watch(table: config_table.Table, defaults: Defaults, awx: Mapping[str, AwxSe
     timing = schedule_of(table, defaults)
     action_table = table.table("action")
     action = _action(action_table, awx) if action_table is not None else None
+    missing = awx[action.server].missing if isinstance(action, model.AwxAction) else ()
     try:
         return model.Watch(
             name=name,
@@ -150,6 +151,7 @@ def watch(table: config_table.Table, defaults: Defaults, awx: Mapping[str, AwxSe
             first_seen=timing.first_seen,
             max_attempts=timing.max_attempts,
             action=action,
+            cannot_act="; ".join(str(m) for m in missing) or None,
         )
     except errors.ConfigError as exc:
         raise errors.ConfigError(f"{table.path}: {exc}") from None

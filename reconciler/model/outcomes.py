@@ -24,6 +24,7 @@ class Verdict(enum.StrEnum):
     BUSY = "busy"  # an action for this target is already open (launched, being waited for)
     RETRY_LATER = "retry_later"  # the last attempt failed; the back-off has not passed yet
     GAVE_UP = "gave_up"  # every attempt for this target failed; a newer image starts over
+    BLOCKED = "blocked"  # the action is due but cannot be attempted (its secret is not set); nothing is counted
     ERROR = "error"  # the registry could not be asked
 
 

@@ -199,6 +199,7 @@ class Watch:
     first_seen: FirstSeen = FirstSeen.BASELINE
     max_attempts: int = 3
     action: Action | None = None
+    cannot_act: str | None = None  # why the action may not be attempted, e.g. its secret is not set
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):

@@ -154,11 +154,12 @@ class Store:
             index_elements=[tables.watch_state.c.watch], set_={c: stmt.excluded[c] for c in columns}
         )
 
-    def history(self, *, watch: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+    def history(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[HistoryEntry]:
+        """The newest `limit` observed changes of these watches (one name or several; every watch when None)."""
         o = tables.observations
         query = select(o).order_by(o.c.at.desc(), o.c.id.desc()).limit(limit)
         if watch is not None:
-            query = query.where(o.c.watch == watch)
+            query = query.where(o.c.watch.in_([watch] if isinstance(watch, str) else list(watch)))
         with self._begin("read the history") as conn:
             return [
                 HistoryEntry(

@@ -80,7 +80,8 @@ class Daemon:
     proc: subprocess.Popen[str] | None = None
     log: Path = field(default_factory=Path)
 
-    def start(self) -> Daemon:
+    def start(self, *, without: tuple[str, ...] = ()) -> Daemon:
+        """Start `reconciler run`; `without` names environment variables to leave unset (a secret not given)."""
         self.log = self.config.with_suffix(f".{time.monotonic_ns()}.log")
         env = {
             **os.environ,
@@ -88,6 +89,8 @@ class Daemon:
             "RECONCILER_API_TOKEN": API_TOKEN,
             "RECONCILER_WEBHOOK_SECRET": HOOK_SECRET,
         }
+        for name in without:
+            env.pop(name, None)
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "reconciler.cli", "--config", str(self.config), "--log-format", "json", "run"],
