@@ -1,4 +1,4 @@
-"""The daemon's HTTP endpoints of SPEC.md as one WSGI application (served by waitress in `daemon`).
+"""The daemon's HTTP endpoints (docs/operations.md) as one WSGI application (served by waitress in `daemon`).
 
 Only routing, authentication and parsing live here; what each endpoint does is a callback the daemon provides.
 The webhook's payload is never trusted: it only names a repository, whose watches are then checked against the

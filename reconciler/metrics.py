@@ -1,4 +1,4 @@
-"""Prometheus metrics of SPEC.md (prefix `reconciler_`), kept in their own registry and fed from each pass's
+"""Prometheus metrics (prefix `reconciler_`), kept in their own registry and fed from each pass's
 `RunReport` and from the registry client's request counts. Never a secret in a label: watch names, action kinds,
 results, registry hosts and HTTP methods/codes only.
 """

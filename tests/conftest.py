@@ -65,7 +65,7 @@ def postgres_url() -> str:
 
 @pytest.fixture(scope="session")
 def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """A registry behind HTTP Basic auth (htpasswd, bcrypt cost 4 as registry.md advises): user bob/hunter2."""
+    """A registry behind HTTP Basic auth (htpasswd, bcrypt cost 4: it hashes on every request): user bob/hunter2."""
     _need_registry_binary()
     base = tmp_path_factory.mktemp("basic-registry")
     htpasswd = base / "htpasswd"

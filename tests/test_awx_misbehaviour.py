@@ -1,4 +1,4 @@
-"""AWX as it really behaves (protocols.md §2.9, the fake checked against AWX's source), and exactly once all the
+"""AWX as it really behaves (the fake checked against AWX 24.6.1's source), and exactly once all the
 same: the marker on every launch, gateways that answer 502/503/504 while AWX goes on, look-alike jobs launched by
 hand, ignored variables, cancels that take effect later, workflows and sliced templates, odd records, outages
 that are not failed deployments, and the ways a person steers a watch that gave up (`retry`, a changed action).

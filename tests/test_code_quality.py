@@ -1,4 +1,4 @@
-"""The house rules of ARCHITECTURE.md, checked as part of the test command: ruff (lint and format), mypy --strict
+"""The house rules, checked as part of the test command: ruff (lint and format), mypy --strict
 on the package, and the import-linter contracts for the one-way import direction."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The AWX fake itself answers like protocols.md §2 says AWX 24.x does, over real HTTP with plain `requests`."""
+"""The AWX fake itself answers like AWX 24.x does, over real HTTP with plain `requests`."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_401_bodies_and_challenge() -> None:
 def test_launch_creates_a_pending_job(awx: FakeAwx, http: requests.Session, clock: Clock) -> None:
     tid = awx.add_template(STAGING, extra_vars="---\nstack_image: xchem/fragalysis-stack\nstack_is_for_developer: no")
     info = http.get(f"{awx.base}/api/v2/job_templates/{tid}/launch/", timeout=5).json()
-    assert info["can_start_without_user_input"] is False  # any ask_* flag makes it false, see §2.3
+    assert info["can_start_without_user_input"] is False  # any ask_* flag makes it false (AWX jobs.py)
     assert info["ask_variables_on_launch"] is True and info["job_template_data"]["id"] == tid
     assert info["variables_needed_to_start"] == [] and info["passwords_needed_to_start"] == []
     resp = _launch(awx, http, tid, {"stack_image_tag": "2026.08.3"})

@@ -1,4 +1,4 @@
-"""The Docker Hub fake itself answers like protocols.md §1.2-1.6 says Docker Hub does, over real HTTP."""
+"""The Docker Hub fake itself answers like Docker Hub does, over real HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Kubernetes fake answers like protocols.md §3 says the API server does, driven through the real `kubernetes`
+"""The Kubernetes fake answers like the real API server does, driven through the real `kubernetes`
 37.x client (pydantic models): StatefulSet read/patch, Status errors, pods by label, the controller's rollout steps,
 Leases."""
 

@@ -1,4 +1,4 @@
-"""Property-based fuzz tests of the StatefulSet actuator's boundary with the Kubernetes API (protocols.md §3): whatever
+"""Property-based fuzz tests of the StatefulSet actuator's boundary with the Kubernetes API: whatever
 the API server answers, `launch`, `find` and `wait` return normally or raise one of our errors, on one line.
 
 A loopback server the test owns answers the four requests the actuator makes (the StatefulSet GET and PATCH, the pod

@@ -1,4 +1,4 @@
-"""The StatefulSet actuator when the API server misbehaves the way a real one does (protocols.md §3.7): throttling
+"""The StatefulSet actuator when the API server misbehaves the way a real one does: throttling
 (the overload filters' plain-text 429 with `Retry-After`), 5xx before and after a PATCH was applied, dropped
 connections, a pod deleted by someone else, and an `imageID` that is only a config digest.
 

@@ -2,7 +2,7 @@
 
 Every YAML document (but kustomization.yaml, which is not a Kubernetes object and is checked on its own) is
 validated offline, in strict mode (unknown fields rejected), against the real Kubernetes JSON schemas shipped by
-`kubernetes-validate`. The RBAC objects are then checked for the exact verbs reconciler needs (protocols.md §3.5,
+`kubernetes-validate`. The RBAC objects are then checked for the exact verbs reconciler needs (its client calls',
 without `watch`), for the absence of wildcards and cluster-wide grants, and for RoleBindings that point at objects
 that exist. The Deployment is checked for its probes, its locked-down security context and its references to the
 Secret, the ConfigMap and the ServiceAccount; the ConfigMap's config.toml is loaded by reconciler's own loader.

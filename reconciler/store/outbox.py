@@ -1,4 +1,4 @@
-"""The actions outbox of ARCHITECTURE.md: planned -> launched -> succeeded | failed (or superseded).
+"""The actions outbox (docs/how-it-works.md): planned -> launched -> succeeded | failed (or superseded).
 
 Every transition is its own committed transaction, written before the next step, so a crash leaves a row that
 says exactly how far an action got. At most one action per watch and digest is open (a unique partial index).

@@ -1,7 +1,7 @@
 """SQLAlchemy 2.0 table definitions; `migrations/env.py` imports `metadata`, and a test proves they agree.
 
 Observed and deployed are kept apart in `watch_state`; `observations` is the change log; `actions` is the outbox
-of ARCHITECTURE.md, where at most one action per watch and digest may be open; `leases` holds the one-acting-
+(docs/how-it-works.md), where at most one action per watch and digest may be open; `leases` holds the one-acting-
 instance lease; `runs` records each pass. Times are stored as UTC and always come back timezone-aware.
 """
 

@@ -1,7 +1,7 @@
 """A stateful fake of the AWX 24.x REST API (v2), in-process on 127.0.0.1, over real HTTP.
 
-Faithful to /work/shared/reference/protocols.md §2 (where they disagree, this file is wrong):
-* §2.1: `Bearer <token>` or Basic for `users`, else 401 + `WWW-Authenticate: Bearer realm=api authorization_url=
+Faithful to AWX 24.6.1 as its source shows (github.com/ansible/awx; where they disagree, this file is wrong):
+* Auth: `Bearer <token>` or Basic for `users`, else 401 + `WWW-Authenticate: Bearer realm=api authorization_url=
   /api/o/authorize/` + the DRF detail with AWX's login suffix; 401 before 405 before filter errors;
   `X-API-Product-Version` on authenticated answers only. A `/api/...` path without `/` → 301 (query kept) before
   auth, so `requests` turns a POST to `.../launch` into a GET of the launch info. Lists: count/next/previous/results,
@@ -9,18 +9,18 @@ Faithful to /work/shared/reference/protocols.md §2 (where they disagree, this f
   RELATIVE, as DRF's replace_query_param makes them (sorted query, `page` replaced, `page=1` kept);
   `count_disabled`; exact, `__iexact/contains/icontains/startswith/gt/gte/lt/lte/in/isnull`, `not__`, `order_by`;
   filters go by model fields (so `cancel_flag` filters although no serializer shows it).
-* §2.2 template fields, names unique only per organization; §2.3 launch info; §2.4 launch: extra_vars an object or a
+* Template fields, names unique only per organization; the launch info; the launch: extra_vars an object or a
   JSON/YAML string (unparsable → 400 field error), un-prompted variables and fields → still 201, reported in
   `ignored_fields` and not applied (values equal to the saved ones pruned first: jobs.py
   JobTemplate._accept_or_ignore_job_kwargs), 201 + absolute `Location` + `{"job", "ignored_fields", <job>}`, `pending`.
-* §2.5: `failed` ⇔ failed/error/canceled, `started` when first running, `finished` + stored `elapsed` (3 dp) when
+* Jobs: `failed` ⇔ failed/error/canceled, `started` when first running, `finished` + stored `elapsed` (3 dp) when
   terminal, live `elapsed` while running, job `extra_vars` = json.dumps(template vars updated by runtime vars),
   `event_processing_finished` false on the first answer showing a terminal status, true after.
-* §2.6: list items omit job_args, job_cwd, job_env, result_traceback, event_processing_finished; filtering on a
+* Job lists: items omit job_args, job_cwd, job_env, result_traceback, event_processing_finished; filtering on a
   prevent_search field (Job/WorkflowJob: extra_vars, job_args, job_env, survey_passwords) → 403 "Filtering on <f> is
   not allowed.", on start_args (UnifiedJob.PASSWORD_FIELDS) → 403 "Filtering on password fields is not allowed."
   (django-ansible-base rest_filters/utils.py get_fields_from_path).
-* §2.9, checked in awx (devel e21dd0a, = 24.6.1+145): cancel (generics.py GenericCancelView.post: 202 with no body
+* Checked in awx (devel e21dd0a, = 24.6.1+145): cancel (generics.py GenericCancelView.post: 202 with no body
   when `can_cancel`, i.e. status in CAN_CANCEL new/pending/waiting/running (constants.py, unified_jobs.py
   UnifiedJob.can_cancel), else http_method_not_allowed → 405; GET → `{"can_cancel": bool}` (JobCancelSerializer,
   WorkflowJobCancelSerializer)). UnifiedJob.cancel sets the model field `cancel_flag` (no serializer shows it; kept
@@ -204,7 +204,7 @@ class FakeAwx(WorkflowsMixin):
         organization: str = "Default",
         **fields: Any,
     ) -> int:
-        """Add a job template (other §2.2 fields via `fields`, e.g. ask_limit_on_launch=True, job_slice_count=3);
+        """Add a job template (other template fields via `fields`, e.g. ask_limit_on_launch=True, job_slice_count=3);
         returns its id. Ids are shared with workflow job templates (UnifiedJobTemplate)."""
         if unknown := set(fields) - set(_TEMPLATE_DEFAULTS):
             raise ValueError(f"unknown job template fields: {sorted(unknown)}")

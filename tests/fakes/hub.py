@@ -1,22 +1,22 @@
 """A fake of the Docker Hub registry behaviours that distribution 2.8.2 lacks, in-process on 127.0.0.1.
 
-Owns exactly what `docker-registry` 2.8.2 cannot show (see /work/shared/TESTING.md), copied from
-/work/shared/reference/protocols.md §1:
-* `tags/list` paging (§1.5): repository-internal (insertion) order, never sorted; `n` clamped to `page_size`; a
+Owns exactly what `docker-registry` 2.8.2 cannot show, as the OCI distribution-spec, distribution's docs and
+Docker Hub's documentation describe it:
+* `tags/list` paging: repository-internal (insertion) order, never sorted; `n` clamped to `page_size`; a
   relative `Link: </v2/<name>/tags/list?last=<tag>&n=<n>>; rel="next"` with url-encoded, sorted keys as distribution
   v3 builds it, or with `opaque_cursor=True` a `?next_page=<token>&n=<n>` cursor as other registries send;
-  `link_base` makes the Link absolute (other registries send absolute ones, §1.5), on any origin a test names.
-* Pull limits (§1.3, §1.4): `ratelimit-limit`/`ratelimit-remaining: <x>;w=21600` and `docker-ratelimit-source` on
+  `link_base` makes the Link absolute (other registries send absolute ones), on any origin a test names.
+* Pull limits: `ratelimit-limit`/`ratelimit-remaining: <x>;w=21600` and `docker-ratelimit-source` on
   manifest responses; GET counts a pull and HEAD does not; an exhausted limit answers GET with the 429 pull-limit body.
 * Fault injection: 429 with or without `Retry-After`, and 5xx, for the next N requests of a kind; a 307 to
   another base URL (as a registry behind a proxy or moved to a new host answers) with `redirect_next`; and, for
   the fuzz tests, any status, headers (raw bytes too) and body at all with `answer_next`.
-* The Hub token flow (§1.2): 401 challenges with `error="invalid_token"`/`"insufficient_scope"` and `GET /token`.
+* The Hub token flow: 401 challenges with `error="invalid_token"`/`"insufficient_scope"` and `GET /token`.
   Tokens grant pull only on repositories that exist when issued, so an unknown repository ends in 401, as on Hub.
-* Manifest HEAD/GET (§1.3, §1.6): `Accept` negotiation as in distribution (an OCI index or manifest not accepted →
+* Manifest HEAD/GET: `Accept` negotiation as in distribution (an OCI index or manifest not accepted →
   404 MANIFEST_UNKNOWN; a Docker list with only v2s2 accepted → a *different* "platform" digest; otherwise 400
   MANIFEST_INVALID), and the OCI error envelope; HEAD sends Content-Length with no body.
-Assumptions ([UNVERIFIED] in protocols.md): the exact TOOMANYREQUESTS JSON, `{"token", "expires_in": 300}` as
+Assumptions (not confirmed from a source): the exact TOOMANYREQUESTS JSON, `{"token", "expires_in": 300}` as
 the token body, the 400 bodies for a wrong `service` or an unknown `next_page` cursor, and what `last=<unknown tag>`
 does (empty page here). The fake does not serve real bytes: a manifest GET body is deterministic JSON whose
 sha256 is NOT the `Docker-Content-Digest`.

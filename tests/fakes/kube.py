@@ -1,20 +1,20 @@
 """A stateful fake Kubernetes API server (StatefulSets, Pods, Leases), in-process on 127.0.0.1, over real HTTP.
 
-Faithful to /work/shared/reference/protocols.md §3 (where they disagree, this file is wrong), for the real
+Faithful to the Kubernetes API server's sources (where they disagree, this file is wrong), for the real
 `kubernetes` 37.x client:
-* §3.4: `Authorization: Bearer <token>` else the 401 Status; every field the pydantic models require is sent
+* Client: `Authorization: Bearer <token>` else the 401 Status; every field the pydantic models require is sent
   (`spec.selector`/`template`, `status.replicas`, containerStatus `name/ready/restartCount/image/imageID`, condition
   `type/status`, `items`); dict bodies arrive as strategic-merge patches, lists as JSON Patch.
-* §3.6: StatefulSet shape; `status.replicas`/`availableReplicas` always sent, the other status ints/strings omitted
+* Objects: StatefulSet shape; `status.replicas`/`availableReplicas` always sent, the other status ints/strings omitted
   when zero (omitempty); a PATCH returns the whole object, bumps `metadata.generation` only when `spec` changes
   (`status.observedGeneration` waits for the controller) and `resourceVersion` on any change (not on a no-op).
   Status errors with the errors.go message templates: NotFound/Forbidden/Conflict/AlreadyExists `details.kind` is the
   plural resource, Invalid uses the Kind; `details` leaves out empty fields (omitempty: no `group` for pods); the 403
-  wording for the ServiceAccount `system:serviceaccount:<ns>:watcher`; the 422 text of §3.6 for spec fields other than
+  wording for the ServiceAccount `system:serviceaccount:<ns>:watcher`; the 422 text for spec fields other than
   replicas/template/updateStrategy/minReadySeconds/persistentVolumeClaimRetentionPolicy/ordinals.
-* §3.3: pod labels `controller-revision-hash`, `statefulset.kubernetes.io/pod-name`, `apps.kubernetes.io/pod-index`,
+* Pods: labels `controller-revision-hash`, `statefulset.kubernetes.io/pod-name`, `apps.kubernetes.io/pod-index`,
   the StatefulSet ownerReference; `imageID` = `docker.io/<repo>@<digest>` (containerd), `image` echoes the spec.
-* §3.2: the controller (played by the test via `controller_step`) replaces pods one at a time, highest ordinal first,
+* Pods: the controller (played by the test via `controller_step`) replaces pods one at a time, highest ordinal first,
   only ordinals >= `rollingUpdate.partition`, OrderedReady (waits for each pod to be ready, creates missing pods in
   ascending order), and sets currentRevision = updateRevision only by completeRollingUpdate (RollingUpdate and
   updatedReplicas == replicas == readyReplicas, so never while partitioned). Missing pods are recreated at the revision
@@ -25,7 +25,7 @@ GET, …/{name} and …/{name}/status GET PATCH; /api/v1/namespaces/{ns}/pods GE
 /apis/coordination.k8s.io/v1/namespaces/{ns}/leases GET POST, …/{name} GET PUT (409 AlreadyExists, stale
 resourceVersion → 409 Conflict, no resourceVersion → unconditional). Order: hook, fault, 401, 404 route, 403, handler,
 fault `after`. DELETE of a pod that is gone: 404 `pods "<name>" not found` for the pod (the registry store's Delete,
-apiserver storage/errors InterpretDeleteError → NewNotFound(qualifiedResource, name); protocols.md §3.7).
+apiserver storage/errors InterpretDeleteError → NewNotFound(qualifiedResource, name)).
 Misbehaviour (`fail_next`), as the real API server sends it:
 * 429 from the overload filters (max-in-flight and priority-and-fairness both call `tooManyRequests`, apiserver
   server/filters/maxinflight.go): NOT a Status but Go's `http.Error` — `text/plain; charset=utf-8`,
