@@ -146,3 +146,22 @@ def test_the_daemon_runs_without_the_token_names_it_once_and_acts_after_a_restar
 
 def _checked_at(d: Daemon) -> str | None:
     return d.status().get("checked_at")
+
+
+def test_registry_credentials_named_but_unset_stop_only_the_commands_that_ask_the_registry(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[registries."docker.io"]\nusername_env = "HUB_USER_UNSET"\npassword_env = "HUB_PASSWORD_UNSET"\n'
+        '[[watch]]\nname = "app"\nimage = "xchem/app"\ntag = "latest"\n'
+    )
+    for command in (("status",), ("history",), ("db", "upgrade")):
+        assert _cli(config, *command).returncode == 0, command
+    checked = _cli(config, "config", "check")
+    assert checked.returncode == 0 and "HUB_USER_UNSET is not set" in checked.stderr, checked.stderr
+    for command in (("reconcile",), ("reconcile", "--dry-run")):
+        refused = _cli(config, *command)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [
+            f'reconciler: {config}: registries."docker.io".username_env: environment variable HUB_USER_UNSET '
+            "is not set (the credentials of registry docker.io)"
+        ]

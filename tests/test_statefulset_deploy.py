@@ -6,6 +6,7 @@ poll's sleep advances the injected clock and takes one controller step."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, insert, select
 
 from reconciler import app, config, model
+from reconciler.progress import Progress
 from reconciler.store import tables
 from tests.fakes.kube import FakeKube
 from tests.support.registry import LocalRegistry, push_schema2
@@ -479,3 +481,19 @@ def test_an_api_server_blip_while_waiting_is_not_a_failure(
     kube.fail_next(2, status=503, resource="pods", method="GET")
     outcome = r.reconcile()
     assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED, outcome.action
+
+
+def test_a_rollout_wait_says_how_it_goes(
+    tmp_path: Path, registry: LocalRegistry, kube: FakeKube, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = _rollout(tmp_path, registry, kube, replicas=3)
+    r.push("two")
+    application = app.App(config.load(r.path, env={}), progress=Progress(r.controller))
+    with caplog.at_level(logging.INFO, logger="reconciler.progress"):
+        try:
+            report = application.reconcile([], dry_run=False, clock=r.controller, sleep=r.controller.sleep)
+        finally:
+            application.close()
+    assert report.outcomes[0].action is not None and report.outcomes[0].action.status is model.ActionStatus.SUCCEEDED
+    said = [rec.getMessage() for rec in caplog.records if rec.name == "reconciler.progress"]
+    assert said and said[0].startswith(f"waiting for the roll-out of StatefulSet {NS}/{STS} ("), said
