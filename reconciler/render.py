@@ -11,11 +11,13 @@ never disagree. Only presentation: no decisions, no I/O beyond the console.
   happens to be near, so a file, a CI log or `grep` always gets the same lines; 160 keeps names, refs, ages and
   most notes whole. `COLUMNS=80 reconciler status | less` fits a narrow pager; `--json` has everything.
 
-Every row is one line: digests show 12 hex digits (the tag only when it says something the watch does not: a
-`tag:latest` watch always sees `latest`), times are ages from the document's `generated_at` ("3m ago", "in 5m"),
-and names and notes that do not fit are cut with "…", never wrapped. A link is printed whole on a line of its
-own under its row, and the exact request of a dry run whole as it would be sent (these may be longer than the
-width: the terminal wraps them, nothing is cut or inserted). No line ends with a space.
+Every row is one line, with at most two under it: digests show 12 hex digits (the tag only when it says something
+the watch does not: a `tag:latest` watch always sees `latest`), times are ages from the document's `generated_at`
+("3m ago", "in 5m"), and names and notes that do not fit are cut with "…", never wrapped. A note column too
+narrow to say anything (under NOTE_ROOM) gives way to one line per note under its row, cut with "…" at the
+width. A link is printed whole on a line of its own under its row, and the exact request of a dry run whole as it
+would be sent (these may be longer than the width: the terminal wraps them, nothing is cut or inserted). No line
+ends with a space.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rich.text import Text
 
 PIPE_WIDTH = 160
 KINDS = {"WATCH": "name", "OBSERVED": "ref", "DEPLOYED": "ref", "NOTE": "note", "REASON": "note", "DETAIL": "note"}
+NOTE_ROOM = 24  # a note column narrower than this says too little: the notes go under their rows
 WIDEST = {"name": 24, "ref": 32}  # a longer watch name ends in "…"; so does the start of a longer tag
 # A line too long: notes give way first, then names, then refs lose their tag's start ("fixed" columns never do).
 SHRINK = (("note", 12), ("name", 12), ("note", 6), ("ref", 12), ("name", 6), ("note", 1), ("name", 1))
@@ -147,11 +150,31 @@ def _rstrip(line: Line) -> Line:
     return kept
 
 
+def _under(text: str, indent: int, width: int) -> Line:
+    """A note on a line of its own under its row, from the second column, cut with "…" at the width (counted in
+    terminal cells, as rich cuts the columns: a wide character takes two)."""
+    note = Text(" ".join(text.split()))
+    note.truncate(max(width - indent, 1), overflow="ellipsis")
+    return [Segment(" " * indent + note.plain)]
+
+
 def _table(
     console: Console, headers: Sequence[str], rows: Sequence[Sequence[Cell]], links: Sequence[str | None]
 ) -> list[Line]:
-    """The table's lines, one a row, each row followed by its link (if any) whole, under the second column."""
+    """The table's lines: each row's line, then its link (if any) whole, under the second column. When the last
+    column (a note) would be too narrow to say anything, each note goes on a line under its row instead."""
+    if KINDS.get(headers[-1]) == "note":  # the link follows whole: the note need not repeat it
+        rows = [
+            [*row[:-1], row[-1].replace(f" ({link})", "") if link and isinstance(row[-1], str) else row[-1]]
+            for row, link in zip(rows, links, strict=True)
+        ]
     widths = _widths(console.width, headers, rows)
+    notes: list[str] = []
+    wanted = max((_show(row[-1]).cell_len for row in rows), default=0)
+    if KINDS.get(headers[-1]) == "note" and widths[-1] < min(wanted, NOTE_ROOM):
+        notes = [_show(row[-1]).plain for row in rows]
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+        widths = _widths(console.width, headers, rows)
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     for header, width in zip(headers, widths, strict=True):
         table.add_column(_show(header), width=width, no_wrap=True, overflow="ellipsis")
@@ -159,8 +182,10 @@ def _table(
         table.add_row(*(_show(cell, width) for cell, width in zip(row, widths, strict=True)))
     lines = [_rstrip(line) for line in console.render_lines(table, pad=False)]
     shown = lines[:1]
-    for line, link in zip(lines[1:], links, strict=True):
+    for i, (line, link) in enumerate(zip(lines[1:], links, strict=True)):
         shown.append(line)
+        if notes and notes[i] not in ("", "-"):
+            shown.append(_under(notes[i], widths[0] + 2, console.width))
         if link:
             indent = max(0, min(widths[0] + 2, console.width - len(link)))
             shown.append([Segment(" " * indent), Segment(link, Style(link=link))])

@@ -1,8 +1,10 @@
-"""The `status`, `reconcile` and `history` tables as a person reads them (reconciler/render.py): at 80 columns every
-row is one line and no line is longer or ends in a space, digests show 12 hex digits, times are ages, long names and
-notes end in "…" instead of wrapping, an AWX link is printed whole, and no escape code reaches a pipe or a NO_COLOR
-terminal. Documents come from `reconciler.report`, the same functions the CLI uses; the end-to-end tests run the CLI
-on a SQLite database filled through the store. Nothing sleeps.
+"""The `status`, `reconcile` and `history` tables as a person reads them (reconciler/render.py): no line is longer than
+the width or ends in a space, digests show 12 hex digits, times are ages, long names and notes end in "…" instead of
+wrapping, an AWX link is printed whole, and no escape code reaches a pipe or a NO_COLOR terminal. Each row is its main
+line (found by its first cell), then, when the note column (NOTE, REASON, DETAIL) would be too narrow (as at 80
+columns), its note on one line of its own under the second column, then its link, if any. Documents come from
+`reconciler.report`, the same functions the CLI uses; the end-to-end tests run the CLI on a SQLite database filled
+through the store. Nothing sleeps.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, NamedTuple
 
 import pytest
+from rich.cells import cell_len
 
 from reconciler import cli, clients, decide, model, render, report
 from reconciler.store import outbox, queries, schema
@@ -35,7 +39,25 @@ KUBE_PATH = "/apis/apps/v1/namespaces/fragalysis-production/statefulsets/databas
 PATCH = "application/strategic-merge-patch+json"
 REQUEST = "stack-staging would send: POST https://awx.example.org/api/v2/job_templates/7/launch/"
 ESCAPES = re.compile(r"\x1b\[[0-9;]*m|\x1b\]8;[^\x1b]*\x1b\\")
+NOTES = ("NOTE", "REASON", "DETAIL")  # the last column's header, when the notes are in their column
+STAGING = "action #7 failed: AWX job 4242 failed; next attempt in 5m"  # the failed action's status note
+DEPLOYS = "awx production: Staging Fragalysis Stack"
+DRIFT = "latest@0123456789ab deployed, latest@fedcba987654 observed"
 Draw = Callable[..., None]
+Note = str | tuple[str, ...] | EllipsisType | None  # the note, one of these, any note (not checked), or none shown
+Spec = tuple[str, Note, str | None]  # a row: its first cell, its note, its link
+STATUS_ROWS: tuple[Spec, ...] = (
+    ("stack-staging", STAGING, LINK),
+    (LONG_NAME, LONG_ERROR, None),
+    ("frontend", "observed only", None),
+    ("release", DEPLOYS, None),
+    ("fresh", DEPLOYS, None),
+)
+HISTORY_ROWS: tuple[Spec, ...] = (
+    ("2m ago", "AWX job 4242 failed", LINK),
+    ("3m ago", "drift reason", None),
+    ("4d ago", LONG_ERROR, None),
+)
 
 assert len(ONE) == 71 and len(LONG_NAME) == 60 and len(LONG_ERROR) == 300 and len(LINK) == 44
 
@@ -171,19 +193,86 @@ def draw(function: Draw, document: dict[str, Any], stream: io.StringIO | None = 
 
 
 def assert_readable(text: str, width: int = 80) -> list[str]:
-    """Plain, no line longer than `width` (a link or the request of a dry run excepted), none ending in a space."""
+    """Plain, no line wider than `width` terminal cells (a link or the request of a dry run excepted), none ending in
+    a space."""
     whole = (LINK, REQUEST, f"database would send: PATCH {KUBE_PATH} ({PATCH})")
     assert "\x1b" not in text, text
     lines = text.splitlines()
     for line in lines:
         assert line == line.rstrip(), f"trailing whitespace: {line!r}"
-        assert len(line) <= width or line.strip() in whole, f"{len(line)} > {width}: {line!r}"
+        assert cell_len(line) <= width or line.strip() in whole, f"{cell_len(line)} > {width}: {line!r}"
     return lines
 
 
 def row_of(lines: list[str], start: str) -> str:
     (row,) = [line for line in lines if line.startswith(start)]
     return row
+
+
+def shows(shown: str, text: str, room: int) -> bool:
+    """`shown` is `text` whole, or its start cut with "…" to fill `room` cells."""
+    return shown == text or (
+        shown.endswith("…") and cell_len(shown) == room and len(shown) > 1 and text.startswith(shown[:-1])
+    )
+
+
+def starts_with_cell(line: str, cell: str) -> bool:
+    """`line` starts with `cell`, whole or cut with "…" (columns are two spaces apart)."""
+    head = line.split("  ", 1)[0]
+    return head == cell or (head.endswith("…") and len(head) > 1 and cell.startswith(head[:-1]))
+
+
+class Row(NamedTuple):
+    main: str  # the row's line
+    note: str | None  # the line of its note under it, as printed (indent included), if the note is not in its column
+    link: str | None  # the line of its link, as printed, if any
+
+
+def rows_of(
+    lines: list[str], specs: tuple[Spec, ...], width: int, *, firsts: bool = True
+) -> tuple[list[Row], list[str]]:
+    """The table at the top of `lines`, row by row, checked against the rule of `render._table`: the header, then for
+    each row its main line, exactly one, which starts with the row's first cell (whole or cut with "…"); then, when the
+    note column was dropped (its header is missing), the row's note (unless none is shown) on exactly one line of its
+    own, indented to the second column and whole or cut with "…" at the width, never wrapped; then the row's link, if
+    any, whole on one line. A note still in its column ends the main line, whole or cut at the width. Returns the rows
+    and the lines after the table. `firsts=False` for a width too narrow for the fixed columns, where rich squeezes
+    the first column away: the rows are then told apart by their order only, the notes by their common indent."""
+    header = lines[0]
+    under = header.split()[-1] not in NOTES
+    column = None if under else header.rindex(header.split()[-1])
+    second = re.match(r"\S+ +", header)
+    indent = second.end() if firsts and second else None  # the second column starts where its header does
+    rows: list[Row] = []
+    at = 1
+    for first, note, link in specs:
+        assert at < len(lines), f"row {first!r} missing: {lines}"
+        main, note_line, link_line = lines[at], None, None
+        at += 1
+        assert main.strip(), lines
+        if firsts:
+            assert starts_with_cell(main, first), f"{main!r} is not the row of {first!r}"
+        notes = (note,) if isinstance(note, str) else note if isinstance(note, tuple) else ()
+        if column is not None and notes:
+            assert any(shows(main[column:], text, width - column) for text in notes), f"note of {first!r}: {main!r}"
+        if under and note is not None:
+            assert at < len(lines), f"note of {first!r} missing: {lines}"
+            note_line = lines[at]
+            at += 1
+            shown = note_line.lstrip()
+            indent = len(note_line) - len(shown) if indent is None else indent
+            assert note_line == " " * indent + shown and shown, f"note of {first!r} not at {indent}: {note_line!r}"
+            assert notes == () or any(shows(shown, text, width - indent) for text in notes), note_line
+            assert not shown.endswith("…") or cell_len(note_line) == width, note_line  # cut at the width
+        if link is not None:
+            assert at < len(lines), f"link of {first!r} missing: {lines}"
+            link_line = lines[at]
+            at += 1
+            assert link_line.lstrip() == link, f"link of {first!r}: {link_line!r}"
+            if indent is not None:
+                assert link_line == " " * max(0, min(indent, width - len(link))) + link, link_line
+        rows.append(Row(main, note_line, link_line))
+    return rows, lines[at:]
 
 
 # --- the console ----------------------------------------------------------------------------------------------------
@@ -232,36 +321,103 @@ def test_a_terminal_keeps_its_colour_and_its_lines_still_end_without_spaces() ->
     assert "\x1b" not in plain
     lines = assert_readable(plain)
     assert row_of(lines, "stack-stag").split()[1] == "failed"
+    assert rows_of(lines, STATUS_ROWS, 80)[1] == []
 
 
 # --- status ---------------------------------------------------------------------------------------------------------
 
 
-def test_status_at_80_columns_is_one_line_per_watch_and_cuts_instead_of_wrapping() -> None:
+def test_status_at_80_columns_puts_each_note_under_its_row_and_cuts_instead_of_wrapping() -> None:
     lines = assert_readable(draw(render.status, status_document()))
-    assert lines[0].split() == ["WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED", "NOTE"]
-    assert len(lines) == 1 + 5 + 1  # the header, one line per watch, and the failed action's link
-    staging = row_of(lines, "stack-stag")  # 13 characters: cut too, as the long name and the tags need room
+    assert lines[0].split() == ["WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED"]  # NOTE: too narrow at 80
+    rows, rest = rows_of(lines, STATUS_ROWS, 80)
+    assert rest == [] and len(lines) == 1 + 5 + 5 + 1  # the header, each watch and its note, the failed action's link
+    staging = row_of(lines, "stack-staging")
     assert staging.split()[1:6] == ["failed", "fedcba987654", "0123456789ab", "3m", "ago"]
     assert "0123456789abc" not in "\n".join(lines) and "sha256" not in "\n".join(lines)
-    assert row_of(lines, "release").split()[2:4] == ["…6.8.3@0123456789ab"] * 2  # the digest stays whole
+    assert row_of(lines, "release").split()[2:4] == ["2026.8.3@0123456789ab"] * 2  # the digest stays whole
     assert row_of(lines, "frontend").split()[4:6] == ["2h", "ago"]
     assert row_of(lines, "fresh").split()[1:5] == ["unknown", "-", "-", "never"]
-    assert "4d ago" in row_of(lines, "release")
+    assert row_of(lines, "release").endswith("4d ago")
 
     long = row_of(lines, LONG_NAME[:8])
     name = long.split()[0]
     assert name.endswith("…") and LONG_NAME.startswith(name[:-1]) and len(name) <= 24
-    assert "12s ago" in long and long.endswith("…")
-    note = long.split("ago", 1)[1].strip()
-    assert LONG_ERROR.startswith(note[:-1]) and len(note) > 4
-    assert [line for line in lines if "regi" in line or "xxx" in line] == [long]  # cut, not wrapped
+    assert long.endswith("12s ago") and rows[1].main == long
+    note = rows[1].note
+    assert note is not None and note.endswith("…") and len(note) == 80
+    assert LONG_ERROR.startswith(note.strip()[:-1]) and len(note.strip()) > 40
+    assert [line for line in lines if "regi" in line or "xxx" in line] == [note]  # cut, not wrapped
+    assert lines[lines.index(long) + 2] == row_of(lines, "frontend")
 
 
-def test_status_puts_the_link_of_a_failed_action_whole_under_its_row() -> None:
+def test_status_puts_the_link_of_a_failed_action_whole_under_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = assert_readable(draw(render.status, status_document()))
-    after = lines[lines.index(row_of(lines, "stack-stag")) + 1]
+    at = lines.index(row_of(lines, "stack-staging"))
+    assert lines[at + 1].strip() == STAGING and lines[at + 2].strip() == LINK and lines[at + 2].startswith(" ")
+    monkeypatch.setenv("COLUMNS", "160")  # the note in its column: the link right under the row
+    lines = assert_readable(draw(render.status, status_document()), 160)
+    after = lines[lines.index(row_of(lines, "stack-staging")) + 1]
     assert after.strip() == LINK and after.startswith(" ")
+
+
+def test_at_80_columns_the_failed_action_note_is_under_its_row_and_its_link_follows_once() -> None:
+    document = status_document()
+    document["watches"][0]["last_action"]["detail"] = f"job 4242 failed in 42s ({LINK})"  # as the AWX actuator says
+    lines = assert_readable(draw(render.status, document))
+    assert "NOTE" not in lines[0].split()
+    watch_column = len(row_of(lines, LONG_NAME[:8]).split()[0])  # as wide as the long name, cut
+    assert 6 <= watch_column < 24 and lines[0].index("STATE") == watch_column + 2
+    at = lines.index(row_of(lines, "stack-staging"))
+    assert lines[at + 1 : at + 3] == [
+        " " * (watch_column + 2) + "action #7 failed: job 4242 failed in 42s; next attempt in 5m",
+        " " * (watch_column + 2) + LINK,
+    ]
+    assert "\n".join(lines).count("awx.example.org") == 1  # the note does not repeat the link printed under it
+
+
+def test_the_notes_stay_in_their_column_at_160_columns_and_go_under_their_rows_at_80(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    lines = assert_readable(draw(render.status, status_document()), 160)
+    assert lines[0].split() == ["WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED", "NOTE"]
+    rows, rest = rows_of(lines, STATUS_ROWS, 160)
+    assert rest == [] and len(lines) == 1 + 5 + 1 and all(row.note is None for row in rows)
+    column = lines[0].index("NOTE")
+    notes = [row.main[column:] for row in rows]
+    assert notes[0] == STAGING and notes[2:] == ["observed only", DEPLOYS, DEPLOYS]
+    assert notes[1].endswith("…") and LONG_ERROR.startswith(notes[1][:-1]) and len(rows[1].main) == 160
+    assert rows[0].link == " " * lines[0].index("STATE") + LINK
+
+    monkeypatch.setenv("COLUMNS", "80")  # the same notes, each on a line of its own under its row
+    narrow = assert_readable(draw(render.status, status_document()))
+    assert "NOTE" not in narrow[0].split()
+    under = [(row.note or "").strip() for row in rows_of(narrow, STATUS_ROWS, 80)[0]]
+    assert under[:1] + under[2:] == notes[:1] + notes[2:]  # whole, as they were in the column
+    assert under[1].endswith("…") and LONG_ERROR.startswith(under[1][:-1]) and len(under[1]) < len(notes[1])
+
+
+def test_at_80_columns_the_300_character_error_is_one_note_line_ending_in_an_ellipsis() -> None:
+    for function, document, kwargs, first, after in (
+        (render.status, status_document(), {}, LONG_NAME[:8], "frontend"),
+        (render.history, history_document(), {"now": T0}, "4d ago", None),
+    ):
+        lines = assert_readable(draw(function, document, **kwargs))
+        at = lines.index(row_of(lines, first))
+        note = lines[at + 1] if at + 1 < len(lines) else ""
+        assert note.startswith(" ") and note.strip().startswith("registry.example.org answered 500"), note
+        assert note.endswith("…") and len(note) == 80 and LONG_ERROR.startswith(note.strip()[:-1])
+        assert [line for line in lines if "xxx" in line] == [note]  # one line: the rest is cut, not wrapped
+        assert lines[at + 2 : at + 3] == ([row_of(lines, after)] if after else [])  # then the next row, or the end
+
+
+def test_a_note_of_wide_characters_is_cut_at_the_width_in_terminal_cells() -> None:
+    document = status_document()
+    document["watches"][2]["last_error"] = "レジストリが応答しません" * 6  # 72 characters, 144 cells
+    lines = assert_readable(draw(render.status, document))
+    note = lines[lines.index(row_of(lines, "frontend")) + 1]
+    assert note.strip().startswith("レジストリが") and note.endswith("…") and cell_len(note) <= 80
 
 
 def test_status_says_when_the_next_attempt_is_and_shows_notes_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,13 +429,21 @@ def test_status_says_when_the_next_attempt_is_and_shows_notes_as_text(monkeypatc
     assert row_of(lines, "frontend").endswith("unexpected [/] in [bold]reply[/bold] :smile:")
 
 
-@pytest.mark.parametrize("width", [20, 40, 60, 80, 100, 120, 160, 200])
-def test_every_row_is_one_line_at_any_width(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("width", [20, 40, 60, 72, 80, 100, 120, 160, 200])
+def test_every_row_is_its_line_its_note_and_its_link_at_any_width(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below 60 columns the fixed columns alone do not fit and rich squeezes the first one away: the rows are then
+    checked by their order."""
     monkeypatch.setenv("COLUMNS", str(width))
     lines = assert_readable(draw(render.status, status_document()), width)
-    assert len(lines) == 1 + 5 + 1
+    rows, rest = rows_of(lines, STATUS_ROWS, width, firsts=width >= 60)
+    assert rest == [] and len(lines) == 1 + 5 + (5 if rows[0].note else 0) + 1
+    if width >= 60:  # a ref keeps its 12 hex digits whole and gives up the start of its tag first
+        tag, _, digest = row_of(lines, "release").split()[2].rpartition("@")
+        assert digest == "0123456789ab" and (tag in ("", "2026.8.3") or "2026.8.3".endswith(tag.removeprefix("…")))
+        assert width != 72 or tag == "…6.8.3"
     lines = assert_readable(draw(render.history, history_document(), now=T0), width)
-    assert len(lines) == 1 + 3 + 1
+    rows, rest = rows_of(lines, HISTORY_ROWS, width, firsts=width >= 60)
+    assert rest == [] and len(lines) == 1 + 3 + (3 if rows[0].note else 0) + 1
 
 
 # --- history --------------------------------------------------------------------------------------------------------
@@ -287,23 +451,29 @@ def test_every_row_is_one_line_at_any_width(width: int, monkeypatch: pytest.Monk
 
 def test_history_at_80_columns_shows_ages_short_digests_and_the_awx_link_whole() -> None:
     lines = assert_readable(draw(render.history, history_document(), now=T0))
-    assert lines[0].split() == ["AT", "WATCH", "EVENT", "OBSERVED", "DETAIL"]
-    assert len(lines) == 1 + 3 + 1
-    action = lines[1]
+    assert lines[0].split() == ["AT", "WATCH", "EVENT", "OBSERVED"]  # DETAIL: too narrow at 80, under each row
+    rows, rest = rows_of(lines, HISTORY_ROWS, 80)
+    assert rest == [] and len(lines) == 1 + 3 + 3 + 1
+    action = rows[0].main
     assert action.startswith("2m ago") and "action #7 failed" in action and "latest@fedcba987654" in action
-    assert lines[2].strip() == LINK and lines[2].startswith(" ")
-    assert lines[3].split()[:4] == ["3m", "ago", "stack-staging", "drift"]
-    old = lines[4]
-    assert old.startswith("4d ago") and old.endswith("…") and "xxx" not in old.split("…")[-1]
+    assert rows[0].note == " " * 8 + "AWX job 4242 failed" and rows[0].link == " " * 8 + LINK
+    assert lines[1:4] == [action, rows[0].note, rows[0].link]
+    assert rows[1].main.split()[:4] == ["3m", "ago", "stack-staging", "drift"]
+    assert rows[1].note == " " * 8 + "drift reason"
+    old = rows[2]
+    assert old.main.startswith("4d ago") and old.main.split()[2].endswith("…") and old.main.endswith("-")
+    assert old.note is not None and old.note.endswith("…") and "xxx" in old.note and lines[-1] == old.note
     assert "fedcba9876543" not in "\n".join(lines)
 
 
 def test_history_ages_are_from_now_which_defaults_to_the_clock() -> None:
     now = datetime.now(UTC)
     lines = assert_readable(draw(render.history, history_document(now)))
-    assert lines[1].startswith("2m ago") and lines[3].startswith("3m ago") and lines[4].startswith("4d ago")
+    rows, _ = rows_of(lines, HISTORY_ROWS, 80)  # "2m ago", "3m ago", "4d ago"
+    assert [row.main.split()[:2] for row in rows] == [["2m", "ago"], ["3m", "ago"], ["4d", "ago"]]
     later = assert_readable(draw(render.history, history_document(now), now=now + timedelta(hours=2)))
-    assert later[1].startswith("2h ago")
+    two_hours = tuple(("2h ago" if first != "4d ago" else first, note, link) for first, note, link in HISTORY_ROWS)
+    assert rows_of(later, two_hours, 80)[1] == []
     assert draw(render.history, {"events": []}) == "no history yet: run `reconciler reconcile` first\n"
 
 
@@ -312,10 +482,10 @@ def test_history_ages_are_from_now_which_defaults_to_the_clock() -> None:
 
 def test_a_dry_run_fits_its_table_and_prints_the_exact_request_whole() -> None:
     lines = assert_readable(draw(render.reconcile, reconcile_document(dry_run=True)))
-    assert lines[0].split() == ["WATCH", "DECISION", "OBSERVED", "DEPLOYED", "REASON"]
-    assert [line.split()[1:4] for line in lines[1:4]] == [["drift", "fedcba987654", "0123456789ab"]] * 3
-    assert all(line.endswith("…") for line in lines[1:4])  # the reason and what it would do, cut
-    rest = lines[4:]
+    assert lines[0].split() == ["WATCH", "DECISION", "OBSERVED", "DEPLOYED"]  # REASON: too narrow, under each row
+    rows, rest = rows_of(lines, tuple((name, DRIFT, None) for name in ("stack-staging", "database", LONG_NAME)), 80)
+    assert [row.main.split()[1:4] for row in rows] == [["drift", "fedcba987654", "0123456789ab"]] * 3
+    assert all(row.note and row.note.endswith("…") for row in rows)  # the reason, cut; what it would do follows
     assert rest[0] == "stack-staging would act: awx production: Staging Fragalysis Stack"
     assert rest[1] == REQUEST  # the request as it would be sent: longer than 80, never cut nor wrapped
     assert rest[2:7] == ["{", '  "extra_vars": {', '    "stack_image_tag": "latest"', "  }", "}"]
@@ -329,7 +499,11 @@ def test_a_dry_run_fits_its_table_and_prints_the_exact_request_whole() -> None:
 
 def test_a_pass_that_acted_links_each_action_whole() -> None:
     lines = assert_readable(draw(render.reconcile, reconcile_document(dry_run=False)))
-    assert [line.strip() for line in lines[2:7:2]] == [LINK] * 3
+    reason = f"{DRIFT}; {STAGING}"
+    specs = tuple((name, reason, LINK) for name in ("stack-staging", "database", LONG_NAME))
+    rows, rest = rows_of(lines, specs, 80)
+    assert [row.link for row in rows] == [" " * lines[0].index("DECISION") + LINK] * 3
+    assert len(lines) == 1 + 3 * 3 + 1 and rest == [lines[-1]]
     assert lines[-1].startswith("checked 3 watches in 2.00s: drift=3; actions: failed=3")
 
 
@@ -404,13 +578,13 @@ def filled(tmp_path: Path) -> Path:
     return path
 
 
-def _cli(config: Path, *args: str) -> str:
+def _cli(config: Path, *args: str, columns: int = 80) -> str:
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("RECONCILER_", "AWX_", "NO_COLOR", "FORCE_COLOR", "TTY_"))
     }
-    env.update(COLUMNS="80", TEST_AWX_TOKEN="t")
+    env.update(COLUMNS=str(columns), TEST_AWX_TOKEN="t")
     done = subprocess.run(
         [sys.executable, "-m", "reconciler.cli", "--config", str(config), *args],
         capture_output=True,
@@ -424,25 +598,33 @@ def _cli(config: Path, *args: str) -> str:
 
 
 def _check_cli_tables(status: str, history: str, width: int) -> None:
+    # the retry is due 5 minutes after the fixture ran: "in 5m", or "in 4m" once a second has passed
+    retry = tuple(f"action #1 failed: AWX job 4242 failed; next attempt in {minutes}m" for minutes in (5, 4))
     lines = assert_readable(status, width)
-    assert len(lines) == 1 + 2 + 1
-    staging = row_of(lines, "stack-staging")
-    assert staging.split()[1:6] == ["failed", "fedcba987654", "0123456789ab", "3m", "ago"]
-    assert lines[lines.index(staging) + 1].strip() == LINK
-    long = row_of(lines, LONG_NAME[:8])
-    assert long.split()[0].endswith("…") and "error" in long and long.endswith("…")
+    rows, rest = rows_of(lines, (("stack-staging", retry, LINK), (LONG_NAME, LONG_ERROR, None)), width)
+    assert rest == [] and len(lines) == 1 + 2 + (2 if rows[0].note else 0) + 1
+    assert rows[0].main.split()[1:6] == ["failed", "fedcba987654", "0123456789ab", "3m", "ago"]
+    long = rows[1].main
+    assert long.split()[0].endswith("…") and long.split()[1] == "error" and (rows[1].note or long).endswith("…")
     lines = assert_readable(history, width)
-    assert lines[1].startswith("2m ago") and "action #1 failed" in lines[1] and lines[2].strip() == LINK
-    assert len(lines) == 1 + 5 + 1 and all(line.split()[1] == "ago" for line in lines[3:])
+    others: tuple[Spec, ...] = tuple((age, ..., None) for age in ("3m ago", "3m ago", "20m ago", "20m ago"))
+    rows, rest = rows_of(lines, (("2m ago", "AWX job 4242 failed", LINK), *others), width)
+    assert rest == [] and "action #1 failed" in rows[0].main
+    (error,) = [line for line in lines if "xxx" in line]  # the 300-character error: cut, not wrapped
+    assert error.endswith("…") and error in [row.note or row.main for row in rows]
 
 
-def test_status_and_history_through_the_cli_are_plain_one_line_rows(filled: Path) -> None:
-    _check_cli_tables(_cli(filled, "status"), _cli(filled, "history"), width=200)
+def test_status_and_history_through_the_cli_keep_their_notes_in_their_column_at_200(filled: Path) -> None:
+    status, history = _cli(filled, "status", columns=200), _cli(filled, "history", columns=200)
+    assert status.splitlines()[0].split()[-1] == "NOTE" and history.splitlines()[0].split()[-1] == "DETAIL"
+    _check_cli_tables(status, history, width=200)
 
 
 def test_through_the_cli_no_line_is_wider_than_columns(filled: Path) -> None:
     """The CLI prints with `render.console()`, so $COLUMNS holds in a pipe too (its old console was 200 wide)."""
-    _check_cli_tables(_cli(filled, "status"), _cli(filled, "history"), width=80)
+    status, history = _cli(filled, "status"), _cli(filled, "history")
+    assert "NOTE" not in status.splitlines()[0] and "DETAIL" not in history.splitlines()[0]  # under their rows
+    _check_cli_tables(status, history, width=80)
 
 
 def test_the_cli_with_render_console_fits_80_columns(
