@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.awx import FakeAwx
-from tests.support.awx_scenario import TOKEN, Scenario, baseline
+from tests.support.awx_scenario import TOKEN, Scenario, baseline, make_scenario
 from tests.support.daemon import AWX_TOKEN, Daemon, configure, repo_of, wait_until
 from tests.support.registry import LocalRegistry, push_schema2
 
@@ -72,10 +72,14 @@ def test_status_of_the_default_config_names_the_missing_variable(default_config:
     assert blocked["frontend"] is None  # no action, nothing to hold back
 
 
-def test_a_watch_without_its_token_is_observed_but_never_attempted_until_the_token_is_set(
-    scenario: Scenario,
-) -> None:
-    s = scenario
+@pytest.fixture
+def quick(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
+    """The AWX scenario polling every 20 ms: the CLI waits for the job in real time."""
+    return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db", poll="20ms")
+
+
+def test_a_watch_without_its_token_is_observed_but_never_attempted_until_the_token_is_set(quick: Scenario) -> None:
+    s = quick
     baseline(s)
     second = s.push("two")
     for _ in range(2):  # passes repeat; none attempts anything, none counts an attempt
