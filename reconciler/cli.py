@@ -260,19 +260,17 @@ def _resolved(settings: config.Settings) -> dict[str, Any]:
 def cmd_config(args: argparse.Namespace, application: app.App) -> int:
     _print_json(_resolved(application.settings))
     for missing, users in application.settings.missing_secrets():
-        acting = missing.key.startswith("awx.")
-        held = f"watch{'' if len(users) == 1 else 'es'} {', '.join(users) or '(none)'}"
-        effect = (
-            f"{held} will be observed but not acted on"
-            if acting
-            else f"`reconcile` and `run` refuse to start ({held} cannot be checked)"
-        )
-        _say(
-            f"warning: {missing.key}: {missing.variable} is not set; {effect} until it is",
-            args.log_format,
-            level=logging.WARNING,
-        )
-    print(f"configuration {application.settings.source} is valid", file=sys.stderr)
+        held = (f"watch {users[0]}" if len(users) == 1 else f"watches {', '.join(users)}") if users else "no watch"
+        if missing.key.startswith("awx."):
+            effect = f"{held} will be observed but not acted on"
+        else:
+            effect = f"`reconcile` and `run` refuse to start ({held} cannot be checked)"
+        _say(f"warning: {missing.key}: {missing.what}; {effect}", args.log_format, level=logging.WARNING)
+    valid = f"configuration {application.settings.source} is valid"
+    if args.log_format == "json":
+        _say(valid, args.log_format, level=logging.INFO)
+    else:
+        print(valid, file=sys.stderr)
     return EXIT_OK
 
 

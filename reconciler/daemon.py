@@ -104,9 +104,9 @@ class Daemon:
             self._http = create_server(
                 self._endpoints(), host=server.host, port=server.port, threads=4, ident="reconciler"
             )
-        except OSError as exc:  # the address is in use (another daemon?) or cannot be bound
+        except (OSError, ValueError) as exc:  # in use (another daemon?), not bindable, or no such host (waitress)
             raise errors.ConfigError(
-                f"server.listen: cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
+                f"server.listen: cannot listen on {server.host}:{server.port}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
 
     @property
@@ -142,8 +142,17 @@ class Daemon:
             executor="lease",
         )
         self._scheduler.start()
-        threading.Thread(target=self._http.run, name="http", daemon=True).start()
+        threading.Thread(target=self._serve, name="http", daemon=True).start()
         log.info("serving on %s:%d; watches: %d", self._server_settings.host, self.port, len(self._watches))
+
+    def _serve(self) -> None:
+        """Serve until stopped. Closing the socket while the loop waits in select() may make that select fail
+        (EBADF): that is how it ends, not an error to report."""
+        try:
+            self._http.run()
+        except (OSError, ValueError):
+            if not self.stop.is_set():
+                raise
 
     def shutdown(self) -> None:
         """Stop within STOP_WAIT: passes see `stop` at their next poll and leave their actions open to be resumed;

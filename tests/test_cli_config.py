@@ -189,10 +189,10 @@ def test_config_path_defaults_to_reconciler_config_variable(tmp_path: Path) -> N
             id="both-tag-and-tags",
         ),
         pytest.param(
-            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "no-such-token-file"\n',
+            '[server]\nwebhook_secret_file = "no-such-secret-file"\n',
             {},
-            "awx.production.token_file: cannot read 'no-such-token-file'",
-            id="missing-secret-file",
+            "server.webhook_secret_file: cannot read 'no-such-secret-file'",
+            id="missing-webhook-secret-file",
         ),
         pytest.param(
             f'[reconciler]\ndatabase = "postgresql+psycopg://u:{DB_PASSWORD}@db:port/x"\n',

@@ -55,3 +55,15 @@ def test_the_log_level_ignores_case(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "INFO reconciler.app: database: sqlite:///" in result.stderr
+
+
+def test_a_listen_host_that_cannot_be_used_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for listen in ("256.1.1.1:18097", "nosuchhost.invalid:18099"):
+        (tmp_path / "config.toml").write_text(
+            f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n[server]\nlisten = "{listen}"\n'
+        )
+        result = subprocess.run(_cli(tmp_path, "run"), capture_output=True, text=True, timeout=60, env=_env())
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("reconciler:")]
+        assert len(errors) == 1 and errors[0].startswith(f"reconciler: server.listen: cannot listen on {listen}: ")

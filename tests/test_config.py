@@ -399,27 +399,6 @@ def test_secret_file_key_accepts_an_absolute_path(tmp_path: Path) -> None:
     ("text", "files", "key_path", "also"),
     [
         pytest.param(
-            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "absent"\n',
-            {},
-            "awx.production.token_file",
-            "absent",
-            id="awx-token-file-missing",
-        ),
-        pytest.param(
-            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "empty"\n',
-            {"empty": ""},
-            "awx.production.token_file",
-            "empty",
-            id="awx-token-file-empty",
-        ),
-        pytest.param(
-            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "blank"\n',
-            {"blank": "\n"},
-            "awx.production.token_file",
-            "empty",
-            id="awx-token-file-only-a-newline",
-        ),
-        pytest.param(
             '[awx.production]\nurl = "https://awx.example.org"\ntoken_env = "AWX_TOKEN"\ntoken_file = "tok"\n',
             {"tok": "x\n"},
             "awx.production.token_env",
@@ -452,6 +431,45 @@ def test_unresolvable_secrets_are_rejected_naming_the_key_path(
 
     assert key_path in message
     assert also in message
+
+
+@pytest.mark.parametrize(
+    ("text", "files", "key_path", "also"),
+    [
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "absent"\n',
+            {},
+            "awx.production.token_file",
+            "absent",
+            id="awx-token-file-missing",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "empty"\n',
+            {"empty": ""},
+            "awx.production.token_file",
+            "empty",
+            id="awx-token-file-empty",
+        ),
+        pytest.param(
+            '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "blank"\n',
+            {"blank": "\n"},
+            "awx.production.token_file",
+            "empty",
+            id="awx-token-file-only-a-newline",
+        ),
+    ],
+)
+def test_an_awx_secret_file_that_cannot_be_read_is_missing_not_refused(
+    tmp_path: Path, text: str, files: dict[str, str], key_path: str, also: str
+) -> None:
+    """Like an unset variable: the configuration loads; the watches acting through that server do not act."""
+    for name, content in files.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+
+    [missing] = load(tmp_path, text, env={}).awx["production"].missing
+
+    assert missing.key == key_path
+    assert also in missing.what and "\n" not in str(missing)
 
 
 def test_server_token_unset_is_not_an_error(tmp_path: Path) -> None:

@@ -166,6 +166,36 @@ def test_registry_credentials_named_but_unset_stop_only_the_commands_that_ask_th
         refused = _cli(config, *command)
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.strip().splitlines() == [
-            f'reconciler: {config}: registries."docker.io".username_env: environment variable HUB_USER_UNSET '
-            "is not set (the credentials of registry docker.io)"
+            f'reconciler: {config}: registries."docker.io".username_env: HUB_USER_UNSET is not set '
+            "(the credentials of registry docker.io)"
         ]
+
+
+def test_an_action_secret_file_that_cannot_be_read_holds_back_only_its_watches(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[awx.production]\nurl = "https://awx.example.org"\ntoken_file = "nowhere/awx-token"\n'
+        '[[watch]]\nname = "app"\nimage = "xchem/app"\ntag = "latest"\n'
+        '[watch.action]\nkind = "awx"\nawx = "production"\ntemplate = "Deploy"\n'
+    )
+    for command in (("status",), ("history",), ("db", "upgrade")):
+        assert _cli(config, *command).returncode == 0, command
+    checked = _cli(config, "config", "check")
+    assert checked.returncode == 0, checked.stderr
+    [warning] = [line for line in checked.stderr.splitlines() if "warning" in line]
+    assert warning == (
+        "reconciler: warning: awx.production.token_file: cannot read 'nowhere/awx-token': No such file or "
+        "directory; watch app will be observed but not acted on"
+    )
+    [watch] = json.loads(_cli(config, "status", "--json").stdout)["watches"]
+    assert (
+        watch["cannot_act"] == "cannot read 'nowhere/awx-token': No such file or directory (awx.production.token_file)"
+    )
+
+
+def test_config_check_in_json_says_everything_as_json(default_config: Path) -> None:
+    result = _cli(default_config, "--log-format", "json", "config", "check")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [(line["level"], "AWX_TOKEN" in line["message"]) for line in lines] == [("warning", True), ("info", False)]
+    assert lines[1]["message"].endswith("is valid")

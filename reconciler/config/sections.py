@@ -17,7 +17,6 @@ from reconciler.config import table as config_table
 from reconciler.config.settings import (
     DEFAULT_MARKER,
     AwxSettings,
-    MissingSecret,
     RegistrySettings,
     ServerSettings,
 )
@@ -67,9 +66,8 @@ def registries(table: config_table.Table | None) -> dict[str, RegistrySettings]:
         assert entry is not None
         entry.path = f"registries.{json.dumps(host)}"
         entry.expect("url", "username_env", "username_file", "password_env", "password_file")
-        missing = tuple(MissingSecret(k, v) for k, v in entry.unset("username", "password"))
-        username = entry.secret("username", required=False)
-        password = entry.secret("password", required=False)
+        found, missing = entry.secrets("username", "password")
+        username, password = found["username"], found["password"]
         if not missing and (username is None) != (password is None):
             raise errors.ConfigError(f"{entry.path}: give both username and password, or neither")
         url = http_url(entry, "url", required=False, credentials="give them as username_env and password_env")
@@ -108,10 +106,8 @@ def awx_servers(table: config_table.Table | None) -> dict[str, AwxSettings]:
             raise errors.ConfigError(f"{entry.path}: give token_env (or token_file), or username and password")
         # A secret named but not set holds back only the watches that act through this server: they are observed
         # and reported, and say which variable is missing; the commands that only read never need it.
-        missing = tuple(MissingSecret(k, v) for k, v in entry.unset("token", "username", "password"))
-        token = entry.secret("token", required=False)
-        username = entry.secret("username", required=False)
-        password = entry.secret("password", required=False)
+        found, missing = entry.secrets("token", "username", "password")
+        token, username, password = found["token"], found["username"], found["password"]
         settings = AwxSettings(
             url=url,
             token=token,

@@ -10,21 +10,11 @@ from reconciler import errors, model
 from reconciler.config import table as config_table
 
 Secret = config_table.Secret  # settings carry these; re-exported for their readers
+MissingSecret = config_table.MissingSecret
 DEFAULT_DATABASE = "sqlite:///reconciler.db"
 DEFAULT_MARKER = "reconciler_action"
 PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
 _SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
-
-
-@dataclass(frozen=True, slots=True)
-class MissingSecret:
-    """A secret the configuration names but the environment does not hold: the parts that need it stand aside."""
-
-    key: str  # the key that names it, e.g. awx.production.token_env
-    variable: str  # the environment variable, e.g. AWX_TOKEN
-
-    def __str__(self) -> str:
-        return f"{self.variable} is not set ({self.key})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +75,7 @@ class Settings:
             if registry.missing:
                 missing = registry.missing[0]
                 raise errors.ConfigError(
-                    f"{self.source}: {missing.key}: environment variable {missing.variable} is not set "
-                    f"(the credentials of registry {host})"
+                    f"{self.source}: {missing.key}: {missing.what} (the credentials of registry {host})"
                 )
 
     def watch(self, name: str) -> model.Watch:

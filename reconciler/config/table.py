@@ -38,6 +38,23 @@ class Secret:
         return self.value
 
 
+@dataclass(frozen=True, slots=True)
+class MissingSecret:
+    """A secret the configuration names but cannot have (a variable not set, a file not readable): the parts that
+    need it stand aside; the commands that only read never need it."""
+
+    key: str  # the key that names it, e.g. awx.production.token_env
+    variable: str  # the environment variable (e.g. AWX_TOKEN), or the file as written
+    what: str = ""  # what is wrong with it, e.g. "AWX_TOKEN is not set"
+
+    def __post_init__(self) -> None:
+        if not self.what:
+            object.__setattr__(self, "what", f"{self.variable} is not set")
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.key})"
+
+
 def parse_duration(text: object, path: str) -> timedelta:
     """`90s`, `5m`, `1h30m`, `250ms`, `2d`, at most ten years; plain numbers are refused so that units are never
     guessed."""
@@ -141,14 +158,26 @@ class Table:
             return Secret(text, str(path))
         return None
 
-    def unset(self, *names: str) -> list[tuple[str, str]]:
-        """The `(key, variable)` of each `<name>_env` that names an environment variable that is not set."""
-        found = []
+    def secrets(self, *names: str) -> tuple[dict[str, Secret | None], tuple[MissingSecret, ...]]:
+        """Resolve each `<name>_env` or `<name>_file` like `secret`, except that one named but not to be had (a
+        variable not set, a file that cannot be read) is left None and reported as missing, not refused."""
+        values: dict[str, Secret | None] = {}
+        missing: list[MissingSecret] = []
         for name in names:
-            variable = self.text(f"{name}_env")
-            if variable and not self.env.get(variable):
-                found.append((self.key(f"{name}_env"), variable))
-        return found
+            variable, file = self.text(f"{name}_env"), self.text(f"{name}_file")
+            if variable and not file and not self.env.get(variable):
+                values[name] = None
+                missing.append(MissingSecret(self.key(f"{name}_env"), variable))
+                continue
+            try:
+                values[name] = self.secret(name, required=False)
+            except errors.ConfigError as exc:
+                if not file or variable:  # "give one, not both" is a mistake in the file, not a missing secret
+                    raise
+                values[name] = None
+                key = self.key(f"{name}_file")
+                missing.append(MissingSecret(key, file, str(exc).removeprefix(f"{key}: ")))
+        return values, tuple(missing)
 
     def expect(self, *names: str) -> Table:
         """Reject any key but these, before reading a value, so a misspelt key is named as such."""
