@@ -67,7 +67,8 @@ def _held_back(*, watch: model.Watch, last: model.ActionRecord, target: str, now
             "until the watch's action changes or `reconciler retry` is run",
         )
     if last.failure is not model.Failure.OUTAGE and last.attempt >= watch.max_attempts:
-        return model.Decision(Verdict.GAVE_UP, f"all {last.attempt} attempts for {target} failed; last: {last.detail}")
+        tried = "the only attempt" if last.attempt == 1 else f"all {last.attempt} attempts"
+        return model.Decision(Verdict.GAVE_UP, f"{tried} for {target} failed; last: {last.detail}")
     if last.next_attempt_at is not None and now < last.next_attempt_at:
         left = int((last.next_attempt_at - now).total_seconds())
         what = "could not be launched" if last.failure is model.Failure.OUTAGE else "failed"

@@ -63,4 +63,7 @@ def _held_back(watches: Iterable[model.Watch]) -> list[str]:
     for watch in watches:
         if watch.cannot_act is not None:
             by_reason.setdefault(watch.cannot_act, []).append(watch.name)
-    return [f"not acting: {why} (watch {', '.join(names)})" for why, names in by_reason.items()]
+    return [
+        f"not acting: {why} ({'watch' if len(names) == 1 else 'watches'} {', '.join(names)})"
+        for why, names in by_reason.items()
+    ]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 _SCRUBBED = ("RECONCILER_", "AWX_", "DOCKERHUB_")
 
 
@@ -33,13 +35,13 @@ def test_a_port_already_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_output_into_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    """`status --json | head -1` once the reader is gone: the pipe is closed before anything is written."""
+@pytest.mark.parametrize("command", [("status", "--json"), ("status",), ("history",)])
+def test_output_into_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """`status --json | head -1` once the reader is gone: the pipe is closed before anything is written. A table
+    too: rich alone would exit 1 without a word."""
     watches = "".join(f'[[watch]]\nname = "w{i}"\nimage = "xchem/w{i}"\ntag = "latest"\n' for i in range(50))
     (tmp_path / "config.toml").write_text(f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n{watches}')
-    proc = subprocess.Popen(
-        _cli(tmp_path, "status", "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env()
-    )
+    proc = subprocess.Popen(_cli(tmp_path, *command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the reader went away (head has what it wanted) before reconciler started writing
     err = proc.stderr.read().decode()

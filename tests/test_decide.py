@@ -415,3 +415,27 @@ def test_state_of_agrees_with_decide_over_a_settle_window() -> None:
         decision, state = step(w, state, seen("latest", "b", at(seconds)), at(seconds))
         assert decide.state_of(watch=w, state=state, now=at(seconds)) is shown
         assert (decision.verdict is Verdict.DRIFT) == (shown is State.DRIFTED)
+
+
+@pytest.mark.parametrize(("max_attempts", "said"), [(1, "the only attempt for"), (2, "all 2 attempts for")])
+def test_giving_up_counts_the_attempts_grammatically(max_attempts: int, said: str) -> None:
+    w = model.Watch(
+        name="app", image=IMAGE, selector=model.TagSelector("latest"), action=AWX, max_attempts=max_attempts
+    )
+    last = model.ActionRecord(
+        id=1,
+        watch="app",
+        kind=model.ActionKind.AWX,
+        status=model.ActionStatus.FAILED,
+        tag="latest",
+        digest=digest("b"),
+        attempt=max_attempts,
+        created_at=T0,
+        detail="job 4 failed",
+        failure=model.Failure.DEPLOYMENT,
+    )
+    decision = decide.decide(
+        watch=w, result=seen("latest", "b", at(60)), state=in_sync_state(), now=at(60), last_action=last
+    )
+    assert decision.verdict is Verdict.GAVE_UP
+    assert decision.reason.startswith(f"{said} latest@bbbbbbbbbbbb failed"), decision.reason

@@ -286,7 +286,7 @@ def test_a_failing_watch_does_not_stop_the_others_and_exits_3(
     watches = _by_name(doc)
     assert watches["staging"]["decision"]["verdict"] == "baseline"
     assert watches["frontend"]["state"] == "error"
-    assert "repository docker.io/e2e/isolated-frontend not found or private" in watches["frontend"]["last_error"]
+    assert "docker.io/e2e/isolated-frontend: repository not found or private" in watches["frontend"]["last_error"]
     assert "no tag of docker.io/e2e/isolated matches tags:release" in watches["production"]["last_error"]
     assert err.count("\n") == 2 and "Traceback" not in err
 

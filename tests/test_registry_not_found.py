@@ -1,4 +1,4 @@
-"""A repository that does not exist (or that we may not see) reads "repository … not found or private", naming the
+"""A repository that does not exist (or that we may not see) reads "…: repository not found or private", naming the
 image and the registry, whatever the watch asks (`tag = …` or `tags = "release"`); a missing tag of an existing
 repository still says the tag is missing.
 
@@ -36,7 +36,7 @@ def _client(base: str, *, credentials: auth.Credentials | None = None) -> client
 
 
 def _not_found(answered: str) -> str:
-    return re.escape(f"repository docker.io/xchem/nosuch not found or private (registry docker.io answered {answered}")
+    return re.escape(f"docker.io/xchem/nosuch: repository not found or private (registry docker.io answered {answered}")
 
 
 # (a) the real registry: 404 NAME_UNKNOWN -------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_reconcile_on_the_real_registry_names_the_missing_repository(registry: L
     done = _reconcile(tmp_path, registry.base)
     assert done.returncode == 3, done.stderr
     reasons = _reasons(done)
-    expected = "repository docker.io/xchem/nosuch not found or private (registry docker.io answered 404 NAME_UNKNOWN)"
+    expected = "docker.io/xchem/nosuch: repository not found or private (registry docker.io answered 404 NAME_UNKNOWN)"
     assert reasons["production"] == expected
     assert reasons["staging"] == expected
     assert reasons["tagless"] == "registry docker.io has no tag 'nope' for docker.io/xchem/exists"
@@ -135,7 +135,7 @@ def test_reconcile_on_the_hub_names_the_missing_repository(tmp_path: Path) -> No
     assert done.returncode == 3, done.stderr
     reasons = _reasons(done)
     expected = (
-        "repository docker.io/xchem/nosuch not found or private (registry docker.io answered 401 to anonymous access)"
+        "docker.io/xchem/nosuch: repository not found or private (registry docker.io answered 401 to anonymous access)"
     )
     assert reasons["production"] == expected
     assert reasons["staging"] == expected

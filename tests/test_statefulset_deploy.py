@@ -497,3 +497,22 @@ def test_a_rollout_wait_says_how_it_goes(
     assert report.outcomes[0].action is not None and report.outcomes[0].action.status is model.ActionStatus.SUCCEEDED
     said = [rec.getMessage() for rec in caplog.records if rec.name == "reconciler.progress"]
     assert said and said[0].startswith(f"waiting for the roll-out of StatefulSet {NS}/{STS} ("), said
+
+
+def test_an_unreachable_api_server_is_warned_of_once_per_pass(
+    tmp_path: Path, registry: LocalRegistry, kube: FakeKube, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It is asked again and again within the launch's budget; that is said at info, the outcome once, at warning."""
+    r = _rollout(tmp_path, registry, kube)
+    r.push("two")
+    kubeconfig = Path(os.environ["KUBECONFIG"])
+    kubeconfig.write_text(kubeconfig.read_text().replace(kube.base, "http://127.0.0.1:1"))
+    with caplog.at_level(logging.INFO):
+        outcome = r.reconcile()
+    assert outcome.action is not None and outcome.action.failure is model.Failure.OUTAGE, outcome.action
+    asked = [rec for rec in caplog.records if rec.name == "reconciler.actuators.kube" and "asking" in rec.getMessage()]
+    assert asked and all(rec.levelno == logging.INFO for rec in asked)
+    assert len(asked) == 1, [rec.getMessage() for rec in asked]  # the same failure is not said at every retry
+    ours = [rec for rec in caplog.records if rec.name.startswith("reconciler")]  # the CLI quiets urllib3's own
+    warnings = [rec.getMessage() for rec in ours if rec.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "action #1 failed (outage" in warnings[0], warnings

@@ -244,8 +244,8 @@ class AwxActuator:
                 status, read_at, fresh = " ".join(str(job.get("status")).split())[:40], self._clock(), True
                 problem = ""
             except errors.AwxError as exc:  # a blip while waiting is not the job failing: keep polling
-                if str(exc) != problem:  # said once, not at every poll it lasts
-                    log.warning("watch %s: %s", record.watch, exc)
+                if str(exc) != problem:  # said once while it lasts; the outcome, if it comes to that, warns
+                    log.info("watch %s: %s; polling again", record.watch, exc)
                 job, problem, fresh = {}, str(exc), False
             if fresh and status in TERMINAL:
                 return self._finish(job, job_ref, status, client=client, record=record, canceled_at=canceled_at)

@@ -103,6 +103,7 @@ class StatefulSetActuator:
         note: str | None = None
         checked = False
         conflicts = failures = 0
+        said = ""  # the last failure logged: the same one again is not said again
         while True:
             step = "read"
             try:
@@ -133,7 +134,10 @@ class StatefulSetActuator:
                 pause = self._pause(exc, failures, base=BACKOFF_FIRST)
                 if self._clock() + timedelta(seconds=pause) > deadline:
                     self._give_up(exc, unsure)
-                log.warning("StatefulSet %s/%s: %s; asking again in %gs", spec.namespace, spec.name, exc, pause)
+                if str(exc) != said:
+                    # info: the action's outcome, if it comes to that, is the warning (said once per pass)
+                    log.info("StatefulSet %s/%s: %s; asking again", spec.namespace, spec.name, exc)
+                    said = str(exc)
                 keep_alive()  # a stop (or a lost lease) ends the asking at once
                 self._sleep(pause)
 
@@ -225,8 +229,8 @@ class StatefulSetActuator:
             ) as exc:  # a throttled, failing or garbled API server is not the
                 failures += 1  # roll-out failing: the next poll may well read it
                 pause = self._pause(exc, failures, base=self._poll)
-                if failures == 1 or str(exc) != last:  # said once while it lasts, not at every poll
-                    log.warning("StatefulSet %s/%s: %s; polling again in %gs", spec.namespace, spec.name, exc, pause)
+                if failures == 1 or str(exc) != last:  # said once while it lasts; the outcome is the warning
+                    log.info("StatefulSet %s/%s: %s; polling again", spec.namespace, spec.name, exc)
                 last = str(exc)
             if self._clock() >= deadline and failures:  # it may well have finished: not a failed roll-out
                 return model.Unfinished(

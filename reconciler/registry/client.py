@@ -29,7 +29,7 @@ digits, `Link` and redirect `Location` URLs that may not parse, registry text cu
 `digest`/`tags` have one guard that turns whatever else an answer raises into one `RegistryError` naming the
 registry and image.
 
-A repository that does not exist, or that we may not see, reads "repository <image> not found or private
+A repository that does not exist, or that we may not see, reads "<image>: repository not found or private
 (registry <registry> answered <status>)", whichever request found it:
 * 404 NAME_UNKNOWN ("repository name not known to registry", distribution-spec "Error Codes") on the tag list;
 * a 404 on the manifest HEAD has no body to say whether the tag or the repository is missing, and distribution
@@ -131,7 +131,7 @@ def _repository_not_found(image: model.ImageRef, response: requests.Response) ->
     code = _error_code(response)
     answered = f"404 {code}" if code else "404"
     return errors.TagNotFound(
-        f"repository {image} not found or private (registry {image.registry} answered {answered})"
+        f"{image}: repository not found or private (registry {image.registry} answered {answered})"
     )
 
 
@@ -313,7 +313,7 @@ class RegistryClient:
                 "check that the registry trusts that token server"
             )
         return errors.RegistryAuthError(
-            f"repository {image} not found or private (registry {registry} answered 401 to "
+            f"{image}: repository not found or private (registry {registry} answered 401 to "
             f"{self._auth.identity(registry)})"
         )
 
