@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -232,6 +234,76 @@ def test_the_help_of_reconciler_and_of_reconcile_lists_the_exit_codes(command: t
     assert cli.EXIT_WOULD_ACT == 5
 
 
+# Each command's own codes, from cli.main, cli._exit_code and its cmd_*.
+COMMAND_EXIT_CODES = {
+    ("run",): {"0", "1", "2", "130, 143"},
+    ("status",): {"0", "1", "2", "130", "141"},
+    ("history",): {"0", "1", "2", "130", "141"},
+    ("retry",): {"0", "1", "2", "130"},
+    ("db",): {"0", "1", "2", "130"},
+    ("db", "upgrade"): {"0", "1", "2", "130"},
+    ("config",): {"0", "2", "141"},
+    ("config", "check"): {"0", "2", "141"},
+}
+REPOSITORY_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+def _help_at_80_columns(command: tuple[str, ...]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**_env(), "COLUMNS": "80"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done.stdout
+
+
+def _examples(help_text: str) -> list[str]:
+    return [line.strip() for line in help_text.split("\nexamples:\n")[1].split("\n\n", maxsplit=1)[0].splitlines()]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "reconciler")
+def test_every_help_fits_80_columns_lists_exit_codes_and_names_the_watches_of_config_toml(
+    command: tuple[str, ...],
+) -> None:
+    text = _help_at_80_columns(command)
+    too_long = [line for line in text.splitlines() if len(line) > 80]
+    assert not too_long, "\n".join(too_long)
+    assert "\nexit codes:\n" in text
+    codes = text.split("\nexit codes:\n")[1]
+    listed = set(re.findall(r"^  (\d+(?:, \d+)?) +\S", codes, re.MULTILINE))
+    assert listed == COMMAND_EXIT_CODES.get(command, set(EXIT_CODES)), codes
+
+    watches = {w["name"] for w in tomllib.loads(REPOSITORY_CONFIG.read_text())["watch"]}
+    named = [
+        name
+        for example in _examples(text)
+        for name in re.findall(r"(?:--watch[ =]|^reconciler retry )([^\s-]\S*)", example)
+    ]
+    assert set(named) <= watches, f"examples name watches config.toml does not have: {set(named) - watches}"
+    if command in ((), ("reconcile",), ("status",), ("history",), ("retry",)):
+        assert named, "an example names a watch"
+
+
+def test_the_examples_that_read_the_default_configuration_work_with_it(tmp_path: Path) -> None:
+    """Every example of status, history, retry and config check that takes ./config.toml, run beside a copy of the
+    repository's config.toml (a fresh database beside it, the AWX token unset)."""
+    shutil.copy(REPOSITORY_CONFIG, tmp_path / "config.toml")
+    ran = 0
+    for command in (("status",), ("history",), ("retry",), ("config", "check")):
+        for example in _examples(_help_at_80_columns(command)):
+            args = example.split()[1:]
+            if "--config" in args or "--database" in args:
+                continue
+            done = _cli(*args, cwd=tmp_path)
+            assert done.returncode == 0, f"{example}: {done.stderr}"
+            ran += 1
+    assert ran >= 6
+
+
 # --- 3. history --watch, repeatable -------------------------------------------------------------------------------
 
 
@@ -406,6 +478,54 @@ def test_with_log_format_json_a_missing_configuration_and_a_closed_pipe_are_json
     assert proc.returncode == 141, err
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
     assert _json_error(done)["message"] == "the output was closed before all of it was written"
+
+
+@pytest.mark.parametrize(
+    ("args", "said", "see"),
+    [
+        (("--log-format", "json", "status", "--bogus"), "unrecognized arguments: --bogus", "reconciler status"),
+        (("status", "--log-format", "json", "--bogus"), "unrecognized arguments: --bogus", "reconciler status"),
+        (
+            ("--log-format=json", "history", "--limit", "0"),
+            "argument --limit: expected a whole number",
+            "reconciler history",
+        ),
+        (("--log-format", "json"), "the following arguments are required: COMMAND", "reconciler"),
+        (("db", "upgrade", "--bogus", "--log-format=json"), "unrecognized arguments: --bogus", "reconciler db upgrade"),
+        (("--log-format", "json", "config"), "the following arguments are required: COMMAND", "reconciler config"),
+        (
+            ("--log-format", "json", "--log-level", "loud", "status"),
+            "argument --log-level: invalid choice",
+            "reconciler",
+        ),
+    ],
+    ids=["before", "after", "history-limit", "no-command", "db-upgrade", "config", "log-level"],
+)
+def test_with_log_format_json_a_usage_error_is_one_json_line(
+    tmp_path: Path, args: tuple[str, ...], said: str, see: str
+) -> None:
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == cli.EXIT_CONFIG
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    message = _json_error(done)["message"]
+    assert message.startswith(said) and message.endswith(f" (see {see} --help)"), message
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--bogus"),
+        ("--log-format", "text", "history", "--limit", "0"),
+        ("--log-format", "json", "status", "--log-format", "text", "--bogus"),  # the last one given wins
+    ],
+    ids=["default", "text", "json-then-text"],
+)
+def test_without_log_format_json_a_usage_error_is_argparses_text(tmp_path: Path, args: tuple[str, ...]) -> None:
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == cli.EXIT_CONFIG and done.stdout == ""
+    assert done.stderr.startswith("usage: reconciler")
+    assert re.search(r"^reconciler( \w+)?: error: ", done.stderr, re.MULTILINE), done.stderr
 
 
 # --- 7. counts in good grammar ---------------------------------------------------------------------------------------
