@@ -14,10 +14,10 @@ never disagree. Only presentation: no decisions, no I/O beyond the console.
 Every row is one line, with at most two under it: digests show 12 hex digits (the tag only when it says something
 the watch does not: a `tag:latest` watch always sees `latest`), times are ages from the document's `generated_at`
 ("3m ago", "in 5m"), and names and notes that do not fit are cut with "…", never wrapped. A note column too
-narrow to say anything (under NOTE_ROOM) gives way to one line per note under its row, cut with "…" at the
-width. A link is printed whole on a line of its own under its row, and the exact request of a dry run whole as it
-would be sent (these may be longer than the width: the terminal wraps them, nothing is cut or inserted). No line
-ends with a space.
+narrow for its notes (under NOTE_ROOM) gives way to each note under its row, wrapped at spaces onto at most
+NOTE_LINES lines, cut with "…". A link is printed whole on a line of its own under its row, and the exact request
+of a dry run whole as it would be sent (these may be longer than the width: the terminal wraps them, nothing is
+cut or inserted). No line ends with a space.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.segment import Segment, Segments
 from rich.style import Style
@@ -37,7 +38,8 @@ from rich.text import Text
 
 PIPE_WIDTH = 160
 KINDS = {"WATCH": "name", "OBSERVED": "ref", "DEPLOYED": "ref", "NOTE": "note", "REASON": "note", "DETAIL": "note"}
-NOTE_ROOM = 24  # a note column narrower than this says too little: the notes go under their rows
+NOTE_ROOM = 60  # a note column narrower than this (and than its longest note) cuts notes short: they go under
+NOTE_LINES = 2  # at most this many lines of a note under its row
 WIDEST = {"name": 24, "ref": 32}  # a longer watch name ends in "…"; so does the start of a longer tag
 # A line too long: notes give way first, then names, then refs lose their tag's start ("fixed" columns never do).
 SHRINK = (("note", 12), ("name", 12), ("note", 6), ("ref", 12), ("name", 6), ("note", 1), ("name", 1))
@@ -54,6 +56,14 @@ Line = list[Segment]
 Cell = str | Text | tuple[str, str]  # a ref is (tag, 12 hex digits)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader of the output went away (`… | head -1`): raise, so that the CLI says so in one line and
+        exits 141, where rich would exit 1 without a word."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(stream: IO[str] | None = None) -> Console:
     """The console for the tables on `stream` (default: standard output), by the rules of the module docstring."""
     columns = os.environ.get("COLUMNS", "")
@@ -62,8 +72,8 @@ def console(stream: IO[str] | None = None) -> Console:
     if detected.is_terminal:
         width = width or (detected.width if detected.width > 0 else 80)
         if os.environ.get("NO_COLOR", "") == "":
-            return Console(file=stream, width=width, highlight=False)
-    return Console(file=stream, width=width or PIPE_WIDTH, no_color=True, color_system=None, highlight=False)
+            return _Console(file=stream, width=width, highlight=False)
+    return _Console(file=stream, width=width or PIPE_WIDTH, no_color=True, color_system=None, highlight=False)
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -150,12 +160,27 @@ def _rstrip(line: Line) -> Line:
     return kept
 
 
-def _under(text: str, indent: int, width: int) -> Line:
-    """A note on a line of its own under its row, from the second column, cut with "…" at the width (counted in
-    terminal cells, as rich cuts the columns: a wide character takes two)."""
-    note = Text(" ".join(text.split()))
-    note.truncate(max(width - indent, 1), overflow="ellipsis")
-    return [Segment(" " * indent + note.plain)]
+def _under(text: str, indent: int, width: int) -> list[Line]:
+    """A note under its row, from the second column: wrapped at spaces onto at most NOTE_LINES lines, the last cut
+    with "…" at the width, where it stops (widths in terminal cells, as rich cuts the columns: a wide character
+    takes two). A word wider than the room is cut, never broken onto the next line."""
+    room = max(width - indent, 1)
+    words, lines = text.split(), list[str]()
+    while words and len(lines) < NOTE_LINES:
+        line = words.pop(0)
+        while words and cell_len(line) + 1 + cell_len(words[0]) <= room:
+            line += " " + words.pop(0)
+        if len(lines) == NOTE_LINES - 1 and words:  # the last line left: the rest of the note, cut
+            line, words = " ".join([line, *words]), []
+        lines.append(line)
+        if cell_len(line) > room:
+            break  # cut here: what follows would not continue it
+    shown = []
+    for line in lines or [""]:
+        note = Text(line)
+        note.truncate(room, overflow="ellipsis")
+        shown.append([Segment(" " * indent + note.plain)])
+    return shown
 
 
 def _table(
@@ -171,7 +196,7 @@ def _table(
     widths = _widths(console.width, headers, rows)
     notes: list[str] = []
     wanted = max((_show(row[-1]).cell_len for row in rows), default=0)
-    if KINDS.get(headers[-1]) == "note" and widths[-1] < min(wanted, NOTE_ROOM):
+    if KINDS.get(headers[-1]) == "note" and widths[-1] < min(wanted, NOTE_ROOM):  # a note would be cut short
         notes = [_show(row[-1]).plain for row in rows]
         headers, rows = headers[:-1], [row[:-1] for row in rows]
         widths = _widths(console.width, headers, rows)
@@ -185,7 +210,7 @@ def _table(
     for i, (line, link) in enumerate(zip(lines[1:], links, strict=True)):
         shown.append(line)
         if notes and notes[i] not in ("", "-"):
-            shown.append(_under(notes[i], widths[0] + 2, console.width))
+            shown += _under(notes[i], widths[0] + 2, console.width)
         if link:
             indent = max(0, min(widths[0] + 2, console.width - len(link)))
             shown.append([Segment(" " * indent), Segment(link, Style(link=link))])

@@ -1,10 +1,11 @@
 """The `status`, `reconcile` and `history` tables as a person reads them (reconciler/render.py): no line is longer than
 the width or ends in a space, digests show 12 hex digits, times are ages, long names and notes end in "…" instead of
 wrapping, an AWX link is printed whole, and no escape code reaches a pipe or a NO_COLOR terminal. Each row is its main
-line (found by its first cell), then, when the note column (NOTE, REASON, DETAIL) would be too narrow (as at 80
-columns), its note on one line of its own under the second column, then its link, if any. Documents come from
+line (found by its first cell), then, when the note column (NOTE, REASON, DETAIL) would cut a note short (narrower
+than the longest note and than render.NOTE_ROOM, as at 80 columns), its note under the second column, wrapped at spaces
+onto one line or two and cut with "…" at the width if it needs more, then its link, if any. Documents come from
 `reconciler.report`, the same functions the CLI uses; the end-to-end tests run the CLI on a SQLite database filled
-through the store. Nothing sleeps.
+through the store, or on a fresh one. Nothing sleeps.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import EllipsisType
@@ -43,6 +44,12 @@ NOTES = ("NOTE", "REASON", "DETAIL")  # the last column's header, when the notes
 STAGING = "action #7 failed: AWX job 4242 failed; next attempt in 5m"  # the failed action's status note
 DEPLOYS = "awx production: Staging Fragalysis Stack"
 DRIFT = "latest@0123456789ab deployed, latest@fedcba987654 observed"
+NOT_FOUND = (  # 114 characters, as the registry client says it: two lines under its row at 80 columns, whole
+    "docker.io/xchem/fragalysis-backend: repository not found or private (registry docker.io answered 404 NAME_UNKNOWN)"
+)
+# an AWX watch's note while its token is not set: 59 characters
+CANNOT_ACT = "cannot act: AWX_TOKEN is not set (awx.production.token_env)"
+NOTE_LINES = 2  # render.NOTE_LINES: a note under its row takes one line, or two, never more
 Draw = Callable[..., None]
 Note = str | tuple[str, ...] | EllipsisType | None  # the note, one of these, any note (not checked), or none shown
 Spec = tuple[str, Note, str | None]  # a row: its first cell, its note, its link
@@ -60,6 +67,7 @@ HISTORY_ROWS: tuple[Spec, ...] = (
 )
 
 assert len(ONE) == 71 and len(LONG_NAME) == 60 and len(LONG_ERROR) == 300 and len(LINK) == 44
+assert len(NOT_FOUND) == 114 and len(CANNOT_ACT) == 59
 
 
 class Terminal(io.StringIO):
@@ -134,10 +142,10 @@ def status_document() -> dict[str, Any]:
     return report.status_document(watches, states, now=T0, last_actions={"stack-staging": failed_action()})
 
 
-def history_document(now: datetime = T0) -> dict[str, Any]:
+def history_document(now: datetime = T0, *, error: str = LONG_ERROR) -> dict[str, Any]:
     entries = [
         queries.HistoryEntry(ago(190, now), "stack-staging", "drift", "latest", TWO, None, "drift reason"),
-        queries.HistoryEntry(ago(4 * 86400, now), LONG_NAME, "error", None, None, LONG_ERROR, LONG_ERROR),
+        queries.HistoryEntry(ago(4 * 86400, now), LONG_NAME, "error", None, None, error, error),
     ]
     return report.history_document(entries, [failed_action(now)], limit=50)
 
@@ -222,10 +230,42 @@ def starts_with_cell(line: str, cell: str) -> bool:
     return head == cell or (head.endswith("…") and len(head) > 1 and cell.startswith(head[:-1]))
 
 
+def says(parts: Sequence[str], text: str, room: int) -> bool:
+    """`parts`, the lines of a note under its row without their indent, say `text` by the rule of `render._under`: one
+    line or two (never more), none empty, none starting or ending with a space, none wider than `room` terminal cells,
+    and two only when the text does not fit on one; joined with spaces, they are the text with its whitespace
+    normalised, whole, or a prefix of it ending in "…" whose last line fills `room` exactly (a wide character that would
+    straddle the edge gives way to a space, as rich cuts); the first line ends where the text has a space, never inside
+    a word, and a note cut on one line is a first word longer than `room`."""
+    words = " ".join(text.split())
+    said = " ".join(parts)
+    if not 1 <= len(parts) <= NOTE_LINES or any(not p or p != p.strip() or cell_len(p) > room for p in parts):
+        return False
+    if len(parts) > 1 and not words.startswith(parts[0] + " "):  # a line break only where the text has a space
+        return False
+    if said == words:  # whole: a short note takes one line
+        return len(parts) == 1 or cell_len(words) > room
+    kept = said[:-1]
+    if kept.endswith(" ") and words[len(kept) - 1 : len(kept)] != " " and cell_len(words[len(kept) - 1 :][:1]) == 2:
+        kept = kept[:-1]  # rich fills the cell a wide character would straddle with a space
+    return (
+        said.endswith("…")
+        and cell_len(parts[-1]) == room
+        and words.startswith(kept)
+        and len(kept) < len(words)
+        and (len(parts) == NOTE_LINES or cell_len(words.split()[0]) > room)
+    )
+
+
 class Row(NamedTuple):
     main: str  # the row's line
-    note: str | None  # the line of its note under it, as printed (indent included), if the note is not in its column
+    note: tuple[str, ...]  # the lines of its note under it, as printed (indent included); () if in its column or none
     link: str | None  # the line of its link, as printed, if any
+
+    @property
+    def said(self) -> str | None:
+        """The note under the row, its lines joined with spaces; None if it is not under the row."""
+        return " ".join(line.strip() for line in self.note) if self.note else None
 
 
 def rows_of(
@@ -233,11 +273,12 @@ def rows_of(
 ) -> tuple[list[Row], list[str]]:
     """The table at the top of `lines`, row by row, checked against the rule of `render._table`: the header, then for
     each row its main line, exactly one, which starts with the row's first cell (whole or cut with "…"); then, when the
-    note column was dropped (its header is missing), the row's note (unless none is shown) on exactly one line of its
-    own, indented to the second column and whole or cut with "…" at the width, never wrapped; then the row's link, if
-    any, whole on one line. A note still in its column ends the main line, whole or cut at the width. Returns the rows
-    and the lines after the table. `firsts=False` for a width too narrow for the fixed columns, where rich squeezes
-    the first column away: the rows are then told apart by their order only, the notes by their common indent."""
+    note column was dropped (its header is missing), the row's note (unless none is shown) on one line or two, all
+    indented to the second column, which say the note by the rule of `says` (any note for `...`: one line or two);
+    then the row's link, if any, whole on one line. A note still in its column ends the main line, whole or cut at the
+    width. Returns the rows and the lines after the table. `firsts=False` for a width too narrow for the fixed columns,
+    where rich squeezes the first column away: the rows are then told apart by their order only, the notes by their
+    common indent (deeper than the main lines')."""
     header = lines[0]
     under = header.split()[-1] not in NOTES
     column = None if under else header.rindex(header.split()[-1])
@@ -247,7 +288,7 @@ def rows_of(
     at = 1
     for first, note, link in specs:
         assert at < len(lines), f"row {first!r} missing: {lines}"
-        main, note_line, link_line = lines[at], None, None
+        main, note_lines, link_line = lines[at], (), None
         at += 1
         assert main.strip(), lines
         if firsts:
@@ -257,13 +298,20 @@ def rows_of(
             assert any(shows(main[column:], text, width - column) for text in notes), f"note of {first!r}: {main!r}"
         if under and note is not None:
             assert at < len(lines), f"note of {first!r} missing: {lines}"
-            note_line = lines[at]
-            at += 1
-            shown = note_line.lstrip()
-            indent = len(note_line) - len(shown) if indent is None else indent
-            assert note_line == " " * indent + shown and shown, f"note of {first!r} not at {indent}: {note_line!r}"
-            assert notes == () or any(shows(shown, text, width - indent) for text in notes), note_line
-            assert not shown.endswith("…") or cell_len(note_line) == width, note_line  # cut at the width
+            if indent is None:
+                indent = len(lines[at]) - len(lines[at].lstrip())
+                assert indent > len(main) - len(main.lstrip()), f"note of {first!r} missing: {lines[at]!r}"
+            taken = []
+            while at < len(lines) and lines[at].startswith(" " * indent) and lines[at][indent : indent + 1].strip():
+                if link is not None and lines[at].strip() == link:
+                    break  # the row's link, at the same indent
+                taken.append(lines[at])
+                at += 1
+            note_lines = tuple(taken)
+            assert note_lines, f"note of {first!r} missing or not at {indent}: {lines[at : at + 1]}"
+            assert len(note_lines) <= NOTE_LINES, f"note of {first!r} on more than {NOTE_LINES} lines: {note_lines}"
+            parts = [line[indent:] for line in note_lines]
+            assert notes == () or any(says(parts, text, width - indent) for text in notes), note_lines
         if link is not None:
             assert at < len(lines), f"link of {first!r} missing: {lines}"
             link_line = lines[at]
@@ -271,7 +319,7 @@ def rows_of(
             assert link_line.lstrip() == link, f"link of {first!r}: {link_line!r}"
             if indent is not None:
                 assert link_line == " " * max(0, min(indent, width - len(link))) + link, link_line
-        rows.append(Row(main, note_line, link_line))
+        rows.append(Row(main, note_lines, link_line))
     return rows, lines[at:]
 
 
@@ -327,11 +375,12 @@ def test_a_terminal_keeps_its_colour_and_its_lines_still_end_without_spaces() ->
 # --- status ---------------------------------------------------------------------------------------------------------
 
 
-def test_status_at_80_columns_puts_each_note_under_its_row_and_cuts_instead_of_wrapping() -> None:
+def test_status_at_80_columns_puts_each_note_under_its_row_and_cuts_what_two_lines_cannot_hold() -> None:
     lines = assert_readable(draw(render.status, status_document()))
     assert lines[0].split() == ["WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED"]  # NOTE: too narrow at 80
     rows, rest = rows_of(lines, STATUS_ROWS, 80)
-    assert rest == [] and len(lines) == 1 + 5 + 5 + 1  # the header, each watch and its note, the failed action's link
+    # the header, each watch and its note (the long error's on two lines), the failed action's link
+    assert rest == [] and [len(row.note) for row in rows] == [1, 2, 1, 1, 1] and len(lines) == 1 + 5 + 6 + 1
     staging = row_of(lines, "stack-staging")
     assert staging.split()[1:6] == ["failed", "fedcba987654", "0123456789ab", "3m", "ago"]
     assert "0123456789abc" not in "\n".join(lines) and "sha256" not in "\n".join(lines)
@@ -344,11 +393,11 @@ def test_status_at_80_columns_puts_each_note_under_its_row_and_cuts_instead_of_w
     name = long.split()[0]
     assert name.endswith("…") and LONG_NAME.startswith(name[:-1]) and len(name) <= 24
     assert long.endswith("12s ago") and rows[1].main == long
-    note = rows[1].note
-    assert note is not None and note.endswith("…") and len(note) == 80
-    assert LONG_ERROR.startswith(note.strip()[:-1]) and len(note.strip()) > 40
-    assert [line for line in lines if "regi" in line or "xxx" in line] == [note]  # cut, not wrapped
-    assert lines[lines.index(long) + 2] == row_of(lines, "frontend")
+    first, second = rows[1].note
+    assert first == " " * 18 + "registry.example.org answered 500 Internal Server Error:"  # wrapped at a space
+    assert second == " " * 18 + "x" * 61 + "…" and len(second) == 80  # the rest, cut at the width
+    assert [line for line in lines if "regi" in line or "xxx" in line] == [first, second]  # never a third line
+    assert lines[lines.index(long) + 3] == row_of(lines, "frontend")
 
 
 def test_status_puts_the_link_of_a_failed_action_whole_under_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -361,7 +410,7 @@ def test_status_puts_the_link_of_a_failed_action_whole_under_its_row(monkeypatch
     assert after.strip() == LINK and after.startswith(" ")
 
 
-def test_at_80_columns_the_failed_action_note_is_under_its_row_and_its_link_follows_once() -> None:
+def test_the_failed_action_note_does_not_repeat_the_link_printed_under_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
     document = status_document()
     document["watches"][0]["last_action"]["detail"] = f"job 4242 failed in 42s ({LINK})"  # as the AWX actuator says
     lines = assert_readable(draw(render.status, document))
@@ -374,6 +423,13 @@ def test_at_80_columns_the_failed_action_note_is_under_its_row_and_its_link_foll
         " " * (watch_column + 2) + LINK,
     ]
     assert "\n".join(lines).count("awx.example.org") == 1  # the note does not repeat the link printed under it
+    monkeypatch.setenv("COLUMNS", "160")  # the note in its column: nor does it there
+    lines = assert_readable(draw(render.status, document), 160)
+    assert lines[0].split()[-1] == "NOTE"
+    at = lines.index(row_of(lines, "stack-staging"))
+    assert lines[at].endswith("  action #7 failed: job 4242 failed in 42s; next attempt in 5m")
+    assert lines[at + 1] == " " * lines[0].index("STATE") + LINK
+    assert "\n".join(lines).count("awx.example.org") == 1
 
 
 def test_the_notes_stay_in_their_column_at_160_columns_and_go_under_their_rows_at_80(
@@ -383,33 +439,59 @@ def test_the_notes_stay_in_their_column_at_160_columns_and_go_under_their_rows_a
     lines = assert_readable(draw(render.status, status_document()), 160)
     assert lines[0].split() == ["WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED", "NOTE"]
     rows, rest = rows_of(lines, STATUS_ROWS, 160)
-    assert rest == [] and len(lines) == 1 + 5 + 1 and all(row.note is None for row in rows)
+    assert rest == [] and len(lines) == 1 + 5 + 1 and all(row.note == () for row in rows)
     column = lines[0].index("NOTE")
     notes = [row.main[column:] for row in rows]
     assert notes[0] == STAGING and notes[2:] == ["observed only", DEPLOYS, DEPLOYS]
     assert notes[1].endswith("…") and LONG_ERROR.startswith(notes[1][:-1]) and len(rows[1].main) == 160
     assert rows[0].link == " " * lines[0].index("STATE") + LINK
 
-    monkeypatch.setenv("COLUMNS", "80")  # the same notes, each on a line of its own under its row
+    monkeypatch.setenv("COLUMNS", "80")  # the same notes, each under its row
     narrow = assert_readable(draw(render.status, status_document()))
     assert "NOTE" not in narrow[0].split()
-    under = [(row.note or "").strip() for row in rows_of(narrow, STATUS_ROWS, 80)[0]]
-    assert under[:1] + under[2:] == notes[:1] + notes[2:]  # whole, as they were in the column
-    assert under[1].endswith("…") and LONG_ERROR.startswith(under[1][:-1]) and len(under[1]) < len(notes[1])
+    rows = rows_of(narrow, STATUS_ROWS, 80)[0]
+    under = [row.said or "" for row in rows]
+    assert under[:1] + under[2:] == notes[:1] + notes[2:]  # whole, as they were in the column, on one line each
+    assert [len(row.note) for row in rows] == [1, 2, 1, 1, 1]
+    assert under[1].endswith("…") and LONG_ERROR.startswith(under[1][:-1]) and len(under[1]) > len(notes[1])
 
 
-def test_at_80_columns_the_300_character_error_is_one_note_line_ending_in_an_ellipsis() -> None:
-    for function, document, kwargs, first, after in (
-        (render.status, status_document(), {}, LONG_NAME[:8], "frontend"),
-        (render.history, history_document(), {"now": T0}, "4d ago", None),
+def test_at_80_columns_the_300_character_error_is_two_note_lines_the_second_cut_at_the_width() -> None:
+    for function, document, kwargs, first, after, indent in (
+        (render.status, status_document(), {}, LONG_NAME[:8], "frontend", 18),
+        (render.history, history_document(), {"now": T0}, "4d ago", None, 8),
     ):
         lines = assert_readable(draw(function, document, **kwargs))
         at = lines.index(row_of(lines, first))
-        note = lines[at + 1] if at + 1 < len(lines) else ""
-        assert note.startswith(" ") and note.strip().startswith("registry.example.org answered 500"), note
-        assert note.endswith("…") and len(note) == 80 and LONG_ERROR.startswith(note.strip()[:-1])
-        assert [line for line in lines if "xxx" in line] == [note]  # one line: the rest is cut, not wrapped
-        assert lines[at + 2 : at + 3] == ([row_of(lines, after)] if after else [])  # then the next row, or the end
+        note = lines[at + 1 : at + 3]
+        assert note[:1] == [" " * indent + "registry.example.org answered 500 Internal Server Error:"], note
+        assert len(note) == 2 and note[1] == " " * indent + "x" * (79 - indent) + "…", note  # the rest, cut at 80
+        assert says([line[indent:] for line in note], LONG_ERROR, 80 - indent)
+        assert [line for line in lines if "xxx" in line] == note[1:]  # no third line: the rest is cut, not wrapped
+        assert lines[at + 3 : at + 4] == ([row_of(lines, after)] if after else [])  # then the next row, or the end
+
+
+def test_at_80_columns_the_not_found_note_is_whole_on_two_lines_under_its_row() -> None:
+    """The registry client's note for a repository it cannot see (114 characters): too long for one line at 80
+    columns, short enough for two, in `status` (under the second column, 18) and in `history` (8)."""
+    document = status_document()
+    document["watches"][2]["last_error"] = NOT_FOUND
+    lines = assert_readable(draw(render.status, document))
+    specs = tuple((first, NOT_FOUND if first == "frontend" else note, link) for first, note, link in STATUS_ROWS)
+    rows, rest = rows_of(lines, specs, 80)
+    assert rest == [] and rows[2].note == (
+        " " * 18 + "docker.io/xchem/fragalysis-backend: repository not found or",
+        " " * 18 + "private (registry docker.io answered 404 NAME_UNKNOWN)",
+    )
+    assert lines[lines.index(rows[2].main) + 3] == row_of(lines, "release")
+
+    lines = assert_readable(draw(render.history, history_document(error=NOT_FOUND), now=T0))
+    rows, rest = rows_of(lines, (*HISTORY_ROWS[:2], ("4d ago", NOT_FOUND, None)), 80)
+    assert rest == [] and rows[2].said == NOT_FOUND and lines[-2:] == list(rows[2].note)
+    assert rows[2].note == (
+        " " * 8 + "docker.io/xchem/fragalysis-backend: repository not found or private",
+        " " * 8 + "(registry docker.io answered 404 NAME_UNKNOWN)",
+    )
 
 
 def test_a_note_of_wide_characters_is_cut_at_the_width_in_terminal_cells() -> None:
@@ -417,7 +499,10 @@ def test_a_note_of_wide_characters_is_cut_at_the_width_in_terminal_cells() -> No
     document["watches"][2]["last_error"] = "レジストリが応答しません" * 6  # 72 characters, 144 cells
     lines = assert_readable(draw(render.status, document))
     note = lines[lines.index(row_of(lines, "frontend")) + 1]
-    assert note.strip().startswith("レジストリが") and note.endswith("…") and cell_len(note) <= 80
+    assert note.strip().startswith("レジストリが") and note.endswith("…") and cell_len(note) == 80
+    indent = lines[0].index("STATE")  # one word, longer than the room: one line, cut, never broken
+    assert note[:indent] == " " * indent and says([note[indent:]], "レジストリが応答しません" * 6, 80 - indent)
+    assert lines[lines.index(note) + 1] == row_of(lines, "release")
 
 
 def test_status_says_when_the_next_attempt_is_and_shows_notes_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -436,14 +521,14 @@ def test_every_row_is_its_line_its_note_and_its_link_at_any_width(width: int, mo
     monkeypatch.setenv("COLUMNS", str(width))
     lines = assert_readable(draw(render.status, status_document()), width)
     rows, rest = rows_of(lines, STATUS_ROWS, width, firsts=width >= 60)
-    assert rest == [] and len(lines) == 1 + 5 + (5 if rows[0].note else 0) + 1
+    assert rest == [] and len(lines) == 1 + 5 + sum(len(row.note) for row in rows) + 1
     if width >= 60:  # a ref keeps its 12 hex digits whole and gives up the start of its tag first
         tag, _, digest = row_of(lines, "release").split()[2].rpartition("@")
         assert digest == "0123456789ab" and (tag in ("", "2026.8.3") or "2026.8.3".endswith(tag.removeprefix("…")))
         assert width != 72 or tag == "…6.8.3"
     lines = assert_readable(draw(render.history, history_document(), now=T0), width)
     rows, rest = rows_of(lines, HISTORY_ROWS, width, firsts=width >= 60)
-    assert rest == [] and len(lines) == 1 + 3 + (3 if rows[0].note else 0) + 1
+    assert rest == [] and len(lines) == 1 + 3 + sum(len(row.note) for row in rows) + 1
 
 
 # --- history --------------------------------------------------------------------------------------------------------
@@ -453,16 +538,16 @@ def test_history_at_80_columns_shows_ages_short_digests_and_the_awx_link_whole()
     lines = assert_readable(draw(render.history, history_document(), now=T0))
     assert lines[0].split() == ["AT", "WATCH", "EVENT", "OBSERVED"]  # DETAIL: too narrow at 80, under each row
     rows, rest = rows_of(lines, HISTORY_ROWS, 80)
-    assert rest == [] and len(lines) == 1 + 3 + 3 + 1
+    assert rest == [] and len(lines) == 1 + 3 + 4 + 1  # the long error's note on two lines
     action = rows[0].main
     assert action.startswith("2m ago") and "action #7 failed" in action and "latest@fedcba987654" in action
-    assert rows[0].note == " " * 8 + "AWX job 4242 failed" and rows[0].link == " " * 8 + LINK
-    assert lines[1:4] == [action, rows[0].note, rows[0].link]
+    assert rows[0].note == (" " * 8 + "AWX job 4242 failed",) and rows[0].link == " " * 8 + LINK
+    assert lines[1:4] == [action, *rows[0].note, rows[0].link]
     assert rows[1].main.split()[:4] == ["3m", "ago", "stack-staging", "drift"]
-    assert rows[1].note == " " * 8 + "drift reason"
+    assert rows[1].note == (" " * 8 + "drift reason",)
     old = rows[2]
     assert old.main.startswith("4d ago") and old.main.split()[2].endswith("…") and old.main.endswith("-")
-    assert old.note is not None and old.note.endswith("…") and "xxx" in old.note and lines[-1] == old.note
+    assert len(old.note) == 2 and old.note[-1].endswith("…") and "xxx" in old.note[-1] and lines[-2:] == list(old.note)
     assert "fedcba9876543" not in "\n".join(lines)
 
 
@@ -485,7 +570,8 @@ def test_a_dry_run_fits_its_table_and_prints_the_exact_request_whole() -> None:
     assert lines[0].split() == ["WATCH", "DECISION", "OBSERVED", "DEPLOYED"]  # REASON: too narrow, under each row
     rows, rest = rows_of(lines, tuple((name, DRIFT, None) for name in ("stack-staging", "database", LONG_NAME)), 80)
     assert [row.main.split()[1:4] for row in rows] == [["drift", "fedcba987654", "0123456789ab"]] * 3
-    assert all(row.note and row.note.endswith("…") for row in rows)  # the reason, cut; what it would do follows
+    # the reason, whole on two lines (the long name takes room); what it would do follows
+    assert [row.said for row in rows] == [DRIFT] * 3 and all(len(row.note) == 2 for row in rows)
     assert rest[0] == "stack-staging would act: awx production: Staging Fragalysis Stack"
     assert rest[1] == REQUEST  # the request as it would be sent: longer than 80, never cut nor wrapped
     assert rest[2:7] == ["{", '  "extra_vars": {', '    "stack_image_tag": "latest"', "  }", "}"]
@@ -503,7 +589,8 @@ def test_a_pass_that_acted_links_each_action_whole() -> None:
     specs = tuple((name, reason, LINK) for name in ("stack-staging", "database", LONG_NAME))
     rows, rest = rows_of(lines, specs, 80)
     assert [row.link for row in rows] == [" " * lines[0].index("DECISION") + LINK] * 3
-    assert len(lines) == 1 + 3 * 3 + 1 and rest == [lines[-1]]
+    assert all(len(row.note) == 2 and row.note[-1].endswith("…") for row in rows)  # the reason and the action, cut
+    assert len(lines) == 1 + 3 * 4 + 1 and rest == [lines[-1]]
     assert lines[-1].startswith("checked 3 watches in 2.00s: drift=3; actions: failed=3")
 
 
@@ -602,16 +689,16 @@ def _check_cli_tables(status: str, history: str, width: int) -> None:
     retry = tuple(f"action #1 failed: AWX job 4242 failed; next attempt in {minutes}m" for minutes in (5, 4))
     lines = assert_readable(status, width)
     rows, rest = rows_of(lines, (("stack-staging", retry, LINK), (LONG_NAME, LONG_ERROR, None)), width)
-    assert rest == [] and len(lines) == 1 + 2 + (2 if rows[0].note else 0) + 1
+    assert rest == [] and len(lines) == 1 + 2 + sum(len(row.note) for row in rows) + 1
     assert rows[0].main.split()[1:6] == ["failed", "fedcba987654", "0123456789ab", "3m", "ago"]
     long = rows[1].main
-    assert long.split()[0].endswith("…") and long.split()[1] == "error" and (rows[1].note or long).endswith("…")
+    assert long.split()[0].endswith("…") and long.split()[1] == "error" and (rows[1].note or (long,))[-1].endswith("…")
     lines = assert_readable(history, width)
     others: tuple[Spec, ...] = tuple((age, ..., None) for age in ("3m ago", "3m ago", "20m ago", "20m ago"))
     rows, rest = rows_of(lines, (("2m ago", "AWX job 4242 failed", LINK), *others), width)
     assert rest == [] and "action #1 failed" in rows[0].main
-    (error,) = [line for line in lines if "xxx" in line]  # the 300-character error: cut, not wrapped
-    assert error.endswith("…") and error in [row.note or row.main for row in rows]
+    (error,) = [line for line in lines if "xxx" in line]  # the 300-character error: cut, at most two lines
+    assert error.endswith("…") and error in [(row.note or (row.main,))[-1] for row in rows]
 
 
 def test_status_and_history_through_the_cli_keep_their_notes_in_their_column_at_200(filled: Path) -> None:
@@ -627,19 +714,82 @@ def test_through_the_cli_no_line_is_wider_than_columns(filled: Path) -> None:
     _check_cli_tables(status, history, width=80)
 
 
-def test_the_cli_with_render_console_fits_80_columns(
-    filled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The same in-process: `render.console()` finds the standard output at the time it prints."""
+@pytest.fixture
+def main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., str]]:
+    """`cli.main` in-process, so that a monkeypatch of `render` holds: its standard output, with the environment of
+    `_cli` (no RECONCILER_ or AWX_ variable, TEST_AWX_TOKEN set)."""
     root, level = logging.getLogger(), logging.getLogger().level
     monkeypatch.setattr(root, "handlers", list(root.handlers))  # cli.main sets its own handler up: undone after
+    for name in [k for k in os.environ if k.startswith(("RECONCILER_", "AWX_"))]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("TEST_AWX_TOKEN", "t")
-    monkeypatch.chdir(filled.parent)
-    try:
-        assert cli.main(["--config", str(filled), "status"]) == 0
-        status = capsys.readouterr().out
-        assert cli.main(["--config", str(filled), "history"]) == 0
-        history = capsys.readouterr().out
-    finally:
-        root.setLevel(level)
-    _check_cli_tables(status, history, width=80)
+
+    def run(config: Path, *args: str) -> str:
+        monkeypatch.chdir(config.parent)
+        assert cli.main(["--config", str(config), *args]) == 0
+        return capsys.readouterr().out
+
+    yield run
+    root.setLevel(level)
+
+
+def test_the_cli_with_render_console_fits_80_columns(filled: Path, main: Callable[..., str]) -> None:
+    """The same in-process: `render.console()` finds the standard output at the time it prints."""
+    _check_cli_tables(main(filled, "status"), main(filled, "history"), width=80)
+
+
+FRESH = """
+[reconciler]
+database = "{database}"
+
+[awx.production]
+url = "https://awx.example.org"
+token_env = "AWX_TOKEN"
+
+[[watch]]
+name = "{staging}"
+image = "xchem/fragalysis-stack"
+tag = "latest"
+[watch.action]
+kind = "awx"
+awx = "production"
+template = "Staging Fragalysis Stack"
+
+[[watch]]
+name = "stack-production"
+image = "xchem/fragalysis-stack"
+tags = "release"
+[watch.action]
+kind = "awx"
+awx = "production"
+template = "Production Fragalysis Stack"
+
+[[watch]]
+name = "frontend"
+image = "xchem/fragalysis-frontend"
+tag = "latest"
+"""
+
+
+def test_at_80_columns_a_fresh_status_shows_why_a_watch_cannot_act_whole_under_its_row(
+    tmp_path: Path, main: Callable[..., str]
+) -> None:
+    """The first `status`, before any check, AWX_TOKEN not set: every watch `unknown`, the notes say why the AWX
+    watches cannot act. The note column would cut them (it has 24 cells at 80 columns, the note 59 characters):
+    they go under their rows, whole on one line; when a long watch name takes room, whole on two."""
+    for staging, lines_of_note in (("stack-staging", 1), (LONG_NAME, 2)):
+        config = tmp_path / f"{lines_of_note}.toml"
+        database = f"sqlite:///{tmp_path / f'fresh-{lines_of_note}.db'}"
+        config.write_text(FRESH.format(database=database, staging=staging), encoding="utf-8")
+        lines = assert_readable(main(config, "status"))
+        assert lines[0].split() == ["WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED"]  # NOTE: it would cut them
+        specs = (
+            (staging, CANNOT_ACT, None),
+            ("stack-production", CANNOT_ACT, None),
+            ("frontend", "observed only", None),
+        )
+        rows, rest = rows_of(lines, specs, 80)
+        assert rest == [] and [row.main.split()[-4:] for row in rows] == [["unknown", "-", "-", "never"]] * 3
+        assert [row.said for row in rows] == [CANNOT_ACT, CANNOT_ACT, "observed only"]
+        assert [len(row.note) for row in rows] == [lines_of_note, lines_of_note, 1]
+        assert len(lines) == 1 + 3 + 2 * lines_of_note + 1
