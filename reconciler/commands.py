@@ -1,0 +1,173 @@
+"""The commands behind the command line: each takes the parsed arguments and the `App`, prints a table or JSON,
+and returns its exit code (`output`). Imported once the arguments are parsed: `--help` needs none of this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn
+
+from reconciler import app, config_view, engine, errors, model, render, report
+from reconciler.output import (
+    EXIT_ACTION_FAILED,
+    EXIT_OK,
+    EXIT_UNCHECKED,
+    EXIT_WOULD_ACT,
+    print_json,
+    say,
+)
+from reconciler.progress import Progress
+
+
+@contextmanager
+def _stoppable(application: app.App, fmt: str) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM ask the pass to stop (its waits wake at once, open actions stay open to be resumed); a
+    second one ends the process at once, which the outbox also survives. Yields the signals received."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        application.stop.set()
+        say("stopping (again to quit at once) …", fmt, level=logging.WARNING)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _left_open(application: app.App, names: Sequence[str]) -> str:
+    actions = application.open_actions(names)
+    if not actions:
+        return "no action was left open"
+    shown = "; ".join(
+        f"action #{a.id} of watch {a.watch} is left {a.status.value}" + (f" ({a.link})" if a.link else "")
+        for a in actions
+    )
+    it = "it" if len(actions) == 1 else "them"
+    return (
+        f"{shown}; the next `reconciler reconcile` or `reconciler run` resumes {it} "
+        "(a launched job is followed, never launched again)"
+    )
+
+
+def _would_act(document: dict[str, Any]) -> bool:
+    """Whether a dry run found an action it would take: a drift whose action it would send."""
+    return any(
+        w["decision"]["verdict"] == model.Verdict.DRIFT.value and (w["action"] or {}).get("status") == "would_act"
+        for w in document["watches"]
+    )
+
+
+def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
+    # A long wait for AWX or a roll-out: a live line on a terminal, else a log line a minute.
+    application.progress = waiting = Progress(engine.utc_now, stream=sys.stderr, live=sys.stderr.isatty())
+    with _stoppable(application, args.log_format) as received:
+        try:
+            result = application.reconcile(args.watch, dry_run=args.dry_run)
+        except errors.Stopped:
+            waiting.done()
+            say(f"interrupted: {_left_open(application, args.watch)}", args.log_format)
+            _exit_now(application, 128 + (received[0] if received else signal.SIGINT))
+        finally:
+            waiting.done()
+    document = report.reconcile_document(result)
+    print_json(document) if args.json else render.reconcile(render.console(), document)
+    # Each failure was logged once, at warning, by the pass itself: the table row and the exit code say the rest.
+    unchecked = any(isinstance(o.result, model.CheckFailure) for o in result.outcomes)
+    blocked = any(o.decision.verdict is model.Verdict.BLOCKED for o in result.outcomes)  # due; its secret is unset
+    if args.dry_run:  # an earlier action's failure is no news of this pass, which acted on nothing
+        if unchecked:
+            return EXIT_UNCHECKED
+        return EXIT_WOULD_ACT if blocked or _would_act(document) else EXIT_OK
+    if blocked or any(w["state"] in ("failed", "deploying") for w in document["watches"]):
+        return EXIT_ACTION_FAILED
+    return EXIT_UNCHECKED if unchecked else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, application: app.App) -> int:
+    document = application.status(args.watch, now=engine.utc_now())
+    print_json(document) if args.json else render.status(render.console(), document)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, application: app.App) -> int:
+    names = [w.name for w in application.select(args.watch)] if args.watch else []  # unknown: usage error, not empty
+    store = application.reader()
+    entries = store.history(watch=names or None, limit=args.limit) if store is not None else []
+    actions = application.actions(watch=names, limit=args.limit)
+    document = report.history_document(entries, actions, limit=args.limit)
+    print_json(document) if args.json else render.history(render.console(), document, now=engine.utc_now())
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, application: app.App) -> int:
+    action = application.retry(args.watch, now=engine.utc_now())
+    if action is None:
+        print(f"watch {args.watch} has no failed action to retry; nothing changed")
+        return EXIT_OK
+    print(
+        f"watch {args.watch}: action #{action.id} ({action.tag} {action.digest}) no longer holds it back; "
+        "the next pass acts again, from attempt 1"
+    )
+    return EXIT_OK
+
+
+def cmd_db(args: argparse.Namespace, application: app.App) -> int:
+    revision = application.upgrade()
+    print(f"database {application.db.url.render_as_string(hide_password=True)} is at revision {revision}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, application: app.App) -> int:
+    print_json(config_view.resolved(application.settings))
+    for missing, users in application.settings.missing_secrets():
+        held = (f"watch {users[0]}" if len(users) == 1 else f"watches {', '.join(users)}") if users else "no watch"
+        if missing.key.startswith("awx."):
+            effect = f"{held} will be observed but not acted on"
+        else:
+            effect = f"`reconcile` and `run` refuse to start ({held} cannot be checked)"
+        say(f"warning: {missing.key}: {missing.what}; {effect}", args.log_format, level=logging.WARNING)
+    valid = f"configuration {application.settings.source} is valid"
+    if args.log_format == "json":
+        say(valid, args.log_format, level=logging.INFO)
+    else:
+        print(valid, file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, application: app.App) -> int:
+    application.serve()
+    _exit_now(application, EXIT_OK)
+
+
+def _exit_now(application: app.App, code: int) -> NoReturn:
+    """End the process once everything is recorded and said, without waiting for worker threads still blocked in a
+    request that nothing will read (up to its 30 s timeout): the outbox needs nothing more of them."""
+    application.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
+    "run": cmd_run,
+    "reconcile": cmd_reconcile,
+    "status": cmd_status,
+    "history": cmd_history,
+    "retry": cmd_retry,
+    "db": cmd_db,
+    "config": cmd_config,
+}

@@ -1,0 +1,82 @@
+"""`config check`'s document: the configuration as resolved, every secret shown only by where it comes from."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from reconciler import config, model
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = [(seconds // 3600, "h"), (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n)
+
+
+def resolved(settings: config.Settings) -> dict[str, Any]:
+    def secret(value: config.Secret | None) -> str | None:
+        return None if value is None else f"<redacted, from {value.source}>"
+
+    def watch(w: model.Watch) -> dict[str, Any]:
+        action: dict[str, Any] | None = None
+        if isinstance(w.action, model.AwxAction):
+            action = {
+                "kind": "awx",
+                "awx": w.action.server,
+                "workflow_template" if w.action.workflow else "template": w.action.template,
+                "extra_vars": dict(w.action.extra_vars),
+            }
+        elif isinstance(w.action, model.StatefulSetAction):
+            action = {
+                "kind": "statefulset",
+                "namespace": w.action.namespace,
+                "name": w.action.name,
+                "container": w.action.container,
+                "mode": w.action.mode.value,
+                "on_delete": w.action.on_delete.value,
+                "timeout": _duration(w.action.timeout),
+            }
+        return {
+            "name": w.name,
+            "image": str(w.image),
+            "selector": w.selector.describe(),
+            "interval": _duration(w.interval),
+            "jitter": _duration(w.jitter),
+            "settle": _duration(w.settle),
+            "first_seen": w.first_seen.value,
+            "max_attempts": w.max_attempts,
+            "action": action,
+        }
+
+    return {
+        "source": settings.source,
+        "database": make_url(settings.database).render_as_string(hide_password=True),
+        "server": {
+            "listen": settings.server.listen,
+            "token": secret(settings.server.token),
+            "webhook_secret": secret(settings.server.webhook_secret),
+        },
+        "registries": {
+            host: {"url": r.url, "username": secret(r.username), "password": secret(r.password)}
+            for host, r in settings.registries.items()
+        },
+        "awx": {
+            name: {
+                "url": a.url,
+                "token": secret(a.token),
+                "username": secret(a.username),
+                "password": secret(a.password),
+                "timeout": _duration(a.timeout),
+                "poll": _duration(a.poll),
+                "marker": a.marker,
+            }
+            for name, a in settings.awx.items()
+        },
+        "kubernetes": {"context": settings.kube_context, "poll": _duration(settings.kube_poll)},
+        "watch": [watch(w) for w in settings.watches],
+    }
