@@ -32,12 +32,13 @@ _LOG_FORMAT_SHORTEST = "--log-f"  # the shortest abbreviation argparse takes for
 EXIT_CODES = """\
 exit codes:
   0        every watch was checked, and is in sync or its action succeeded
-  1        an action failed (or is left open, or waits for its retry), or the
-           database failed
+  1        an action failed (or is left open, waits for its retry, or is due
+           but its secret is not set), or the database failed
   2        bad configuration or usage
   3        a watch could not be checked
   4        another instance holds the lock
-  5        --dry-run: at least one action would be taken (0: none would)
+  5        --dry-run: drift an action is due for (0: none); also when that
+           action waits for its secret
   130, 143 interrupted by SIGINT or SIGTERM; the open actions are named, and
            the next run resumes them
   141      the output was closed before all of it was written (`… | head -1`)"""

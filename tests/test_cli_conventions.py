@@ -177,7 +177,7 @@ EXIT_CODES = {
     "2": "bad configuration or usage",
     "3": "a watch could not be checked",
     "4": "another instance holds the lock",
-    "5": "--dry-run: at least one action would be taken",
+    "5": "--dry-run: drift an action is due for",
     "130, 143": "interrupted",
     "141": "the output was closed",
 }

@@ -1,21 +1,24 @@
 """An action whose secret is not set: the watch is observed and reported but its action is not attempted (and no
 attempt is counted); `status`, `/readyz` and the log name the missing variable, once; setting it and starting again
-makes the watch act. Commands that only read never need an action secret. Real processes, the real registry and
-the fake AWX."""
+makes the watch act. Commands that only read never need an action secret. The CLI in this process, the daemon as
+a real one, the real registry and the fake AWX."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
+from reconciler import cli
 from tests.fakes.awx import FakeAwx
 from tests.support.awx_scenario import TOKEN, Scenario, baseline, make_scenario
 from tests.support.daemon import AWX_TOKEN, Daemon, configure, repo_of, wait_until
@@ -30,13 +33,21 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(config: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_env(**env),
-    )
+    """`reconciler --config CONFIG ARGS…` in this process (the daemon tests below run real processes), with the
+    secrets scrubbed from the environment and `env` added."""
+    argv = ["--config", str(config), *args]
+    saved = dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(_env(**env))
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        logging.getLogger().handlers.clear()  # the CLI's handler wrote into `err`, which is done with
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -84,6 +95,7 @@ def test_a_watch_without_its_token_is_observed_but_never_attempted_until_the_tok
     second = s.push("two")
     for _ in range(2):  # passes repeat; none attempts anything, none counts an attempt
         result = _cli(s.path, "reconcile", "--json")
+        assert result.returncode == 1, result.stderr  # due, and not done: not "in sync"
         document = json.loads(result.stdout)
         watch = document["watches"][0]
         assert watch["decision"]["verdict"] == "blocked", result.stdout
@@ -91,6 +103,7 @@ def test_a_watch_without_its_token_is_observed_but_never_attempted_until_the_tok
         assert watch["action"] is None
         assert "TEST_AWX_TOKEN is not set (awx.production.token_env)" in watch["decision"]["reason"]
         assert result.stderr.count("TEST_AWX_TOKEN") == 1, result.stderr  # named once per run
+    assert _cli(s.path, "reconcile", "--dry-run").returncode == 5  # there is drift an action is due for
     assert s.awx.launches == [] and s.awx.requests == [], "nothing may reach AWX without its token"
     assert s.actions() == [], "no action is planned, so no attempt is counted"
 
