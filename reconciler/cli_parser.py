@@ -15,17 +15,16 @@ watches of the repository's config.toml.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from reconciler import __version__
+from reconciler.output import EXIT_CONFIG, say
 
 GLOBAL_DEFAULTS: dict[str, str | None] = {"config": None, "database": None, "log_level": None, "log_format": "text"}
-EXIT_USAGE = 2
+EXIT_USAGE = EXIT_CONFIG  # bad configuration or usage
 _LOG_FORMAT = "--log-format"
 _LOG_FORMAT_SHORTEST = "--log-f"  # the shortest abbreviation argparse takes for it ("--log-" is also --log-level)
 
@@ -159,17 +158,6 @@ def _asks_for_json(argv: Sequence[str]) -> bool:
     return fmt == "json"
 
 
-def _json_line(message: str) -> str:
-    """The shape of `cli._JsonFormatter`'s lines, at error level, from the logger `reconciler`."""
-    entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
-        "level": "error",
-        "logger": "reconciler",
-        "message": message,
-    }
-    return json.dumps(entry)
-
-
 @dataclass
 class _Parsing:
     """What every parser of one command line shares: the arguments being parsed, and the deepest parser reached."""
@@ -202,7 +190,7 @@ class _Parser(argparse.ArgumentParser):
         argv = sys.argv[1:] if self.parsing.argv is None else self.parsing.argv
         if not _asks_for_json(argv):
             super().error(message)
-        print(_json_line(f"{message} (see {where.prog} --help)"), file=sys.stderr, flush=True)
+        say(f"{message} (see {where.prog} --help)", "json")
         self.exit(EXIT_USAGE)
 
 
