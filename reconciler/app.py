@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from reconciler import clients, config, deploy, engine, errors, lease, model, report
+from reconciler import clients, config, deploy, engine, errors, lease, model, notifications, report, said
 from reconciler.actuators import awx
 from reconciler.progress import Progress
 from reconciler.registry import client
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WORKERS = clients.WORKERS
+NOTIFY_ON_STOP = 2.0  # seconds a stopping daemon gives due notifications; the next process sends what is left
 
 
 @dataclass
@@ -43,24 +43,10 @@ class App:
         self._db: Engine | None = None
         self._awx_session: requests.Session | None = None
         self._kube_api: k8s.ApiClient | None = None
+        self.notifications = notifications.Notifications(self.settings.notify, clock=engine.utc_now)
         self.stop = threading.Event()
         log.info("database: %s", make_url(self.settings.database).render_as_string(hide_password=True))
-        self._warn_of_a_stray_database()
-
-    def _warn_of_a_stray_database(self) -> None:
-        """Before 0.2 a relative SQLite path was the working directory's: say so if state seems to be left there."""
-        url = make_url(self.settings.database)
-        name = url.database or ""
-        if url.get_backend_name() != "sqlite" or not os.path.isabs(name) or os.path.exists(name):
-            return
-        stray = os.path.join(os.getcwd(), os.path.basename(name))
-        if os.path.exists(stray):
-            log.warning(
-                "the database %s does not exist yet, but %s does: relative SQLite paths are taken from the "
-                "configuration file's directory; move that file there if it holds this configuration's state",
-                name,
-                stray,
-            )
+        said.stray_database(self.settings.database)
 
     @property
     def db(self) -> Engine:
@@ -142,7 +128,8 @@ class App:
         watches = self.select(names)
         if held is None:  # the daemon said so once, at start
             self.settings.require_registry_secrets()
-            self.warn_of_missing_secrets(watches)
+            said.missing_secrets(self.settings, watches)
+            self.notifications.targets()  # a bad Apprise URL stops the run before anything is done
         registry = self._registry()
         actuators = self.actuators(clock=clock, sleep=sleep or self.stop.wait)
         if dry_run:
@@ -162,6 +149,10 @@ class App:
         holder = held or self.new_lease()
         if held is None:
             holder.acquire()
+        box = self.notifications.box(self.db)
+        courier = None if held else self.notifications.courier(self.db, clock=clock)  # the daemon runs its own
+        if courier is not None:
+            courier.start()  # notices go out as they are recorded, while the pass goes on
         tenure = holder.tenure  # the hold this pass acts under; lost and taken again since, it acts no more
 
         def keep_alive() -> None:
@@ -174,7 +165,7 @@ class App:
 
         try:
             deployer = deploy.Deployer(
-                outbox=outbox.Outbox(self.db),
+                outbox=outbox.Outbox(self.db, box),
                 actuators=actuators,
                 clock=clock,
                 keep_alive=keep_alive,
@@ -184,7 +175,7 @@ class App:
             )
             runner = engine.Engine(
                 registry=registry,
-                store=queries.Store(self.db),
+                store=queries.Store(self.db, box),
                 clock=clock,
                 workers=WORKERS,
                 actions=outbox.Outbox(self.db),
@@ -199,6 +190,8 @@ class App:
                     holder.release()
                 except errors.StoreError as exc:  # it expires by itself; the pass's own outcome matters more
                     log.warning("could not release the lease: %s", exc)
+            if courier is not None:  # due notices get the longest target timeout; the next run sends what is left
+                courier.stop(0.0 if self.stop.is_set() else courier.longest_timeout)
 
     def new_lease(self) -> lease.Lease:
         return lease.Lease(store=leases.Leases(self.db), ttl=self.settings.lease_ttl)
@@ -220,9 +213,22 @@ class App:
         watches = self.select(selected)
         store = self.reader()
         states = store.states([w.name for w in watches]) if store is not None else {}
+        backlog = self.notifications.box(self.db).backlog(self.notifications.names) if store is not None else {}
         return report.status_document(
-            watches, states, now=now, last_actions=self.last_actions([w.name for w in watches])
+            watches,
+            states,
+            now=now,
+            last_actions=self.last_actions([w.name for w in watches]),
+            notifications=backlog or {n: model.Backlog(target=n) for n in self.notifications.names},
         )
+
+    def notify_test(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
+        """`reconciler notify test`: per target (these, or all), None when it took a test notice, else why not."""
+        if not self.settings.notify:
+            raise errors.ConfigError(f"{self.settings.source}: no [[notify]] targets to test (docs/configuration.md)")
+        for name in names:
+            self.settings.notify_target(name)
+        return self.notifications.test(names)
 
     def database_ok(self) -> bool:
         try:
@@ -232,26 +238,13 @@ class App:
             return False
         return True
 
-    def warn_of_missing_secrets(self, watches: Sequence[model.Watch]) -> None:
-        """Name, once, each secret that is named but not set, and the watches that cannot act without it."""
-        names = {w.name for w in watches}
-        for missing, users in self.settings.missing_secrets():
-            held_back = [u for u in users if u in names]
-            if held_back:
-                log.warning(
-                    "%s: watch%s %s observed but not acted on until it is set (and reconciler restarted)",
-                    missing,
-                    "" if len(held_back) == 1 else "es",
-                    ", ".join(held_back) + (" is" if len(held_back) == 1 else " are"),
-                )
-
     def serve(self) -> None:
         """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
         # APScheduler, waitress and prometheus_client: only the daemon needs them (~0.1 s of every command's start)
         from reconciler import daemon, metrics  # noqa: PLC0415
 
         self.settings.require_registry_secrets()
-        self.warn_of_missing_secrets(self.settings.watches)
+        said.missing_secrets(self.settings, self.settings.watches)
         self.upgrade()
         clock = engine.utc_now
         holder = self.new_lease()
@@ -259,6 +252,11 @@ class App:
         counters = metrics.Metrics(
             registry_requests=lambda: registry.requests, ratelimit_remaining=lambda: registry.ratelimit_remaining
         )
+        self.notifications.counted = lambda target, event, result: counters.notifications.labels(
+            target=target, event=event, result=result
+        ).inc()
+        courier = self.notifications.courier(self.db, clock=clock)
+        courier.start()  # first of all, what a previous process recorded but did not deliver
         server = self.settings.server
         host, port = clients.split_listen(server.listen)
         daemon.Daemon(
@@ -276,6 +274,7 @@ class App:
                 webhook_secret=server.webhook_secret.reveal() if server.webhook_secret else None,
             ),
         ).run_forever()
+        courier.stop(min(courier.longest_timeout, NOTIFY_ON_STOP))
 
     def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
         return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}

@@ -8,8 +8,7 @@ after the command wins over one given before it, and `parse` fills in the defaul
 A usage error honours `--log-format json` wherever it is given: one JSON object on stderr, shaped like every log
 line (`cli._JsonFormatter`), instead of argparse's usage text; exit 2 either way.
 
-The help is written for an 80-column terminal (each epilog is wrapped by hand to 78), and its examples name the
-watches of the repository's config.toml.
+The examples and exit codes below each command's options are in `cli_help`.
 """
 
 from __future__ import annotations
@@ -20,125 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from reconciler import __version__
+from reconciler import __version__, cli_help
 from reconciler.output import EXIT_CONFIG, say
 
 GLOBAL_DEFAULTS: dict[str, str | None] = {"config": None, "database": None, "log_level": None, "log_format": "text"}
 EXIT_USAGE = EXIT_CONFIG  # bad configuration or usage
 _LOG_FORMAT = "--log-format"
 _LOG_FORMAT_SHORTEST = "--log-f"  # the shortest abbreviation argparse takes for it ("--log-" is also --log-level)
-
-EXIT_CODES = """\
-exit codes:
-  0        every watch was checked, and is in sync or its action succeeded
-  1        an action failed (or is left open, waits for its retry, or is due
-           but its secret is not set), or the database failed
-  2        bad configuration or usage
-  3        a watch could not be checked
-  4        another instance holds the lock
-  5        --dry-run: drift an action is due for (0: none); also when that
-           action waits for its secret
-  130, 143 interrupted by SIGINT or SIGTERM; the open actions are named, and
-           the next run resumes them
-  141      the output was closed before all of it was written (`… | head -1`)"""
-
-_MAIN_EXAMPLES = """\
-examples:
-  reconciler config check                     validate ./config.toml
-  reconciler reconcile --dry-run              show what a pass would do
-  reconciler reconcile --watch stack-staging  one pass over one watch
-  reconciler status --config /etc/reconciler/config.toml --log-level debug
-  reconciler history --watch stack-staging --watch stack-production --limit 5
-  reconciler run                              the daemon"""
-
-_MAIN_EXIT_CODES = f"""\
-{EXIT_CODES}
-  `reconciler COMMAND --help` lists the codes that command can return"""
-
-_EXAMPLES = {
-    "run": """\
-examples:
-  reconciler run
-  reconciler run --config /etc/reconciler/config.toml --log-format json""",
-    "reconcile": """\
-examples:
-  reconciler reconcile
-  reconciler reconcile --dry-run --json
-  reconciler reconcile --dry-run || echo "something is due (exit 5) or wrong"
-  reconciler reconcile --watch stack-staging --watch stack-production""",
-    "status": """\
-examples:
-  reconciler status
-  reconciler status --watch stack-staging --json
-  reconciler status --database postgresql://db/reconciler --log-level debug""",
-    "history": """\
-examples:
-  reconciler history
-  reconciler history --watch stack-staging --limit 10
-  reconciler history --watch stack-staging --watch stack-production --json""",
-    "retry": """\
-examples:
-  reconciler retry stack-staging
-  reconciler retry stack-production --config /etc/reconciler/config.toml""",
-    "db": """\
-examples:
-  reconciler db upgrade
-  reconciler db upgrade --database postgresql://db/reconciler""",
-    "config": """\
-examples:
-  reconciler config check
-  reconciler config check --config /etc/reconciler/config.toml""",
-}
-
-# What each command can really return (`cli.main`, `cli._exit_code` and the `cmd_*`): an unset secret only warns
-# in `config check`; a one-line reply (`retry`, `db upgrade`) is never cut short by a closed output.
-_INTERRUPTED = "  130      interrupted (Ctrl-C)"
-_CLOSED = "  141      the output was closed before all of it was written"
-_COMMAND_EXIT_CODES = {
-    "run": """\
-exit codes:
-  0        stopped cleanly by SIGTERM or SIGINT
-  1        another error at start, such as a database that cannot be migrated
-  2        bad configuration or usage (or a registry's secret is not set), or
-           the listen address cannot be used
-  130, 143 interrupted before it started serving""",
-    "reconcile": EXIT_CODES,
-    "status": f"""\
-exit codes:
-  0        the status was shown (nothing known yet is no error)
-  1        the database failed, or is old (then: `reconciler db upgrade`)
-  2        bad configuration or usage, or no watch of that name
-{_INTERRUPTED}
-{_CLOSED}""",
-    "history": f"""\
-exit codes:
-  0        the events were shown (none yet is no error)
-  1        the database failed, or is old (then: `reconciler db upgrade`)
-  2        bad configuration or usage (`--limit 0`), or no watch of that name
-{_INTERRUPTED}
-{_CLOSED}""",
-    "retry": f"""\
-exit codes:
-  0        the watch's failed action was cleared, or it had none
-  1        the database failed, or is old (then: `reconciler db upgrade`)
-  2        bad configuration or usage, or no watch of that name
-{_INTERRUPTED}""",
-    "db": f"""\
-exit codes:
-  0        the database is at the newest revision
-  1        the database failed: unreachable, or a migration failed
-  2        bad configuration or usage
-{_INTERRUPTED}""",
-    "config": f"""\
-exit codes:
-  0        the configuration is valid (an unset secret is only a warning)
-  2        the configuration is invalid, or bad usage
-{_CLOSED}""",
-}
-
-
-def _epilog(command: str) -> str:
-    return f"{_EXAMPLES[command]}\n\n{_COMMAND_EXIT_CODES[command]}"
 
 
 def _asks_for_json(argv: Sequence[str]) -> bool:
@@ -240,12 +127,15 @@ def build() -> argparse.ArgumentParser:
     common = _global_options()
     parsing = _Parsing()
 
-    def command(parent: argparse._SubParsersAction[_Parser], name: str, summary: str, epilog: str) -> _Parser:
+    def command(
+        parent: argparse._SubParsersAction[_Parser], name: str, summary: str, *, help_of: str | None = None
+    ) -> _Parser:
+        """A command's parser; its help ends with the examples and exit codes of `help_of` (default: itself)."""
         return parent.add_parser(
             name,
             help=summary,
             description=summary[0].upper() + summary[1:] + ".",
-            epilog=epilog,
+            epilog=cli_help.epilog(help_of or name),
             parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parsing=parsing,
@@ -254,7 +144,7 @@ def build() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="reconciler",
         description="Keeps deployments in step with container images.",
-        epilog=f"{_MAIN_EXAMPLES}\n\n{_MAIN_EXIT_CODES}",
+        epilog=f"{cli_help.MAIN_EXAMPLES}\n\n{cli_help.MAIN_EXIT_CODES}",
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parsing=parsing,
@@ -262,9 +152,9 @@ def build() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    command(commands, "run", "the daemon: poll on schedule, act on drift, serve the endpoints", _epilog("run"))
+    command(commands, "run", "the daemon: poll on schedule, act on drift, serve the endpoints")
 
-    rec = command(commands, "reconcile", "one pass over the watches: check, decide, act, report", _epilog("reconcile"))
+    rec = command(commands, "reconcile", "one pass over the watches: check, decide, act, report")
     rec.add_argument("--watch", action="append", default=[], metavar="NAME", help=_WATCH_HELP)
     rec.add_argument(
         "--dry-run",
@@ -274,32 +164,39 @@ def build() -> argparse.ArgumentParser:
     )
     rec.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    st = command(commands, "status", "what is known, from the database alone", _epilog("status"))
+    st = command(commands, "status", "what is known, from the database alone")
     st.add_argument("--watch", action="append", default=[], metavar="NAME", help=_WATCH_HELP)
     st.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    hist = command(commands, "history", "observations and actions, newest first", _epilog("history"))
+    hist = command(commands, "history", "observations and actions, newest first")
     hist.add_argument("--watch", action="append", default=[], metavar="NAME", help=_WATCH_HELP)
     hist.add_argument("--limit", type=_positive, default=50, metavar="N", help="show at most N events (default: 50)")
     hist.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    retry = command(
-        commands, "retry", "clear a watch's failures (gave up, back-off) so the next pass acts", _epilog("retry")
-    )
+    retry = command(commands, "retry", "clear a watch's failures (gave up, back-off) so the next pass acts")
     retry.add_argument("watch", metavar="WATCH", help="the watch whose failed action no longer holds it back")
 
-    db = command(commands, "db", "database upkeep", _epilog("db"))
+    db = command(commands, "db", "database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND", parser_class=_Parser)
-    command(db_commands, "upgrade", "apply the migrations", _epilog("db"))
+    command(db_commands, "upgrade", "apply the migrations", help_of="db")
 
-    cfg = command(commands, "config", "configuration", _epilog("config"))
+    cfg = command(commands, "config", "configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND", parser_class=_Parser)
-    command(
-        cfg_commands,
-        "check",
-        "validate and print the resolved configuration, secrets redacted",
-        _epilog("config"),
+    command(cfg_commands, "check", "validate and print the resolved configuration, secrets redacted", help_of="config")
+
+    notify = command(commands, "notify", "notifications")
+    notify_commands = notify.add_subparsers(
+        dest="notify_command", required=True, metavar="COMMAND", parser_class=_Parser
     )
+    test = command(notify_commands, "test", "send a test notification to each target now", help_of="notify")
+    test.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this target; repeat for more (default: every target)",
+    )
+    test.add_argument("--json", action="store_true", help="print JSON instead of lines (default: a line per target)")
     return parser
 
 

@@ -121,6 +121,13 @@ def awx_session(*, retries: int = 3, backoff: float = 0.5, stop: threading.Event
     return session
 
 
+def notify_session() -> requests.Session:
+    """A session for webhook notifications: no retries here, as the notification outbox retries with back-off."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """`127.0.0.1:8080` or `[::1]:8080` into host and port (the configuration has checked the form)."""
     host, _, port = listen.rpartition(":")

@@ -131,6 +131,7 @@ def cmd_db(args: argparse.Namespace, application: app.App) -> int:
 
 
 def cmd_config(args: argparse.Namespace, application: app.App) -> int:
+    application.notifications.targets()  # an Apprise URL Apprise cannot use is refused here too
     print_json(config_view.resolved(application.settings))
     for missing, users in application.settings.missing_secrets():
         held = (f"watch {users[0]}" if len(users) == 1 else f"watches {', '.join(users)}") if users else "no watch"
@@ -139,12 +140,37 @@ def cmd_config(args: argparse.Namespace, application: app.App) -> int:
         else:
             effect = f"`reconcile` and `run` refuse to start ({held} cannot be checked)"
         say(f"warning: {missing.key}: {missing.what}; {effect}", args.log_format, level=logging.WARNING)
+    for target in application.settings.notify:
+        for missing in target.missing:
+            effect = f"notifications to {target.name} will be kept for a day, not sent"
+            say(f"warning: {missing.key}: {missing.what}; {effect}", args.log_format, level=logging.WARNING)
     valid = f"configuration {application.settings.source} is valid"
     if args.log_format == "json":
         say(valid, args.log_format, level=logging.INFO)
     else:
         print(valid, file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_notify(args: argparse.Namespace, application: app.App) -> int:
+    """`notify test`: one line per target, delivered or why not; exit 1 unless every one was delivered."""
+    results = application.notify_test(args.to)
+    if args.json:
+        print_json(
+            {
+                "targets": [
+                    {"target": name, "delivered": why is None, "error": _reason(name, why)} for name, why in results
+                ]
+            }
+        )
+    else:
+        for name, why in results:
+            print(f"{name}: delivered" if why is None else f"{name}: not delivered: {_reason(name, why)}")
+    return EXIT_OK if all(why is None for _, why in results) else EXIT_ACTION_FAILED
+
+
+def _reason(name: str, why: str | None) -> str | None:
+    return None if why is None else why.removeprefix(f"{name}: ")
 
 
 def cmd_run(args: argparse.Namespace, application: app.App) -> int:
@@ -170,4 +196,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
     "retry": cmd_retry,
     "db": cmd_db,
     "config": cmd_config,
+    "notify": cmd_notify,
 }

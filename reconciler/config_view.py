@@ -50,7 +50,26 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
             "settle": _duration(w.settle),
             "first_seen": w.first_seen.value,
             "max_attempts": w.max_attempts,
+            "environment": w.environment,
             "action": action,
+        }
+
+    def notify(n: config.NotifySettings) -> dict[str, Any]:
+        # A plain webhook URL is shown as it is; an Apprise URL (and a webhook URL from a secret) only by its source;
+        # one that is missing (listed in "missing") as null, like any other secret.
+        url: str | None = None
+        if n.url is not None:
+            plain = n.kind is model.NotifyKind.WEBHOOK and n.shown == n.url.reveal()
+            url = n.shown if plain else f"<redacted, from {n.shown}>"
+        return {
+            "name": n.name,
+            "kind": n.kind.value,
+            "url": url,
+            "secret": secret(n.secret),
+            "events": sorted(e.value for e in n.route.events),
+            "watches": sorted(n.route.watches) if n.route.watches is not None else None,
+            "timeout": _duration(n.timeout),
+            "missing": [str(m) for m in n.missing],
         }
 
     return {
@@ -79,4 +98,5 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
         },
         "kubernetes": {"context": settings.kube_context, "poll": _duration(settings.kube_poll)},
         "watch": [watch(w) for w in settings.watches],
+        "notify": [notify(n) for n in settings.notify],
     }

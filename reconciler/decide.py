@@ -142,6 +142,7 @@ def advance(
             checked_at=result.checked_at,
             last_error=result.message,
             deployed=previous.deployed,
+            failures=previous.failures + 1,
         )
     observed = model.Seen(tag=result.tag, digest=result.digest, since=_since(state, result, now))
     deployed = previous.deployed

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from reconciler import decide, errors, model
+from reconciler import decide, errors, events, model
 
 log = logging.getLogger(__name__)
 # How long a launch whose answer never came stays open before it is taken as never sent: longer than any request
@@ -50,6 +50,9 @@ class Actuator(Protocol):
     ) -> model.Finish | model.Unfinished: ...
 
 
+Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
+
+
 class Outbox(Protocol):
     def open_actions(self) -> list[model.ActionRecord]: ...
 
@@ -67,17 +70,28 @@ class Outbox(Protocol):
         outages: int = 0,
     ) -> model.ActionRecord | None: ...
 
-    def launched(self, action_id: int, launch: model.Launch, now: datetime) -> model.ActionRecord: ...
+    def launched(
+        self, action_id: int, launch: model.Launch, now: datetime, *, tell: Tell | None = None
+    ) -> model.ActionRecord: ...
 
     def note(self, action_id: int, detail: str) -> model.ActionRecord: ...
 
     def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord: ...
 
     def failed(
-        self, action_id: int, detail: str, now: datetime, *, retry_at: datetime | None, failure: model.Failure = ...
+        self,
+        action_id: int,
+        detail: str,
+        now: datetime,
+        *,
+        retry_at: datetime | None,
+        failure: model.Failure = ...,
+        tell: Tell | None = None,
     ) -> model.ActionRecord: ...
 
-    def succeeded(self, action: model.ActionRecord, detail: str, now: datetime) -> model.ActionRecord: ...
+    def succeeded(
+        self, action: model.ActionRecord, detail: str, now: datetime, *, tell: Tell | None = None
+    ) -> model.ActionRecord: ...
 
 
 def target_of(watch: model.Watch, observation: model.Observation, deployed: model.Deployed | None) -> model.Target:
@@ -160,7 +174,7 @@ class Deployer:
             request = actuator.request(spec, target)
         except errors.ActuatorError as exc:  # nothing was sent; still recorded, and retried after a back-off
             record = plan(lambda _: {})
-            return None if record is None else self._failed(record, str(exc), _failure_of(exc))
+            return None if record is None else self._failed(watch, record, str(exc), _failure_of(exc))
         self._keep_alive()  # never plan, nor launch, without the lease
         record = plan(lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)))
         if record is None:
@@ -171,13 +185,16 @@ class Deployer:
             launch = actuator.launch(spec, record.request or request, keep_alive=self._keep_alive)
         except errors.LaunchOutcomeUnknown as exc:
             log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
-            return self._resolve(spec, record, str(exc))
+            return self._resolve(watch, record, str(exc))
         except errors.ActuatorError as exc:
-            return self._failed(record, str(exc), _failure_of(exc))
-        return self._launched(spec, record, launch)
+            return self._failed(watch, record, str(exc), _failure_of(exc))
+        return self._launched(watch, record, launch)
 
-    def _launched(self, spec: model.Action, record: model.ActionRecord, launch: model.Launch) -> model.ActionRecord:
-        record = self._outbox.launched(record.id, launch, self._clock())
+    def _tell(self, watch: model.Watch) -> Tell:
+        return lambda record: events.of_action(watch, record, self._clock())
+
+    def _launched(self, watch: model.Watch, record: model.ActionRecord, launch: model.Launch) -> model.ActionRecord:
+        record = self._outbox.launched(record.id, launch, self._clock(), tell=self._tell(watch))
         log.info(
             "watch %s: action #%d launched: %s",
             record.watch,
@@ -185,10 +202,10 @@ class Deployer:
             launch.link or launch.ref,
             extra=_extra(record),
         )
-        return self._wait(spec, record)
+        return self._wait(watch, record)
 
     def _resolve(
-        self, spec: model.Action, record: model.ActionRecord, why: str, *, resuming: bool = False
+        self, watch: model.Watch, record: model.ActionRecord, why: str, *, resuming: bool = False
     ) -> model.ActionRecord:
         """A launch whose outcome is unknown: look for its effect until the grace has passed; never relaunch.
 
@@ -196,7 +213,8 @@ class Deployer:
         that got no answer fails as an outage (backed off, no attempt used), and a row a stopped process left
         behind is superseded, so the pass plans it again. While looking fails, the action stays open (busy) and
         a later pass looks again."""
-        actuator = self._actuator(spec)
+        assert watch.action is not None
+        spec, actuator = watch.action, self._actuator(watch.action)
         seconds = int(UNRESOLVED_GRACE.total_seconds())
         while True:
             looked_at = self._clock()
@@ -207,13 +225,13 @@ class Deployer:
                 log.warning("watch %s: action #%d: cannot look for it yet: %s", record.watch, record.id, exc)
                 found, failure = None, str(exc)
             if found is not None:
-                return self._launched(spec, record, found)
+                return self._launched(watch, record, found)
             if failure is None and looked_at - record.created_at >= UNRESOLVED_GRACE:
                 if resuming:
                     detail = f"never launched ({why}; no sign of it {seconds}s later); planned again if still due"
                     return self._outbox.superseded(record.id, detail, self._clock())
                 detail = f"{why}; nothing was launched: no sign of it {seconds}s later"
-                return self._failed(record, detail, model.Failure.OUTAGE)
+                return self._failed(watch, record, detail, model.Failure.OUTAGE)
             waited = self._clock() - record.created_at
             if waited >= 2 * UNRESOLVED_GRACE:  # looking kept failing: hand over to a later pass, still open
                 return self._outbox.note(
@@ -272,30 +290,34 @@ class Deployer:
             return None  # another watch selection's, or an unchecked configuration's: not ours to finish here
         if watch.cannot_act is not None:  # e.g. its AWX token is not set: left open until it is
             return None
-        spec = watch.action
         if record.status is model.ActionStatus.PLANNED:
             why = "the process that launched it stopped before recording an answer"
-            return self._resolve(spec, record, why, resuming=True)
+            return self._resolve(watch, record, why, resuming=True)
         log.info("watch %s: resuming action #%d (%s)", record.watch, record.id, record.link or record.external_ref)
-        return self._wait(spec, record)
+        return self._wait(watch, record)
 
-    def _wait(self, spec: model.Action, record: model.ActionRecord) -> model.ActionRecord:
+    def _wait(self, watch: model.Watch, record: model.ActionRecord) -> model.ActionRecord:
+        assert watch.action is not None
+        spec = watch.action
         try:
             result = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive, progress=self._progress)
         except errors.ActuatorError as exc:  # e.g. the permission to follow the roll-out is missing
-            return self._failed(record, str(exc), model.Failure.DEPLOYMENT)
+            return self._failed(watch, record, str(exc), model.Failure.DEPLOYMENT)
         if isinstance(result, model.Unfinished):
             log.warning("watch %s: action #%d: %s", record.watch, record.id, result.detail, extra=_extra(record))
             return self._outbox.note(record.id, WAITING + result.detail)
         kept = record.detail if record.detail and not record.detail.startswith(WAITING) else None
         detail = "; ".join(filter(None, [result.detail, kept]))  # keep a launch warning with the outcome
         if result.succeeded:
-            done = self._outbox.succeeded(record, detail, self._clock())
+            done = self._outbox.succeeded(record, detail, self._clock(), tell=self._tell(watch))
             log.info("watch %s: action #%d succeeded: %s", record.watch, record.id, result.detail, extra=_extra(record))
             return done
-        return self._failed(record, detail, model.Failure.REFUSED if result.final else model.Failure.DEPLOYMENT)
+        failure = model.Failure.REFUSED if result.final else model.Failure.DEPLOYMENT
+        return self._failed(watch, record, detail, failure)
 
-    def _failed(self, record: model.ActionRecord, detail: str, failure: model.Failure) -> model.ActionRecord:
+    def _failed(
+        self, watch: model.Watch, record: model.ActionRecord, detail: str, failure: model.Failure
+    ) -> model.ActionRecord:
         now = self._clock()
         log.warning(
             "watch %s: action #%d failed (%s, attempt %d): %s",
@@ -312,7 +334,7 @@ class Deployer:
             retry_at = now + decide.backoff(record.outages + 1)
         else:
             retry_at = now + decide.backoff(record.attempt)
-        return self._outbox.failed(record.id, detail, now, retry_at=retry_at, failure=failure)
+        return self._outbox.failed(record.id, detail, now, retry_at=retry_at, failure=failure, tell=self._tell(watch))
 
 
 def _failure_of(exc: errors.ActuatorError) -> model.Failure:

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from reconciler import decide, deploy, errors, model, policy
+from reconciler import decide, deploy, errors, events, model, policy
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -194,7 +194,7 @@ class Engine:
     ) -> model.WatchOutcome:
         decision = decide.decide(watch=watch, result=result, state=previous, now=now, last_action=last_action)
         state = decide.advance(state=previous, result=result, decision=decision, watch=watch.name, now=now)
-        return model.WatchOutcome(
+        outcome = model.WatchOutcome(
             watch=watch,
             result=result,
             decision=decision,
@@ -202,6 +202,7 @@ class Engine:
             changed=decide.changed(previous, state),
             action=last_action,
         )
+        return dataclasses.replace(outcome, notices=tuple(events.of_check(watch, previous, outcome, now)))
 
     @staticmethod
     def _log(report: model.RunReport) -> None:

@@ -20,6 +20,7 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   │   ├── KubeConflict           409: the object changed under us; the patch is tried again
     │   │   └── KubeUnavailable(ActuatorUnavailable)  5xx, 429 or unreachable: asked again, never a failed roll-out
     │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout, a gateway's 502/503/504)
+    ├── NotifyError                    a notification was not delivered (it stays in its outbox, retried)
     ├── StoreError                     the database refused or is unreachable
     ├── LockHeld                       another instance holds the lease: exit 4
     │   └── LeaseLost                  this instance lost the lease while acting, and stopped
@@ -97,6 +98,10 @@ class LaunchOutcomeUnknown(ActuatorError):
     def __init__(self, message: str, *, answered: bool = False) -> None:
         super().__init__(message)
         self.answered = answered
+
+
+class NotifyError(ReconcilerError):
+    """A notification target did not take a notification; the message names the target, never its URL."""
 
 
 class StoreError(ReconcilerError):

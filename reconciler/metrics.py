@@ -1,6 +1,6 @@
 """Prometheus metrics (prefix `reconciler_`), kept in their own registry and fed from each pass's
 `RunReport` and from the registry client's request counts. Never a secret in a label: watch names, action kinds,
-results, registry hosts and HTTP methods/codes only.
+results, registry hosts, notification target names (never their URLs) and HTTP methods/codes only.
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ class Metrics:
             "reconciler_internal_errors",
             "Unexpected errors caught in a scheduled job (a bug: the job keeps its schedule)",
             ["job"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "reconciler_notifications",
+            "Notification deliveries, by target, event and result (delivered, failed: retried later, dropped)",
+            ["target", "event", "result"],
             registry=r,
         )
         r.register(_RegistryRequests(registry_requests, ratelimit_remaining))

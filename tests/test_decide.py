@@ -293,12 +293,13 @@ def test_failure_keeps_observed_and_deployed_and_records_the_error() -> None:
         checked_at=at(300),
         last_error="registry down",
         deployed=before.deployed,
+        failures=1,  # one failed check in a row
     )
 
 
 def test_failure_on_first_pass_leaves_an_error_only_state() -> None:
     _, state = step(watch(), None, failure(T0, "no such host"), T0)
-    assert state == model.WatchState(watch="app", checked_at=T0, last_error="no such host")
+    assert state == model.WatchState(watch="app", checked_at=T0, last_error="no such host", failures=1)
 
 
 def test_a_later_success_clears_the_error() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, inspect
 from reconciler.store import schema, tables
 from tests.support.databases import TestDatabase
 
-TABLES = {"watch_state", "observations", "actions", "leases", "runs"}
+TABLES = {"watch_state", "observations", "actions", "leases", "runs", "notifications"}
 
 
 def _diff(engine: Engine) -> list[object]:

@@ -3,7 +3,7 @@
 Every rejection is one `ConfigError` naming the key path (`watch[2].action.template`) and what was expected.
 Secrets never sit in the file: a key ending in `_env` names an environment variable, one ending in `_file` names
 a file; both are resolved here, once, into `Secret` values that never print themselves.
-`load` reads the file (`load.py`); `table` reads one TOML table; `watches` and `sections` validate theirs;
+`load` reads the file (`load.py`); `table` reads one TOML table; `watches`, `notify` and `sections` validate theirs;
 `settings` holds what they build. This package reads files and the environment it is given; it builds no clients.
 """
 
@@ -16,6 +16,7 @@ from reconciler.config.settings import (
     PLACEHOLDERS,
     AwxSettings,
     MissingSecret,
+    NotifySettings,
     RegistrySettings,
     Secret,
     ServerSettings,
@@ -28,6 +29,7 @@ __all__ = [
     "PLACEHOLDERS",
     "AwxSettings",
     "MissingSecret",
+    "NotifySettings",
     "RegistrySettings",
     "Secret",
     "ServerSettings",

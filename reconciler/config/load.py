@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import errors, model
-from reconciler.config import sections, watches
+from reconciler.config import notify, sections, watches
 from reconciler.config import table as config_table
 from reconciler.config.settings import DEFAULT_DATABASE, Settings
 
@@ -72,7 +72,7 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
 
 def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
     top = config_table.Table(data, "", env, path.parent).expect(
-        "reconciler", "server", "registries", "awx", "kubernetes", "watch"
+        "reconciler", "server", "registries", "awx", "kubernetes", "watch", "notify"
     )
     main = top.table("reconciler") or config_table.Table({}, "reconciler", env, path.parent)
     main.expect("database", "lease", *watches.SCHEDULE_KEYS)
@@ -98,6 +98,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         if w.name in seen:
             raise errors.ConfigError(f"watch[{i}].name: {w.name!r} is used by another watch")
         seen.add(w.name)
+    targets = notify.targets(top, [w.name for w in specs])
     base = Path(os.path.abspath(path)).parent
     settings = Settings(
         source=str(path),
@@ -115,5 +116,6 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         kube_poll=kube_poll,
         lease_ttl=lease_ttl,
         watches=specs,
+        notify=targets,
     )
     return settings

@@ -15,6 +15,7 @@ DEFAULT_DATABASE = "sqlite:///reconciler.db"
 DEFAULT_MARKER = "reconciler_action"
 PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
 _SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
+DEFAULT_NOTIFY_TIMEOUT = timedelta(seconds=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,25 @@ class AwxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """One `[[notify]]` target: where its notices go (an Apprise URL or our own signed webhook) and which it wants.
+
+    The URL is a `Secret` whatever its kind, since Apprise URLs embed tokens; a plain webhook `url` is wrapped too,
+    so consumers have one type. `shown` is how output may name the URL: the plain webhook URL, else `$VAR` or the
+    file as written. A secret named but not to be had leaves `url` or `secret` None and is listed in `missing`:
+    this target is disabled, nothing else is."""
+
+    name: str
+    kind: model.NotifyKind
+    url: Secret | None  # None when missing
+    shown: str
+    secret: Secret | None  # the HMAC-SHA256 key of a webhook; None for Apprise, or when missing
+    route: model.Route  # target = name; its events, and its watches (all when None)
+    timeout: timedelta = DEFAULT_NOTIFY_TIMEOUT
+    missing: tuple[MissingSecret, ...] = ()  # named but unset: this target is not sent to
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: str
     database: str = DEFAULT_DATABASE
@@ -57,6 +77,7 @@ class Settings:
     kube_poll: timedelta = timedelta(seconds=5)
     lease_ttl: timedelta = timedelta(seconds=60)
     watches: tuple[model.Watch, ...] = ()
+    notify: tuple[NotifySettings, ...] = ()
 
     def missing_secrets(self) -> list[tuple[MissingSecret, list[str]]]:
         """Each secret named but unset, with the watches it holds back (those acting through, or checking at, it)."""
@@ -84,3 +105,10 @@ class Settings:
                 return w
         known = ", ".join(w.name for w in self.watches) or "none"
         raise errors.ConfigError(f"no watch named {name!r} in {self.source} (watches: {known})")
+
+    def notify_target(self, name: str) -> NotifySettings:
+        for target in self.notify:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.notify) or "none; add a [[notify]] table"
+        raise errors.ConfigError(f"no notify target named {name!r} in {self.source} (targets: {known})")

@@ -128,8 +128,9 @@ def _selector(table: config_table.Table) -> model.Selector:
 
 
 def watch(table: config_table.Table, defaults: Defaults, awx: Mapping[str, AwxSettings]) -> model.Watch:
-    table.expect("name", "image", "tag", "tags", "action", *SCHEDULE_KEYS)
+    table.expect("name", "image", "tag", "tags", "action", "environment", *SCHEDULE_KEYS)
     name = table.required("name")
+    environment = table.text("environment", "")  # what notifications call it; by default the name's last "-" part
     image_text = table.required("image")
     try:
         image = model.ImageRef.parse(image_text)
@@ -152,6 +153,7 @@ def watch(table: config_table.Table, defaults: Defaults, awx: Mapping[str, AwxSe
             max_attempts=timing.max_attempts,
             action=action,
             cannot_act="; ".join(str(m) for m in missing) or None,
+            environment=environment or "",
         )
     except errors.ConfigError as exc:
         raise errors.ConfigError(f"{table.path}: {exc}") from None

@@ -1,12 +1,23 @@
 """Frozen value types shared by every layer: images, watches, observations, decisions, actions, reports.
 
 `watches` holds the configuration side (what to follow and what to do), `outcomes` what happens (what was seen
-and decided, the outbox's actions, a pass's report). Both are re-exported here, so callers write `model.Watch`.
+and decided, the outbox's actions, a pass's report), `notices` what people are told of it. All are re-exported
+here, so callers write `model.Watch`.
 Constructors validate; nothing here does I/O.
 """
 
 from __future__ import annotations
 
+from reconciler.model.notices import (
+    CHECK_FAILING_AFTER,
+    DEFAULT_EVENTS,
+    Backlog,
+    Event,
+    Notice,
+    NotifyKind,
+    Outgoing,
+    Route,
+)
 from reconciler.model.outcomes import (
     ActionRecord,
     ActionStatus,
@@ -49,6 +60,8 @@ from reconciler.model.watches import (
 )
 
 __all__ = [
+    "CHECK_FAILING_AFTER",
+    "DEFAULT_EVENTS",
     "DOCKER_HUB",
     "RELEASE_PATTERN",
     "Action",
@@ -56,20 +69,26 @@ __all__ = [
     "ActionRecord",
     "ActionStatus",
     "AwxAction",
+    "Backlog",
     "CheckFailure",
     "CheckResult",
     "Decision",
     "Deployed",
+    "Event",
     "ExtraVar",
     "Failure",
     "Finish",
     "FirstSeen",
     "ImageRef",
     "Launch",
+    "Notice",
+    "NotifyKind",
     "Observation",
     "OnDelete",
+    "Outgoing",
     "ReleaseSelector",
     "RolloutMode",
+    "Route",
     "RunReport",
     "Seen",
     "Selector",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from reconciler.model.notices import Notice
 from reconciler.model.watches import ActionKind, ImageRef, Watch
 
 
@@ -107,6 +108,7 @@ class WatchState:
     checked_at: datetime | None = None
     last_error: str | None = None
     deployed: Deployed | None = None
+    failures: int = 0  # checks failed in a row (0 after one that worked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,7 @@ class WatchOutcome:
     action: ActionRecord | None = None  # taken this pass, or the open/failed one the decision is about
     acted: bool = False  # whether `action` was carried out (or resumed) in this pass
     preview: Mapping[str, object] | None = None  # --dry-run: the exact request it would send, or {"error": …}
+    notices: tuple[Notice, ...] = ()  # what the check tells people (drift, check_failing, recovered)
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,9 +200,12 @@ class Watch:
     max_attempts: int = 3
     action: Action | None = None
     cannot_act: str | None = None  # why the action may not be attempted, e.g. its secret is not set
+    environment: str = ""  # what notifications call it ("STAGING"); by default the name's last "-" part
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise errors.ConfigError(f"watch name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if not self.environment:
+            object.__setattr__(self, "environment", self.name.rsplit("-", 1)[-1] or self.name)
         if self.max_attempts < 1:
             raise errors.ConfigError("max_attempts must be at least 1")

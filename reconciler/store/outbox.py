@@ -18,9 +18,10 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler import errors, model
-from reconciler.store import schema, tables
+from reconciler.store import notices, schema, tables
 
 log = logging.getLogger(__name__)
+Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
 
 
 def _action(row: Any) -> model.ActionRecord:
@@ -51,10 +52,12 @@ def _action(row: Any) -> model.ActionRecord:
 
 
 class Outbox:
-    """Reads and moves the actions of the outbox."""
+    """Reads and moves the actions of the outbox. A transition given `tell` records the notices it gives rise to
+    in its own transaction (`notices`), so none is lost, nor told of a transition that did not happen."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, box: notices.NoticeBox | None = None) -> None:
         self.engine = engine
+        self._box = box
 
     def _begin(self, doing: str) -> AbstractContextManager[Connection]:
         return schema.transaction(self.engine, doing)
@@ -139,22 +142,38 @@ class Outbox:
                 f"cannot plan an action in the database {schema.safe_url(self.engine)}: {schema.reason(exc)}"
             ) from None
 
-    def _transition(self, action_id: int, doing: str, **values: Any) -> model.ActionRecord:
+    def _transition(
+        self, action_id: int, doing: str, *, tell: Tell | None = None, now: datetime | None = None, **values: Any
+    ) -> model.ActionRecord:
         """Move an open action on; one that another writer closed meanwhile stays as it is (and is returned so)."""
         a = tables.actions
+        told = 0
         with self._begin(doing) as conn:
             moved = conn.execute(
                 update(a).where(a.c.id == action_id, a.c.status.in_(tables.OPEN_STATUSES)).values(**values)
             ).rowcount
             row = _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+            if moved:
+                told = self._tell(conn, tell, row, now)
         if not moved:
             log.warning("action #%d is already %s: did not %s", action_id, row.status.value, doing)
+        if told and self._box is not None:
+            self._box.announce()
         return row
 
-    def launched(self, action_id: int, launch: model.Launch, now: datetime) -> model.ActionRecord:
+    def _tell(self, conn: Connection, tell: Tell | None, row: model.ActionRecord, now: datetime | None) -> int:
+        if tell is None or self._box is None or now is None:
+            return 0
+        return self._box.record(conn, tell(row), now)
+
+    def launched(
+        self, action_id: int, launch: model.Launch, now: datetime, *, tell: Tell | None = None
+    ) -> model.ActionRecord:
         return self._transition(
             action_id,
             "record a launch",
+            tell=tell,
+            now=now,
             detail=launch.note,
             status=model.ActionStatus.LAUNCHED.value,
             external_ref=launch.ref,
@@ -180,10 +199,13 @@ class Outbox:
         *,
         retry_at: datetime | None,
         failure: model.Failure = model.Failure.DEPLOYMENT,
+        tell: Tell | None = None,
     ) -> model.ActionRecord:
         return self._transition(
             action_id,
             "record a failed action",
+            tell=tell,
+            now=now,
             status=model.ActionStatus.FAILED.value,
             detail=detail,
             finished_at=now,
@@ -202,7 +224,9 @@ class Outbox:
             conn.execute(update(a).where(a.c.id == row.id).values(reset_at=now))
             return _action(conn.execute(select(a).where(a.c.id == row.id)).one())
 
-    def succeeded(self, action: model.ActionRecord, detail: str, now: datetime) -> model.ActionRecord:
+    def succeeded(
+        self, action: model.ActionRecord, detail: str, now: datetime, *, tell: Tell | None = None
+    ) -> model.ActionRecord:
         """The action and the watch's new `deployed_*`, in one transaction: deployed moves only on success."""
         a, w = tables.actions, tables.watch_state
         with self._begin("record a successful action") as conn:
@@ -221,4 +245,8 @@ class Outbox:
                 .where(w.c.watch == action.watch, ~newer)
                 .values(deployed_tag=action.tag, deployed_digest=action.digest, deployed_at=now)
             )
-            return _action(conn.execute(select(a).where(a.c.id == action.id)).one())
+            row = _action(conn.execute(select(a).where(a.c.id == action.id)).one())
+            told = self._tell(conn, tell, row, now)
+        if told and self._box is not None:
+            self._box.announce()
+        return row

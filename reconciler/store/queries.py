@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler import errors, model
-from reconciler.store import schema, tables
+from reconciler.store import notices, schema, tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,12 @@ def _state(row: Any) -> model.WatchState:
     if row.deployed_tag is not None and row.deployed_digest is not None:
         deployed = model.Deployed(tag=row.deployed_tag, digest=row.deployed_digest, at=row.deployed_at)
     return model.WatchState(
-        watch=row.watch, observed=observed, checked_at=row.checked_at, last_error=row.last_error, deployed=deployed
+        watch=row.watch,
+        observed=observed,
+        checked_at=row.checked_at,
+        last_error=row.last_error,
+        deployed=deployed,
+        failures=row.check_failures,
     )
 
 
@@ -64,6 +69,7 @@ def _state_row(outcome: model.WatchOutcome) -> dict[str, Any]:
         "deployed_tag": s.deployed.tag if s.deployed else None,
         "deployed_digest": s.deployed.digest if s.deployed else None,
         "deployed_at": s.deployed.at if s.deployed else None,
+        "check_failures": s.failures,
     }
 
 
@@ -82,10 +88,11 @@ def _observation_row(outcome: model.WatchOutcome) -> dict[str, Any]:
 
 
 class Store:
-    """The state store on one database (SQLite or PostgreSQL)."""
+    """The state store on one database (SQLite or PostgreSQL); a pass's notices are recorded in its transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, box: notices.NoticeBox | None = None) -> None:
         self.engine = engine
+        self._box = box
 
     def _begin(self, doing: str) -> AbstractContextManager[Connection]:
         return schema.transaction(self.engine, doing)
@@ -100,9 +107,10 @@ class Store:
     def record_pass(self, report: model.RunReport) -> None:
         """The states, the changes (as observations) and the run itself, in one transaction.
 
-        What was observed is written for every watch; `deployed_*` only moves for a reason: a baseline (and only
-        while nothing is deployed yet) or a watch without an action following what it observed. An action's
-        success moves it in the outbox, never here, so a pass never rewrites it from its stale snapshot.
+        What was observed is written for every watch, with the notices the checks give rise to; `deployed_*` only
+        moves for a reason: a baseline (and only while nothing is deployed yet) or a watch without an action
+        following what it observed. An action's success moves it in the outbox, never here, so a pass never
+        rewrites it from its stale snapshot.
         """
         if not report.outcomes:
             return
@@ -136,6 +144,10 @@ class Store:
                     summary=report.summary(),
                 )
             )
+            told = [n for o in report.outcomes for n in o.notices]
+            told_rows = self._box.record(conn, told, report.finished_at) if self._box and told else 0
+        if told_rows and self._box is not None:
+            self._box.announce()
 
     def _upsert_observed(self) -> Any:
         """Insert a new watch's whole row; for a known watch, update what was observed and nothing else."""

@@ -2,7 +2,8 @@
 
 Observed and deployed are kept apart in `watch_state`; `observations` is the change log; `actions` is the outbox
 (docs/how-it-works.md), where at most one action per watch and digest may be open; `leases` holds the one-acting-
-instance lease; `runs` records each pass. Times are stored as UTC and always come back timezone-aware.
+instance lease; `runs` records each pass; `notifications` is the notification outbox, one row per notice and
+target. Times are stored as UTC and always come back timezone-aware.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ watch_state = Table(
     Column("deployed_tag", String(TAG)),
     Column("deployed_digest", String(DIGEST)),
     Column("deployed_at", UTCDateTime()),
+    Column("check_failures", Integer(), nullable=False, server_default="0"),  # failed checks in a row
 )
 
 observations = Table(
@@ -147,4 +149,27 @@ runs = Table(
     Column("checked", Integer(), nullable=False),
     Column("errors", Integer(), nullable=False),
     Column("summary", Text(), nullable=False),
+)
+
+NOTICE_STATUSES = ("pending", "delivered", "dropped")
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("seq", Integer(), primary_key=True, autoincrement=True),  # the order recorded: the order delivered
+    Column("id", String(36), nullable=False),  # the notice's id, shared by its rows for other targets
+    Column("target", String(NAME), nullable=False),  # the [[notify]] name, never its URL
+    Column("event", String(30), nullable=False),
+    Column("watch", String(NAME)),
+    Column("body", Text(), nullable=False),  # the JSON sent, exactly (no secret is ever in it)
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime()),  # a failed delivery's back-off
+    Column("claimed_until", UTCDateTime()),  # a process is sending it; another takes it over after this
+    Column("last_error", Text()),
+    Column("finished_at", UTCDateTime()),
+    CheckConstraint(f"status IN ({', '.join(repr(s) for s in NOTICE_STATUSES)})", name="status"),
+    Index("uq_notifications_id_target", "id", "target", unique=True),
+    Index("ix_notifications_status_target", "status", "target"),
 )

@@ -1,0 +1,265 @@
+"""The courier: empties the notification outbox after the transactions that fill it, never in them.
+
+Each queue (one target, one watch) is sent in its own thread, oldest first, one notice at a time, so a receiver
+that hangs holds back only its own queue, and only for its target's timeout; a pass or a deployment never waits
+for it. A failed delivery stops its queue and is tried again after a back-off (5 s, 10 s, … at most 5 min), for a
+day (`KEEP`); then it is dropped, with a warning, and counted. What another process claimed, or left claimed when
+it died, is taken over once its claim expires: a receiver may then see a notice twice, with the same `id`.
+
+The daemon runs the courier for its life; a one-shot `reconcile` runs it during its pass and drains it at the end,
+waiting at most the longest target timeout. Receives its outbox and targets; builds neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from reconciler import errors, model
+from reconciler.notify import targets as notify_targets
+
+log = logging.getLogger(__name__)
+KEEP = timedelta(hours=24)  # how long a notice is retried before it is dropped
+BACKOFF_BASE = timedelta(seconds=5)
+BACKOFF_MAX = timedelta(minutes=5)
+HOLD_MARGIN = timedelta(seconds=5)  # a claim outlives the longest a send may take (its timeout + 1 s) by this much
+IDLE = 30.0  # seconds between rounds at most, when nothing wakes the courier (another process's new rows)
+Counted = Callable[[str, str, str], None]  # (target, event, result): result is delivered | failed | dropped
+
+
+class Box(Protocol):
+    def claim(
+        self,
+        now: datetime,
+        *,
+        targets: Collection[str],
+        hold: Callable[[str], datetime],
+        busy: Collection[tuple[str, str]] = (),
+        only: tuple[str, str] | None = None,
+    ) -> list[model.Outgoing]: ...
+
+    def delivered(self, item: model.Outgoing, now: datetime) -> None: ...
+
+    def retry(self, item: model.Outgoing, error: str, retry_at: datetime) -> None: ...
+
+    def drop(self, item: model.Outgoing, error: str, now: datetime) -> None: ...
+
+    def expired(self, before: datetime, now: datetime) -> list[model.Outgoing]: ...
+
+    def due_at(self, targets: Collection[str]) -> datetime | None: ...
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long after failed delivery number `attempts` the next is tried: 5 s, 10 s, 20 s, … at most 5 min."""
+    return min(BACKOFF_BASE * (1 << min(max(attempts - 1, 0), 16)), BACKOFF_MAX)
+
+
+def queue_of(item: model.Outgoing) -> tuple[str, str]:
+    return item.target, item.watch or ""
+
+
+def send_within(target: notify_targets.Target, item: model.Outgoing) -> None:
+    """Send, giving up after the target's timeout whatever the library does (a daemon thread is left to finish
+    or fail on its own; the notice stays in the outbox, so at worst it arrives twice)."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target.send(item)
+        except BaseException as exc:  # carried to the caller's thread
+            failure.append(exc)
+
+    sender = threading.Thread(target=run, name=f"{notify_targets.SENDER}{target.name}", daemon=True)
+    sender.start()
+    sender.join(target.timeout + 1.0)
+    if sender.is_alive():
+        raise errors.NotifyError(f"{target.name}: no answer within {target.timeout:g}s")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, errors.NotifyError):
+            raise exc
+        raise errors.NotifyError(f"{target.name}: {type(exc).__name__}") from None
+
+
+class Courier:
+    def __init__(
+        self,
+        *,
+        box: Box,
+        targets: Mapping[str, notify_targets.Target],
+        clock: Callable[[], datetime],
+        counted: Counted = lambda target, event, result: None,
+        send: Callable[[notify_targets.Target, model.Outgoing], None] = send_within,
+        keep: timedelta = KEEP,
+    ) -> None:
+        self._box = box
+        self._targets = dict(targets)
+        self._clock = clock
+        self._counted = counted
+        self._send = send
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._busy: set[tuple[str, str]] = set()  # queues being sent by this process
+        self._failing: set[str] = set()  # targets whose last delivery failed (warned once until one works)
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- life ------------------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Rows were committed: look now rather than at the next idle round."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        if self._targets and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="courier", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            self.round()
+            self._wakeup.wait(self._idle())
+
+    def _idle(self) -> float:
+        """Seconds until the next round: when a retry or an abandoned claim falls due, at most IDLE."""
+        try:
+            due = self._box.due_at(self._targets)
+        except errors.StoreError:
+            return IDLE
+        if due is None:
+            return IDLE
+        return min(max((due - self._clock()).total_seconds(), 0.05), IDLE)
+
+    def drain(self, timeout: float) -> bool:
+        """Deliver what is due now, waiting at most `timeout` seconds; whether nothing due was left behind."""
+        end = time.monotonic() + timeout
+        while True:
+            self._wakeup.clear()
+            started = self.round()
+            if not started and not self.busy():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self._wakeup.wait(left)
+
+    def stop(self, timeout: float) -> None:
+        """Deliver what is due within `timeout`, then stop looking; what is left is sent by the next process."""
+        if self._targets:
+            self.drain(timeout)
+        self._stopping.set()
+        self._wakeup.set()
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._busy)
+
+    @property
+    def longest_timeout(self) -> float:
+        return max((t.timeout for t in self._targets.values()), default=0.0)
+
+    # --- rounds ----------------------------------------------------------------------------------------------
+    def round(self) -> int:
+        """Drop what expired, then start a sender for each due queue not already being sent; how many started."""
+        if not self._targets:
+            return 0
+        try:
+            now = self._clock()
+            for item in self._box.expired(now - self._keep, now):
+                self._dropped(item, item.last_error or "its target never took it")
+            with self._lock:
+                busy = set(self._busy)
+            heads = self._box.claim(now, targets=self._targets, hold=self._hold, busy=busy)
+        except errors.StoreError as exc:
+            log.warning("notifications wait: %s", exc)
+            return 0
+        for head in heads:
+            with self._lock:
+                self._busy.add(queue_of(head))
+            threading.Thread(target=self._run_queue, args=(head,), name="notify-queue", daemon=True).start()
+        return len(heads)
+
+    def _hold(self, target: str) -> datetime:
+        return self._clock() + timedelta(seconds=self._targets[target].timeout) + HOLD_MARGIN
+
+    def _run_queue(self, head: model.Outgoing) -> None:
+        """Send a queue's notices in order until it is empty, one fails, or the courier stops."""
+        key = queue_of(head)
+        item: model.Outgoing | None = head
+        try:
+            while item is not None and self._deliver(item) and not self._stopping.is_set():
+                found = self._box.claim(self._clock(), targets=[key[0]], hold=self._hold, only=key)
+                item = found[0] if found else None
+        except errors.StoreError as exc:  # the claims expire; the next round or process takes them over
+            log.warning("notifications wait: %s", exc)
+        finally:
+            with self._lock:
+                self._busy.discard(key)
+            self.wake()
+
+    def _deliver(self, item: model.Outgoing) -> bool:
+        target = self._targets[item.target]
+        try:
+            self._send(target, item)
+        except errors.NotifyError as exc:
+            return self._failed(item, str(exc))
+        self._box.delivered(item, self._clock())
+        self._counted(item.target, item.event.value, "delivered")
+        if item.target in self._failing:
+            self._failing.discard(item.target)
+            log.info("notifications to %s are delivered again", item.target)
+        log.debug("notification %s (%s, %s) delivered to %s", item.id, item.event.value, item.watch, item.target)
+        return True
+
+    def _failed(self, item: model.Outgoing, error: str) -> bool:
+        """Back off, or drop a notice retried for a day; a dropped one lets the queue go on."""
+        now = self._clock()
+        if item.expired(now, self._keep):
+            self._box.drop(item, error, now)
+            self._dropped(item, error)
+            return True
+        self._box.retry(item, error, now + backoff(item.attempts + 1))
+        self._counted(item.target, item.event.value, "failed")
+        if item.target not in self._failing:
+            self._failing.add(item.target)
+            log.warning("notification to %s not delivered: %s; retrying with back-off for a day", item.target, error)
+        return False
+
+    def _dropped(self, item: model.Outgoing, error: str) -> None:
+        self._counted(item.target, item.event.value, "dropped")
+        hours = int(self._keep.total_seconds() // 3600)
+        log.warning(
+            "notification %s (%s, %s) to %s dropped: not delivered in %dh (%s)",
+            item.id,
+            item.event.value,
+            item.watch or "no watch",
+            item.target,
+            hours,
+            error,
+        )
+
+
+def sent_now(
+    targets: Sequence[notify_targets.Target], item_for: Callable[[str], model.Outgoing]
+) -> dict[str, str | None]:
+    """`reconciler notify test`: send to each target now, concurrently; None for delivered, else why not."""
+    results: dict[str, str | None] = {}
+
+    def one(target: notify_targets.Target) -> None:
+        try:
+            send_within(target, item_for(target.name))
+            results[target.name] = None
+        except errors.NotifyError as exc:
+            results[target.name] = str(exc)
+
+    workers = [threading.Thread(target=one, args=(t,), daemon=True) for t in targets]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {t.name: results.get(t.name, f"{t.name}: not sent") for t in targets}

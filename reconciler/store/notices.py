@@ -1,0 +1,211 @@
+"""The notification outbox: a notice is recorded, one row per target that wants it, in the caller's transaction —
+the one that makes the state change it tells of — so a crash never loses one. The courier then claims a target's
+pending rows of one watch one at a time, oldest first, and records each delivery, retry or drop.
+
+A claim expires (`hold`): a process that died while sending leaves the row to be sent again by the next, which is
+why a receiver may see a notice twice, with the same `id`. Only the target's name is stored, never its URL.
+Receives its `sqlalchemy.Engine`; builds none.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from reconciler import model
+from reconciler.store import schema, tables
+
+PENDING, DELIVERED, DROPPED = tables.NOTICE_STATUSES
+SCAN = 2000  # pending rows looked at per round: more wait for the next
+
+
+def _outgoing(row: Any) -> model.Outgoing:
+    return model.Outgoing(
+        seq=row.seq,
+        id=row.id,
+        target=row.target,
+        event=model.Event(row.event),
+        watch=row.watch,
+        body=row.body,
+        created_at=row.created_at,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+    )
+
+
+class NoticeBox:
+    """Records notices for the targets whose routes want them, and moves them through delivery."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        routes: Sequence[model.Route] = (),
+        *,
+        recorded: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.engine = engine
+        self._routes = tuple(routes)
+        self._recorded = recorded
+
+    def _begin(self, doing: str) -> AbstractContextManager[Connection]:
+        return schema.transaction(self.engine, doing)
+
+    # --- recording, inside the caller's transaction -----------------------------------------------------------
+    def record(self, conn: Connection, notices: Iterable[model.Notice], now: datetime) -> int:
+        """Insert each notice once per target that wants it; how many rows. Call `announce` after the commit."""
+        rows = []
+        for notice in notices:
+            wanted = [r.target for r in self._routes if r.wants(notice)]
+            if not wanted:
+                continue
+            notice_id = str(uuid.uuid4())
+            body = notice.body(notice_id)
+            rows += [
+                {
+                    "id": notice_id,
+                    "target": target,
+                    "event": notice.event.value,
+                    "watch": notice.watch,
+                    "body": body,
+                    "status": PENDING,
+                    "created_at": now,
+                }
+                for target in wanted
+            ]
+        if rows:
+            conn.execute(insert(tables.notifications), rows)
+        return len(rows)
+
+    def announce(self) -> None:
+        """Wake the courier: rows were committed."""
+        self._recorded()
+
+    # --- delivery ---------------------------------------------------------------------------------------------
+    def claim(
+        self,
+        now: datetime,
+        *,
+        targets: Collection[str],
+        hold: Callable[[str], datetime],
+        busy: Collection[tuple[str, str]] = (),
+        only: tuple[str, str] | None = None,
+    ) -> list[model.Outgoing]:
+        """The oldest pending row of each queue (a target and a watch; `only` one), claimed until `hold(target)`.
+        A queue whose oldest row backs off, is claimed by another process, or is `busy` here, waits whole: a later
+        notice never overtakes an earlier one of the same watch."""
+        n = tables.notifications
+        query = select(n).where(n.c.status == PENDING, n.c.target.in_(list(targets)))
+        if only is not None:
+            query = query.where(n.c.target == only[0], func.coalesce(n.c.watch, "") == only[1])
+        with self._begin("read the pending notifications") as conn:
+            rows = conn.execute(query.order_by(n.c.seq).limit(SCAN)).all()
+        heads: dict[tuple[str, str], Any] = {}
+        for row in rows:
+            heads.setdefault(queue_of(row), row)
+        claimed = []
+        for key, head in heads.items():
+            if key in busy or (head.next_attempt_at is not None and head.next_attempt_at > now):
+                continue
+            if head.claimed_until is not None and head.claimed_until > now:
+                continue
+            if self._take(head.seq, now, hold(head.target)):
+                claimed.append(_outgoing(head))
+        return claimed
+
+    def due_at(self, targets: Collection[str]) -> datetime | None:
+        """When a pending row waiting now (backing off, or claimed by a process that may have died) falls due."""
+        n = tables.notifications
+        waiting = n.c.next_attempt_at.is_not(None) | n.c.claimed_until.is_not(None)
+        query = select(n.c.next_attempt_at, n.c.claimed_until).where(
+            n.c.status == PENDING, n.c.target.in_(list(targets)), waiting
+        )
+        with self._begin("read when notifications fall due") as conn:
+            times = [max(t for t in row if t is not None) for row in conn.execute(query)]
+        return min(times, default=None)
+
+    def _take(self, seq: int, now: datetime, until: datetime) -> bool:
+        """Claim a row, unless another process claimed or finished it meanwhile."""
+        n = tables.notifications
+        free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= now)
+        with self._begin("claim a notification") as conn:
+            taken = conn.execute(
+                update(n).where(n.c.seq == seq, n.c.status == PENDING, free).values(claimed_until=until)
+            ).rowcount
+        return bool(taken)
+
+    def delivered(self, item: model.Outgoing, now: datetime) -> None:
+        self._finish(item, "record a delivered notification", status=DELIVERED, finished_at=now, last_error=None)
+
+    def retry(self, item: model.Outgoing, error: str, retry_at: datetime) -> None:
+        self._finish(item, "record a failed notification", next_attempt_at=retry_at, last_error=error)
+
+    def drop(self, item: model.Outgoing, error: str, now: datetime) -> None:
+        self._finish(item, "drop a notification", status=DROPPED, finished_at=now, last_error=error, tried=False)
+
+    def _finish(self, item: model.Outgoing, doing: str, *, tried: bool = True, **values: Any) -> None:
+        n = tables.notifications
+        if tried:
+            values["attempts"] = n.c.attempts + 1
+        with self._begin(doing) as conn:
+            conn.execute(update(n).where(n.c.seq == item.seq).values(claimed_until=None, **values))
+
+    def expired(self, before: datetime, now: datetime) -> list[model.Outgoing]:
+        """Drop the pending, unclaimed rows recorded before `before` (a day of retries gone by, or a target that
+        cannot deliver); returns them, to be warned of and counted."""
+        n = tables.notifications
+        stale = (n.c.status == PENDING) & (n.c.created_at < before)
+        free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= now)
+        with self._begin("drop expired notifications") as conn:
+            rows = [_outgoing(r) for r in conn.execute(select(n).where(stale & free).order_by(n.c.seq).limit(SCAN))]
+            if rows:
+                conn.execute(
+                    update(n)
+                    .where(n.c.seq.in_([r.seq for r in rows]), n.c.status == PENDING)
+                    .values(status=DROPPED, finished_at=now, claimed_until=None)
+                )
+        return rows
+
+    def backlog(self, targets: Sequence[str]) -> dict[str, model.Backlog]:
+        """Each target's undelivered notifications (and how many were dropped), for `status`."""
+        n = tables.notifications
+        with self._begin("read the notification backlog") as conn:
+            pending = conn.execute(
+                select(n.c.target, func.count(), func.min(n.c.created_at), func.min(n.c.next_attempt_at))
+                .where(n.c.status == PENDING)
+                .group_by(n.c.target)
+            ).all()
+            dropped = {
+                t: c
+                for t, c in conn.execute(
+                    select(n.c.target, func.count()).where(n.c.status == DROPPED).group_by(n.c.target)
+                )
+            }
+            last_error: dict[str, str] = {}
+            for target, error in conn.execute(
+                select(n.c.target, n.c.last_error)
+                .where(n.c.status == PENDING, n.c.last_error.is_not(None))
+                .order_by(n.c.seq.desc())
+            ):
+                last_error[target] = error  # the oldest row's error wins: it holds its queue
+        found = {t: model.Backlog(target=t, dropped=dropped.get(t, 0)) for t in [*targets, *dropped]}
+        for target, count, oldest, next_at in pending:
+            found[target] = model.Backlog(
+                target=target,
+                undelivered=count,
+                oldest_at=oldest,
+                next_attempt_at=next_at,
+                last_error=last_error.get(target),
+                dropped=dropped.get(target, 0),
+            )
+        return found
+
+
+def queue_of(item: model.Outgoing | Any) -> tuple[str, str]:
+    """The queue a row waits in: its target and watch ("" for none), delivered one after another, in order."""
+    return item.target, item.watch or ""
