@@ -244,7 +244,16 @@ def status(console: Console, document: dict[str, Any]) -> None:
         # the job to look at while it runs or after it failed; `history` links every action
         links.append(_link(action["ref"]) if action and action["status"] in ("planned", "launched", "failed") else None)
     headers = ("WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED", "NOTE")
-    _write(console, _table(console, headers, rows, links))
+    lines = _table(console, headers, rows, links)
+    for target, waiting in document.get("notifications", {}).items():  # only a target that is behind is named
+        if waiting["undelivered"]:
+            retry = f", next try {_age(waiting['next_attempt_at'], now)}" if waiting["next_attempt_at"] else ""
+            why = f": {waiting['last_error'].removeprefix(target + ': ')}" if waiting["last_error"] else ""
+            behind = f"{waiting['undelivered']} not delivered yet (oldest {_age(waiting['oldest_at'], now)})"
+            lines += _prose(console, f"notifications to {target}: {behind}{retry}{why}")
+        if waiting["dropped"]:
+            lines += _prose(console, f"notifications to {target}: {waiting['dropped']} dropped after a day of retries")
+    _write(console, lines)
 
 
 def reconcile(console: Console, document: dict[str, Any]) -> None:

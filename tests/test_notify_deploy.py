@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import signal
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from reconciler import app, config, model
 from tests.support.awx_scenario import TOKEN, Scenario
+from tests.support.daemon import wait_until
 from tests.support.receiver import Received, Receiver
 from tests.support.registry import free_port
 
@@ -87,6 +89,11 @@ def reconcile(s: Scenario, variables: dict[str, str], *names: str) -> model.RunR
         return application.reconcile(list(names), dry_run=False, clock=s.time, sleep=s.time.sleep)
     finally:
         application.close()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
 
 
 def signed(got: Received) -> bool:
@@ -236,6 +243,8 @@ def test_a_process_killed_between_the_state_change_and_the_send_leaves_it_to_the
     daemon = s.spawn("run")
     try:
         got = hook.wait_for(4, timeout=40)
+        delivered = 'reconciler_notifications_total{event="succeeded",result="delivered",target="audit"} 1.0'
+        metrics = wait_until("the delivery to be counted", lambda: delivered in scrape(port) and scrape(port))
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=15)
@@ -243,3 +252,4 @@ def test_a_process_killed_between_the_state_change_and_the_send_leaves_it_to_the
     assert got[0].json()["id"] == got[1].json()["id"] == held.json()["id"]  # a repeat carries the same id
     assert len({r.json()["id"] for r in got}) == 3
     assert [r.json()["title"] for r in chat.received][-1] == "succeeded: staging"
+    assert 'reconciler_notifications_total{event="drift",result="delivered",target="audit"} 1.0' in metrics

@@ -18,11 +18,14 @@ change. A wait may end `Unfinished` (a cancel not yet effective): the action sta
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from reconciler import decide, errors, events, model
+from reconciler.deploy.ports import Actuator, Outbox, Progress, Tell
+
+__all__ = ["Actuator", "Deployer", "Outbox", "Progress", "Tell", "marker", "target_of"]
 
 log = logging.getLogger(__name__)
 # How long a launch whose answer never came stays open before it is taken as never sent: longer than any request
@@ -30,68 +33,6 @@ log = logging.getLogger(__name__)
 UNRESOLVED_GRACE = timedelta(minutes=2)
 RESOLVE_EVERY = 10.0  # seconds between looks for a launch whose outcome is unknown
 WAITING = "waiting: "  # how a note of an action left open begins (replaced by the outcome when it ends)
-
-
-class Actuator(Protocol):
-    """One kind of side effect (an AWX job template, a StatefulSet roll-out)."""
-
-    def request(self, spec: Any, target: model.Target) -> dict[str, Any]: ...
-
-    def mark(self, spec: Any, request: Mapping[str, Any], marker: str) -> dict[str, Any]: ...
-
-    def launch(self, spec: Any, request: Mapping[str, Any], *, keep_alive: Callable[[], None]) -> model.Launch: ...
-
-    def find(
-        self, spec: Any, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
-    ) -> model.Launch | None: ...
-
-    def wait(
-        self, spec: Any, record: model.ActionRecord, *, keep_alive: Callable[[], None], progress: Progress
-    ) -> model.Finish | model.Unfinished: ...
-
-
-Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
-
-
-class Outbox(Protocol):
-    def open_actions(self) -> list[model.ActionRecord]: ...
-
-    def refs(self, watch: str) -> set[str]: ...
-
-    def plan(
-        self,
-        *,
-        target: model.Target,
-        kind: model.ActionKind,
-        attempt: int,
-        request: Callable[[int], Mapping[str, Any]],
-        now: datetime,
-        fingerprint: str | None = None,
-        outages: int = 0,
-    ) -> model.ActionRecord | None: ...
-
-    def launched(
-        self, action_id: int, launch: model.Launch, now: datetime, *, tell: Tell | None = None
-    ) -> model.ActionRecord: ...
-
-    def note(self, action_id: int, detail: str) -> model.ActionRecord: ...
-
-    def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord: ...
-
-    def failed(
-        self,
-        action_id: int,
-        detail: str,
-        now: datetime,
-        *,
-        retry_at: datetime | None,
-        failure: model.Failure = ...,
-        tell: Tell | None = None,
-    ) -> model.ActionRecord: ...
-
-    def succeeded(
-        self, action: model.ActionRecord, detail: str, now: datetime, *, tell: Tell | None = None
-    ) -> model.ActionRecord: ...
 
 
 def target_of(watch: model.Watch, observation: model.Observation, deployed: model.Deployed | None) -> model.Target:
@@ -112,9 +53,6 @@ def marker(watch: str, action_id: int | str) -> str:
 
 def _extra(record: model.ActionRecord) -> dict[str, object]:
     return {"watch": record.watch, "action_id": record.id}
-
-
-Progress = Callable[[str, str, datetime], None]  # (what is waited for, its state, since when), at every poll
 
 
 def _quiet(what: str, state: str, since: datetime) -> None:
