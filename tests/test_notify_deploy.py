@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -253,3 +254,23 @@ def test_a_process_killed_between_the_state_change_and_the_send_leaves_it_to_the
     assert len({r.json()["id"] for r in got}) == 3
     assert [r.json()["title"] for r in chat.received][-1] == "succeeded: staging"
     assert 'reconciler_notifications_total{event="drift",result="delivered",target="audit"} 1.0' in metrics
+
+
+def test_a_hanging_receiver_delays_neither_the_deployment_nor_the_run_past_its_timeout(
+    scenario: Scenario, hook: Receiver, chat: Receiver
+) -> None:
+    s = scenario
+    with_notify(s)
+    variables = env(hook, chat)
+    s.push("one")
+    reconcile(s, variables, "staging")
+    hook.hang()  # holds the drift notice unanswered: everything behind it waits, the deployment does not
+    s.push("two")
+    started = time.monotonic()
+    report = reconcile(s, variables, "staging")
+    took = time.monotonic() - started
+    assert report.outcomes[0].action is not None
+    assert report.outcomes[0].action.status is model.ActionStatus.SUCCEEDED
+    assert took < 2.0 + 1.5, f"the run took {took:.1f}s with a 2s timeout"  # the timeout, plus the pass itself
+    assert [r.json()["title"] for r in chat.wait_for(2)] == ["started: staging", "succeeded: staging"]
+    hook.release()
