@@ -150,7 +150,8 @@ class App:
         if held is None:
             holder.acquire()
         box = self.notifications.box(self.db)
-        courier = None if held else self.notifications.courier(self.db, clock=clock)  # the daemon runs its own
+        notifying = bool(self.settings.notify) and held is None  # the daemon runs its own courier
+        courier = self.notifications.courier(self.db, clock=clock) if notifying else None
         if courier is not None:
             courier.start()  # notices go out as they are recorded, while the pass goes on
         tenure = holder.tenure  # the hold this pass acts under; lost and taken again since, it acts no more
@@ -255,8 +256,9 @@ class App:
         self.notifications.counted = lambda target, event, result: counters.notifications.labels(
             target=target, event=event, result=result
         ).inc()
-        courier = self.notifications.courier(self.db, clock=clock)
-        courier.start()  # first of all, what a previous process recorded but did not deliver
+        courier = self.notifications.courier(self.db, clock=clock) if self.settings.notify else None
+        if courier is not None:
+            courier.start()  # first of all, what a previous process recorded but did not deliver
         server = self.settings.server
         host, port = clients.split_listen(server.listen)
         daemon.Daemon(
@@ -274,7 +276,8 @@ class App:
                 webhook_secret=server.webhook_secret.reveal() if server.webhook_secret else None,
             ),
         ).run_forever()
-        courier.stop(min(courier.longest_timeout, NOTIFY_ON_STOP))
+        if courier is not None:
+            courier.stop(min(courier.longest_timeout, NOTIFY_ON_STOP))
 
     def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
         return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}

@@ -248,7 +248,7 @@ def status(console: Console, document: dict[str, Any]) -> None:
     for target, waiting in document.get("notifications", {}).items():  # only a target that is behind is named
         if waiting["undelivered"]:
             retry = f", next try {_age(waiting['next_attempt_at'], now)}" if waiting["next_attempt_at"] else ""
-            why = f": {waiting['last_error'].removeprefix(target + ': ')}" if waiting["last_error"] else ""
+            why = f": {waiting['last_error']}" if waiting["last_error"] else ""
             behind = f"{waiting['undelivered']} not delivered yet (oldest {_age(waiting['oldest_at'], now)})"
             lines += _prose(console, f"notifications to {target}: {behind}{retry}{why}")
         if waiting["dropped"]:

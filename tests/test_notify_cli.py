@@ -186,7 +186,7 @@ def test_status_names_the_notifications_that_wait_and_why(config: Path, hook: Re
     with engine.begin() as conn:
         box.record(conn, [model.Notice(event=model.Event.STARTED, at=now, message="m", watch="stack-staging")], now)
     [item] = box.claim(now, targets=["audit"], hold=lambda _: now)
-    box.retry(item, "audit: HTTP 503 from $TEST_AUDIT_URL", now)
+    box.retry(item, "HTTP 503 from $TEST_AUDIT_URL", now)
     engine.dispose()
     done = run(config, "status", env=variables(hook, chat))
     assert done.returncode == 0, done.stderr

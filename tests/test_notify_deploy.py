@@ -199,7 +199,7 @@ def test_a_receiver_that_is_down_leaves_its_notices_waiting_and_status_says_so(
         application.close()
     waiting = document["notifications"]["audit"]
     assert waiting["undelivered"] == 3 and waiting["dropped"] == 0
-    assert waiting["last_error"] == "audit: cannot connect to $TEST_AUDIT_URL"
+    assert waiting["last_error"] == "cannot connect to $TEST_AUDIT_URL"
     assert document["notifications"]["chat"]["undelivered"] == 0
     assert document["notifications"]["elsewhere"]["undelivered"] == 0
     assert SECRET not in json.dumps(document) and hook.url not in json.dumps(document)

@@ -131,7 +131,7 @@ def test_a_failure_holds_back_its_watch_only_then_is_retried_after_its_back_off(
     assert c.drain(10)
     assert chat.sent == [] and counted == {("chat", "started", "failed"): 1}  # #2 waited behind #1
     backlog = box.backlog(["chat"])["chat"]
-    assert backlog.undelivered == 2 and backlog.last_error == "chat: HTTP 503 from https://chat.example.org/hook"
+    assert backlog.undelivered == 2 and backlog.last_error == "HTTP 503 from https://chat.example.org/hook"
     assert backlog.next_attempt_at == clock.now + timedelta(seconds=5)
 
     chat.failing = None
@@ -253,3 +253,11 @@ def test_a_hanging_receiver_holds_back_nothing_longer_than_its_timeout(
     assert not done  # the hanging one was left to its courier thread (or the next process)
     assert waited < slow.timeout + 0.5
     receiver.release()
+
+
+def test_with_no_target_able_to_send_the_courier_still_drops_what_expired(box: notices.NoticeBox, clock: Clock) -> None:
+    record(box, [notice("stack-staging", 1, clock.now)], clock.now)
+    c = courier(box, clock)  # every target's secret unset: nothing to send with
+    clock.advance(hours=24, seconds=1)
+    c.stop(1.0)
+    assert box.backlog(["chat", "audit"])["chat"].dropped == 1

@@ -94,17 +94,24 @@ def check_apprise_url(url: str) -> str | None:
     scheme = _scheme(url)
     if scheme is None:
         return "not an Apprise URL (it does not start with a scheme such as slack:// or json://)"
-    # NotificationManager is a singleton, and loads the plugins on first use
-    if scheme.lower() not in NotificationManager():  # type: ignore[no-untyped-call]
-        return f"not an Apprise URL that Apprise knows (scheme {scheme!r})"
     with _captured() as said:
         try:
+            # Apprise also takes some services' own https:// URLs (a Slack webhook's) through their plugins'
+            # parse_native_url, so only a failure to build one says the URL cannot be used
             plugin = apprise.Apprise.instantiate(url)
         except Exception as exc:
             said.append(f"{type(exc).__name__}: {exc}")
             plugin = None
     if plugin is not None:
         return None
+    if scheme.lower() in ("http", "https"):
+        return (
+            "not a URL Apprise knows: it takes some services' own https:// URLs (Slack's, Discord's, …), not any; "
+            'for an endpoint of your own use json://… or kind = "webhook"'
+        )
+    # NotificationManager is a singleton, and loads the plugins on first use
+    if scheme.lower() not in NotificationManager():  # type: ignore[no-untyped-call]
+        return f"not an Apprise URL that Apprise knows (scheme {scheme!r})"
     why = redact(" ".join(dict.fromkeys(said)), url)
     return f"Apprise cannot build a {scheme}:// notifier from this URL" + (f": {why}" if why else "")
 

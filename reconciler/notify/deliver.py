@@ -115,7 +115,8 @@ class Courier:
         self._wakeup.set()
 
     def start(self) -> None:
-        if self._targets and self._thread is None:
+        """Deliver in the background from now: what is due, and (with no sender for a target) drop what expired."""
+        if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="courier", daemon=True)
             self._thread.start()
 
@@ -150,8 +151,7 @@ class Courier:
 
     def stop(self, timeout: float) -> None:
         """Deliver what is due within `timeout`, then stop looking; what is left is sent by the next process."""
-        if self._targets:
-            self.drain(timeout)
+        self.drain(timeout)
         self._stopping.set()
         self._wakeup.set()
 
@@ -166,15 +166,13 @@ class Courier:
     # --- rounds ----------------------------------------------------------------------------------------------
     def round(self) -> int:
         """Drop what expired, then start a sender for each due queue not already being sent; how many started."""
-        if not self._targets:
-            return 0
         try:
             now = self._clock()
             for item in self._box.expired(now - self._keep, now):
                 self._dropped(item, item.last_error or "its target never took it")
             with self._lock:
                 busy = set(self._busy)
-            heads = self._box.claim(now, targets=self._targets, hold=self._hold, busy=busy)
+            heads = self._box.claim(now, targets=self._targets, hold=self._hold, busy=busy) if self._targets else []
         except errors.StoreError as exc:
             log.warning("notifications wait: %s", exc)
             return 0
@@ -206,8 +204,8 @@ class Courier:
         target = self._targets[item.target]
         try:
             self._send(target, item)
-        except errors.NotifyError as exc:
-            return self._failed(item, str(exc))
+        except errors.NotifyError as exc:  # kept and logged beside the target's name: once is enough
+            return self._failed(item, str(exc).removeprefix(f"{item.target}: "))
         self._box.delivered(item, self._clock())
         self._counted(item.target, item.event.value, "delivered")
         if item.target in self._failing:
