@@ -129,7 +129,7 @@ class App:
         if held is None:  # the daemon said so once, at start
             self.settings.require_registry_secrets()
             said.missing_secrets(self.settings, watches)
-            self.notifications.targets()  # a bad Apprise URL stops the run before anything is done
+            self.notifications.targets()  # says, once, which targets cannot send and why
         registry = self._registry()
         actuators = self.actuators(clock=clock, sleep=sleep or self.stop.wait)
         if dry_run:
@@ -151,7 +151,7 @@ class App:
             holder.acquire()
         box = self.notifications.box(self.db)
         notifying = bool(self.settings.notify) and held is None  # the daemon runs its own courier
-        courier = self.notifications.courier(self.db, clock=clock) if notifying else None
+        courier = self.notifications.courier(self.db, clock=clock, halt=self.stop) if notifying else None
         if courier is not None:
             courier.start()  # notices go out as they are recorded, while the pass goes on
         tenure = holder.tenure  # the hold this pass acts under; lost and taken again since, it acts no more
@@ -192,7 +192,7 @@ class App:
                 except errors.StoreError as exc:  # it expires by itself; the pass's own outcome matters more
                     log.warning("could not release the lease: %s", exc)
             if courier is not None:  # due notices get the longest target timeout; the next run sends what is left
-                courier.stop(0.0 if self.stop.is_set() else courier.longest_timeout)
+                courier.stop(courier.longest_timeout)  # at once on a stop request
 
     def new_lease(self) -> lease.Lease:
         return lease.Lease(store=leases.Leases(self.db), ttl=self.settings.lease_ttl)
@@ -221,6 +221,7 @@ class App:
             now=now,
             last_actions=self.last_actions([w.name for w in watches]),
             notifications=backlog or {n: model.Backlog(target=n) for n in self.notifications.names},
+            cannot_send=self.notifications.cannot_send(),
         )
 
     def notify_test(self, names: Sequence[str]) -> list[tuple[str, str | None]]:

@@ -131,7 +131,6 @@ def cmd_db(args: argparse.Namespace, application: app.App) -> int:
 
 
 def cmd_config(args: argparse.Namespace, application: app.App) -> int:
-    application.notifications.targets()  # an Apprise URL Apprise cannot use is refused here too
     print_json(config_view.resolved(application.settings))
     for missing, users in application.settings.missing_secrets():
         held = (f"watch {users[0]}" if len(users) == 1 else f"watches {', '.join(users)}") if users else "no watch"
@@ -144,6 +143,9 @@ def cmd_config(args: argparse.Namespace, application: app.App) -> int:
         for missing in target.missing:
             effect = f"notifications to {target.name} will be kept for a day, not sent"
             say(f"warning: {missing.key}: {missing.what}; {effect}", args.log_format, level=logging.WARNING)
+    for name, why in application.notifications.unusable().items():
+        effect = f"notifications to {name} will be kept for a day, not sent"
+        say(f"warning: {why}; {effect}", args.log_format, level=logging.WARNING)
     valid = f"configuration {application.settings.source} is valid"
     if args.log_format == "json":
         say(valid, args.log_format, level=logging.INFO)

@@ -92,9 +92,10 @@ def of_action(watch: model.Watch, record: model.ActionRecord, now: datetime) -> 
         message = f"The {env} deployment could not be launched: {what}: {detail}; retrying with back-off"
         return [_notice(Event.FAILED, watch, now, message, record=record)]
     tries = f"attempt {record.attempt} of {watch.max_attempts}"
-    notices = [
-        _notice(Event.FAILED, watch, now, f"The {env} deployment FAILED: {what}, {tries}: {detail}{job}", record=record)
-    ]
+    # An AWX failure's detail already names its job's link ("job 4243 failed in 0s (<link>)"): not twice
+    told = "" if record.link and record.link in detail else job
+    message = f"The {env} deployment FAILED: {what}, {tries}: {detail}{told}"
+    notices = [_notice(Event.FAILED, watch, now, message, record=record)]
     if gave_up(watch, record):
         why = (
             "it cannot succeed as configured"

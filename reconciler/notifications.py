@@ -5,6 +5,7 @@ for, the targets (skipping those whose secret is not set), the courier that deli
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -25,6 +26,7 @@ class Notifications:
         self.settings = tuple(settings)
         self._clock = clock
         self._targets: dict[str, targets.Target] | None = None
+        self._unusable: dict[str, str] = {}  # target -> why it cannot send (a URL Apprise cannot use)
         self._courier: deliver.Courier | None = None
         self.counted: deliver.Counted = lambda target, event, result: None
 
@@ -40,27 +42,51 @@ class Notifications:
         if self._courier is not None:
             self._courier.wake()
 
-    def targets(self) -> dict[str, targets.Target]:
-        """The targets that can be sent to: a target whose secret is not set is left out (its notices wait). An
-        Apprise URL that Apprise cannot use is a ConfigError (naming the key, never the URL)."""
+    def targets(self, *, quiet: bool = False) -> dict[str, targets.Target]:
+        """The targets that can be sent to. One whose secret is not set, or whose Apprise URL Apprise cannot use,
+        is left out, and only it: its notices wait (for a day) while the others go out. The first call says why,
+        once (never showing the URL)."""
         if self._targets is None:
-            self._targets = {s.name: _target(s) for s in self.settings if not s.missing and s.url is not None}
+            self._targets = {}
+            for s in self.settings:
+                if s.missing or s.url is None:
+                    continue
+                try:
+                    self._targets[s.name] = _target(s)
+                except errors.ConfigError as exc:
+                    self._unusable[s.name] = str(exc)
+                    if not quiet:
+                        log.warning("%s; notifications to %s are kept for a day, not sent", exc, s.name)
         return self._targets
 
-    def courier(self, engine: Engine, *, clock: Callable[[], datetime]) -> deliver.Courier:
-        """A courier on `clock` (the clock the notices are recorded by), the one each recording wakes from now."""
-        self._courier = deliver.Courier(box=self.box(engine), targets=self.targets(), clock=clock, counted=self.counted)
+    def unusable(self) -> dict[str, str]:
+        """The targets whose URL cannot be used, and why (`config check` says so its own way)."""
+        self.targets(quiet=True)
+        return dict(self._unusable)
+
+    def cannot_send(self) -> dict[str, str]:
+        """Why each target that cannot send cannot: its missing secret, or its unusable URL (after `targets`)."""
+        why = {s.name: "; ".join(str(m) for m in s.missing) for s in self.settings if s.missing}
+        return {**why, **self._unusable}
+
+    def courier(
+        self, engine: Engine, *, clock: Callable[[], datetime], halt: threading.Event | None = None
+    ) -> deliver.Courier:
+        """A courier on `clock` (the clock the notices are recorded by), the one each recording wakes from now;
+        `halt` (the process's stop request) ends its drain at once."""
+        self._courier = deliver.Courier(
+            box=self.box(engine), targets=self.targets(), clock=clock, counted=self.counted, halt=halt
+        )
         return self._courier
 
     def test(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
         """`reconciler notify test`: a `test` notice sent now to each target (these names, or all), not through
         the outbox; per target, None when it was delivered, else why not."""
         chosen = [s for s in self.settings if not names or s.name in names]
-        results: dict[str, str | None] = {}
-        for s in chosen:
-            if s.missing:
-                results[s.name] = f"{s.name}: " + "; ".join(str(m) for m in s.missing)
-        ready = [self.targets()[s.name] for s in chosen if s.name not in results]
+        senders = self.targets()
+        unable = self.cannot_send()
+        results: dict[str, str | None] = {s.name: f"{s.name}: {unable[s.name]}" for s in chosen if s.name in unable}
+        ready = [senders[s.name] for s in chosen if s.name not in results]
         now = self._clock()
 
         def item_for(name: str) -> model.Outgoing:

@@ -246,6 +246,8 @@ def status(console: Console, document: dict[str, Any]) -> None:
     headers = ("WATCH", "STATE", "OBSERVED", "DEPLOYED", "CHECKED", "NOTE")
     lines = _table(console, headers, rows, links)
     for target, waiting in document.get("notifications", {}).items():  # only a target that is behind is named
+        if waiting.get("cannot_send"):
+            lines += _prose(console, f"notifications to {target} cannot be sent: {waiting['cannot_send']}")
         if waiting["undelivered"]:
             retry = f", next try {_age(waiting['next_attempt_at'], now)}" if waiting["next_attempt_at"] else ""
             why = f": {waiting['last_error']}" if waiting["last_error"] else ""

@@ -87,18 +87,24 @@ def status_document(
     now: datetime,
     last_actions: Mapping[str, model.ActionRecord] | None = None,
     notifications: Mapping[str, model.Backlog] | None = None,
+    cannot_send: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     actions = last_actions or {}
+    unable = cannot_send or {}
     return {
         "generated_at": iso(now),
         "watches": [watch_status(w, states.get(w.name), now=now, last_action=actions.get(w.name)) for w in watches],
-        "notifications": {name: backlog_document(b) for name, b in (notifications or {}).items()},
+        "notifications": {
+            name: backlog_document(b, cannot_send=unable.get(name)) for name, b in (notifications or {}).items()
+        },
     }
 
 
-def backlog_document(backlog: model.Backlog) -> dict[str, Any]:
-    """A notification target's undelivered notices: how many, since when, when tried next, and why not yet."""
+def backlog_document(backlog: model.Backlog, *, cannot_send: str | None = None) -> dict[str, Any]:
+    """A notification target's undelivered notices: how many, since when, when tried next, and why not yet (or
+    why none can be sent: its secret is not set)."""
     return {
+        "cannot_send": cannot_send,
         "undelivered": backlog.undelivered,
         "oldest_at": iso(backlog.oldest_at),
         "next_attempt_at": iso(backlog.next_attempt_at),

@@ -83,6 +83,19 @@ def test_a_failure_with_attempts_left_is_failed_only() -> None:
     assert "attempt 1 of 3: job 4242 failed: playbook error" in notice.message
 
 
+def test_a_failure_names_its_job_link_once_whether_or_not_its_detail_does() -> None:
+    linked = record(
+        model.ActionStatus.FAILED, failure=model.Failure.DEPLOYMENT, detail=f"job 4242 failed in 0s ({LINK})"
+    )
+    [notice] = events.of_action(watch(), linked, T0)
+    assert notice.message.count(LINK) == 1
+    assert notice.message.endswith(f"attempt 1 of 3: job 4242 failed in 0s ({LINK})")
+    unlinked = record(model.ActionStatus.FAILED, failure=model.Failure.DEPLOYMENT, detail="job 4242 failed")
+    [notice] = events.of_action(watch(), unlinked, T0)
+    assert notice.message.count(LINK) == 1
+    assert notice.message.endswith(f"attempt 1 of 3: job 4242 failed. Job: {LINK}")
+
+
 def test_the_last_failed_attempt_also_gives_up() -> None:
     failed = record(model.ActionStatus.FAILED, failure=model.Failure.DEPLOYMENT, attempt=3, detail="boom")
     told = events.of_action(watch(), failed, T0)

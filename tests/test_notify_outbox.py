@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select, update
 
 from reconciler import errors, model
 from reconciler.notify import deliver, targets
@@ -149,18 +149,32 @@ def test_back_off_doubles_up_to_five_minutes() -> None:
 
 
 def test_a_claim_left_by_a_process_that_died_is_taken_over_when_it_expires(
-    box: notices.NoticeBox, clock: Clock
+    box: notices.NoticeBox, clock: Clock, migrated_engine: Engine
 ) -> None:
+    """Claims are timed by the database's clock (as the lease is), so a process whose clock runs ahead takes
+    nothing over early: here the process clock is a day ahead, and the claim still holds until it expires."""
     chat = Recorder("chat")
     record(box, [notice("stack-staging", 1, clock.now)], clock.now)
-    [dead] = box.claim(clock.now, targets=["chat"], hold=lambda _: clock.now + timedelta(seconds=6))
+    [dead] = box.claim(clock.now, targets=["chat"], hold=lambda _: timedelta(minutes=10))
     c = courier(box, clock, chat)
+    clock.advance(hours=23)
     assert c.drain(10)
     assert chat.sent == []  # another process may be sending it
-    assert box.due_at(["chat"]) == clock.now + timedelta(seconds=6)
-    clock.advance(seconds=6)
+    with migrated_engine.begin() as conn:  # ten minutes later, by the database's clock
+        conn.execute(update(tables.notifications).values(claimed_until=datetime(2000, 1, 1, tzinfo=UTC)))
     assert c.drain(10)
     assert [i.id for i in chat.sent] == [dead.id]  # sent again, with the same id
+
+
+def test_one_targets_long_backlog_never_hides_another_targets_notices(box: notices.NoticeBox, clock: Clock) -> None:
+    chat, audit = Recorder("chat"), Recorder("audit")
+    chat.failing = "HTTP 503"
+    record(box, [notice("stack-production", n, clock.now) for n in range(2500)], clock.now)  # for "chat" only
+    c = courier(box, clock, chat, audit)
+    c.drain(30)
+    record(box, [notice("stack-staging", 1, clock.now)], clock.now)
+    assert c.drain(10)
+    assert [i.notice["message"] for i in audit.sent] == ["stack-staging #1"]
 
 
 def test_a_notice_retried_for_a_day_is_dropped_with_a_warning_and_counted(
@@ -261,3 +275,84 @@ def test_with_no_target_able_to_send_the_courier_still_drops_what_expired(box: n
     clock.advance(hours=24, seconds=1)
     c.stop(1.0)
     assert box.backlog(["chat", "audit"])["chat"].dropped == 1
+
+
+def test_a_stop_request_ends_the_drain_at_once_and_starts_no_send(box: notices.NoticeBox, clock: Clock) -> None:
+    chat = Recorder("chat", timeout=30)
+    record(box, [notice("stack-staging", 1, clock.now)], clock.now)
+    halt = threading.Event()
+    c = courier(box, clock, chat, halt=halt)
+    halt.set()  # SIGTERM while the one-shot drains
+    started = time.monotonic()
+    c.stop(chat.timeout)
+    assert time.monotonic() - started < 1.0
+    assert chat.sent == [] and box.backlog(["chat"])["chat"].undelivered == 1  # for the next process
+
+
+class Stuck:
+    """A target whose sends block until `unblock` is set, counting the sends started."""
+
+    kind = model.NotifyKind.WEBHOOK
+
+    def __init__(self) -> None:
+        self.name, self.timeout = "stuck", 0.2
+        self.unblock = threading.Event()
+        self.started = 0
+
+    def send(self, item: model.Outgoing) -> None:
+        self.started += 1
+        self.unblock.wait(30)
+
+
+def test_a_send_past_its_timeout_is_abandoned_once_and_the_target_gets_no_other_meanwhile(clock: Clock) -> None:
+    """A receiver that trickles bytes keeps a send alive past the timeout: one thread is left to it, no more."""
+    stuck, sender = Stuck(), deliver.Sender()
+    item = model.Outgoing(seq=1, id="n-1", target="stuck", event="started", watch="w", body="{}", created_at=clock.now)
+    with pytest.raises(errors.NotifyError, match="no answer within 0.2s"):
+        sender(stuck, item)
+    for _ in range(3):
+        with pytest.raises(errors.NotifyError, match="has not ended yet"):
+            sender(stuck, item)
+    assert stuck.started == 1
+    stuck.unblock.set()
+    for thread in threading.enumerate():
+        if thread.name == "notify-stuck":
+            thread.join(10)
+    sender(stuck, item)  # the abandoned send has ended: sends go on
+    assert stuck.started == 2
+
+
+def test_a_row_of_an_unknown_event_is_delivered_and_a_buggy_target_stops_nothing(
+    box: notices.NoticeBox, clock: Clock, migrated_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer version may record an event this one does not know; a target's bug must not end delivery."""
+    with migrated_engine.begin() as conn:
+        conn.execute(
+            insert(tables.notifications).values(
+                id="future-1",
+                target="chat",
+                event="future_event",
+                watch="w",
+                body='{"message": "m"}',
+                status="pending",
+                created_at=clock.now,
+            )
+        )
+    chat = Recorder("chat")
+    broken = Recorder("audit")
+    broken.send = lambda item: 1 / 0  # type: ignore[method-assign,assignment]
+    record(box, [notice("stack-staging", 1, clock.now)], clock.now)
+    c = courier(box, clock, chat, broken)
+    with caplog.at_level(logging.ERROR, logger="reconciler.notify.deliver"):
+        assert c.drain(10)
+    assert sorted(i.event for i in chat.sent) == ["future_event", "started"]
+    assert box.backlog(["audit"])["audit"].last_error == "ZeroDivisionError"
+
+
+def test_an_expired_row_is_dropped_once_and_never_while_claimed(box: notices.NoticeBox, clock: Clock) -> None:
+    record(box, [notice("stack-staging", 1, clock.now), notice("stack-production", 1, clock.now)], clock.now)
+    [held, *_] = box.claim(clock.now, targets=["chat"], hold=lambda _: timedelta(minutes=10))
+    later = clock.now + timedelta(days=2)
+    dropped = box.expired(later - timedelta(days=1), later)
+    assert [i.seq for i in dropped] != [] and held.seq not in [i.seq for i in dropped]
+    assert box.expired(later - timedelta(days=1), later) == []  # a second sweep finds none of them again

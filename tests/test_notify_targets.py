@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -208,6 +209,20 @@ def test_redact_hides_the_url_and_every_token_looking_piece() -> None:
     assert apprise_target.redact("sent to 10.1.2.3", "json://10.1.2.3:8080/x") == "sent to 10.1.2.3"
     # the bot token of tgram://<bot id>:<key>/ sits where a host would
     assert "AAHsecretkey" not in apprise_target.redact("bad AAHsecretkey", "tgram://123456789:AAHsecretkey/42")
+
+
+def test_redact_hides_apprises_own_masked_form_of_the_url() -> None:
+    # Apprise's pprint mask keeps a secret's first and last characters: rocket://***:P...X@***
+    said = check_apprise_url("rocket://user:PASSWORDX@hostname") or ""
+    assert said.startswith("Apprise cannot build a rocket:// notifier from this URL")
+    assert not re.search(r"P\.+X", said) and "PASSWORDX" not in said and "user:" not in said
+    # whatever URL it is, and keeping the punctuation after it
+    assert apprise_target.redact("see rocket://***:P...X@***.", "json://elsewhere/x") == "see ***."
+
+
+def test_redact_leaves_a_reason_without_a_url_as_it_is() -> None:
+    reason = "Failed to send JSON POST notification: Internal Server Error - Unknown Error, error=500."
+    assert apprise_target.redact(reason, "json://127.0.0.1:9/hook") == reason
 
 
 def test_check_apprise_url() -> None:

@@ -3,7 +3,8 @@ delivery may take. Each rejection names its key path.
 
 An Apprise URL embeds its tokens, so it is a secret: it is only ever named by `url_env` or `url_file`, and no
 error echoes it. A webhook's URL may be written plainly (it is then checked like any other http(s) URL), and the
-webhook must name the secret its body is signed with. A secret named but not to be had disables only its target.
+webhook must name the secret its body is signed with. A secret named but not to be had, or a variable that does not
+hold a URL of the right kind, disables only its target.
 """
 
 from __future__ import annotations
@@ -106,10 +107,11 @@ def _secret_url(
     found, missing = table.secrets("url")  # refuses both
     url = found["url"]
     shown = f"${variable}" if variable else str(file)
-    if url is not None and not pattern.fullmatch(url.reveal()):
+    if url is not None and not pattern.fullmatch(url.reveal()):  # not this file's mistake: only its target stands aside
         key = table.key("url_env" if variable else "url_file")
-        holder = f"the variable {variable}" if variable else f"the file {file!r}"
-        raise errors.ConfigError(f"{key}: {holder} does not hold {what}")
+        holder = f"{variable}" if variable else f"the file {file!r}"
+        wrong = MissingSecret(key, str(variable or file), f"{holder} does not hold {what}")
+        return None, shown, (*missing, wrong)
     return url, shown, missing
 
 

@@ -101,7 +101,7 @@ class Outgoing:
     seq: int  # the order it was recorded in: per target and watch, delivered in this order
     id: str  # the notice's id, shared by its copies for other targets and by a redelivery
     target: str
-    event: Event
+    event: str  # an Event's value (as recorded: a newer version may record one this one does not know)
     watch: str | None
     body: str = field(repr=False)
     created_at: datetime

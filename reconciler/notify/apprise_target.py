@@ -7,7 +7,9 @@ Apprise says why a send failed only through its logger ("apprise"), and its mess
 whole URL ("Unparseable URL foo://…" echoes it). So that logger is cut off from the root logger, a send captures the
 WARNING and ERROR records logged from its own thread (another thread's send logs to the same logger at the same
 time), and what it reports is redacted: the URL, its userinfo, and every piece of it of 4 or more characters that
-could be a token (path segments, query values, a host that is not a DNS name) become `***`.
+could be a token (path segments, query values, a host that is not a DNS name) become `***`, and then so does
+anything left that looks like a URL: Apprise's own masked form of one (`rocket://***:P...X@***`) keeps a
+password's first and last characters.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ _MINIMUM_SECRET = 4  # shorter pieces ("json", "T1") are too common in ordinary 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31})://")
 _DNS_NAME = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}|\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9A-Fa-f:.]+\]")
 _REASON_LENGTH = 300
+# Any URL-looking run, less the punctuation that ends a sentence or closes a bracket around it
+_URL_RUN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+?(?=[.,;:!?)\]}>'\"]*(?:\s|$))")
 
 # NotifyType's attribute names: an enum in Apprise 2, a class of strings in 1.9; both have these names
-_NOTIFY_TYPE = {
+_NOTIFY_TYPE: dict[str, str] = {
     model.Event.FAILED: "FAILURE",
     model.Event.GAVE_UP: "FAILURE",
     model.Event.CHECK_FAILING: "FAILURE",
@@ -56,7 +60,7 @@ class AppriseTarget:
         import apprise  # noqa: PLC0415  (lazily: see the module's docstring)
 
         notice = item.notice
-        event = str(notice.get("event") or item.event.value)
+        event = str(notice.get("event") or item.event)
         title = f"{event}: {notice.get('watch') or 'reconciler'}"
         notify_type = getattr(apprise.NotifyType, _NOTIFY_TYPE.get(item.event, "INFO"))
         with _captured() as said:
@@ -117,9 +121,11 @@ def check_apprise_url(url: str) -> str | None:
 
 
 def redact(text: str, url: str) -> str:
-    """`text` on one line, at most 300 characters, with every secret-looking piece of `url` replaced by `***`."""
+    """`text` on one line, at most 300 characters, with every secret-looking piece of `url` replaced by `***`,
+    and then every run that looks like a URL (`scheme://…`), masked or not, whichever URL it is."""
     for secret in sorted(_secrets(url), key=len, reverse=True):
         text = text.replace(secret, "***")
+    text = _URL_RUN.sub("***", text)
     text = " ".join(text.split())
     return text if len(text) <= _REASON_LENGTH else text[: _REASON_LENGTH - 1] + "…"
 

@@ -27,6 +27,7 @@ KEEP = timedelta(hours=24)  # how long a notice is retried before it is dropped
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_MAX = timedelta(minutes=5)
 HOLD_MARGIN = timedelta(seconds=5)  # a claim outlives the longest a send may take (its timeout + 1 s) by this much
+HALT_CHECK = 0.1  # seconds between looks at the stop request while a drain waits
 IDLE = 30.0  # seconds between rounds at most, when nothing wakes the courier (another process's new rows)
 Counted = Callable[[str, str, str], None]  # (target, event, result): result is delivered | failed | dropped
 
@@ -37,7 +38,7 @@ class Box(Protocol):
         now: datetime,
         *,
         targets: Collection[str],
-        hold: Callable[[str], datetime],
+        hold: Callable[[str], timedelta],
         busy: Collection[tuple[str, str]] = (),
         only: tuple[str, str] | None = None,
     ) -> list[model.Outgoing]: ...
@@ -62,27 +63,41 @@ def queue_of(item: model.Outgoing) -> tuple[str, str]:
     return item.target, item.watch or ""
 
 
-def send_within(target: notify_targets.Target, item: model.Outgoing) -> None:
-    """Send, giving up after the target's timeout whatever the library does (a daemon thread is left to finish
-    or fail on its own; the notice stays in the outbox, so at worst it arrives twice)."""
-    failure: list[BaseException] = []
+class Sender:
+    """Sends with a deadline: the target's timeout, whatever the library does underneath (a receiver that trickles
+    bytes keeps each read within a socket timeout, not the whole answer). A send still running past it is left to
+    a daemon thread, and the target gets no other send until that one has ended: at most one per target, however
+    long the receiver keeps it. The notice stays in the outbox meanwhile, so at worst it arrives twice."""
 
-    def run() -> None:
-        try:
-            target.send(item)
-        except BaseException as exc:  # carried to the caller's thread
-            failure.append(exc)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned: dict[str, threading.Thread] = {}
 
-    sender = threading.Thread(target=run, name=f"{notify_targets.SENDER}{target.name}", daemon=True)
-    sender.start()
-    sender.join(target.timeout + 1.0)
-    if sender.is_alive():
-        raise errors.NotifyError(f"{target.name}: no answer within {target.timeout:g}s")
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, errors.NotifyError):
-            raise exc
-        raise errors.NotifyError(f"{target.name}: {type(exc).__name__}") from None
+    def __call__(self, target: notify_targets.Target, item: model.Outgoing) -> None:
+        with self._lock:
+            left = self._abandoned.get(target.name)
+            if left is not None and left.is_alive():
+                raise errors.NotifyError(f"{target.name}: a send given up after {target.timeout:g}s has not ended yet")
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                target.send(item)
+            except BaseException as exc:  # carried to the caller's thread
+                failure.append(exc)
+
+        sender = threading.Thread(target=run, name=f"{notify_targets.SENDER}{target.name}", daemon=True)
+        sender.start()
+        sender.join(target.timeout + 1.0)
+        if sender.is_alive():
+            with self._lock:
+                self._abandoned[target.name] = sender
+            raise errors.NotifyError(f"{target.name}: no answer within {target.timeout:g}s")
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, errors.NotifyError):
+                raise exc
+            raise errors.NotifyError(f"{target.name}: {type(exc).__name__}") from None
 
 
 class Courier:
@@ -93,18 +108,21 @@ class Courier:
         targets: Mapping[str, notify_targets.Target],
         clock: Callable[[], datetime],
         counted: Counted = lambda target, event, result: None,
-        send: Callable[[notify_targets.Target, model.Outgoing], None] = send_within,
+        send: Callable[[notify_targets.Target, model.Outgoing], None] | None = None,
         keep: timedelta = KEEP,
+        halt: threading.Event | None = None,
     ) -> None:
         self._box = box
         self._targets = dict(targets)
         self._clock = clock
         self._counted = counted
-        self._send = send
+        self._send = send or Sender()
         self._keep = keep
+        self._halt = halt or threading.Event()  # the process's stop request: a drain ends at once
         self._lock = threading.Lock()
         self._busy: set[tuple[str, str]] = set()  # queues being sent by this process
         self._failing: set[str] = set()  # targets whose last delivery failed (warned once until one works)
+        self._seen_errors: set[str] = set()  # internal errors already logged with their traceback
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,6 +144,15 @@ class Courier:
             self.round()
             self._wakeup.wait(self._idle())
 
+    def _guarded(self, run: Callable[[], object]) -> None:
+        """A bug (or a row a newer version wrote) must not end delivery for the process's life: said, then on."""
+        try:
+            run()
+        except Exception as exc:
+            kind = type(exc).__name__
+            log.error("notifications: internal error: %s: %s", kind, exc, exc_info=kind not in self._seen_errors)
+            self._seen_errors.add(kind)
+
     def _idle(self) -> float:
         """Seconds until the next round: when a retry or an abandoned claim falls due, at most IDLE."""
         try:
@@ -139,7 +166,7 @@ class Courier:
     def drain(self, timeout: float) -> bool:
         """Deliver what is due now, waiting at most `timeout` seconds; whether nothing due was left behind."""
         end = time.monotonic() + timeout
-        while True:
+        while not self._halt.is_set():
             self._wakeup.clear()
             started = self.round()
             if not started and not self.busy():
@@ -147,11 +174,14 @@ class Courier:
             left = end - time.monotonic()
             if left <= 0:
                 return False
-            self._wakeup.wait(left)
+            self._wakeup.wait(min(left, HALT_CHECK))
+        return False
 
     def stop(self, timeout: float) -> None:
-        """Deliver what is due within `timeout`, then stop looking; what is left is sent by the next process."""
-        self.drain(timeout)
+        """Deliver what is due within `timeout`, then stop looking; what is left is sent by the next process. With
+        no time given, or the process asked to stop, nothing more is started."""
+        if timeout > 0 and not self._halt.is_set():
+            self.drain(timeout)
         self._stopping.set()
         self._wakeup.set()
 
@@ -166,6 +196,11 @@ class Courier:
     # --- rounds ----------------------------------------------------------------------------------------------
     def round(self) -> int:
         """Drop what expired, then start a sender for each due queue not already being sent; how many started."""
+        started: list[int] = []
+        self._guarded(lambda: started.append(self._round()))
+        return started[0] if started else 0
+
+    def _round(self) -> int:
         try:
             now = self._clock()
             for item in self._box.expired(now - self._keep, now):
@@ -182,23 +217,28 @@ class Courier:
             threading.Thread(target=self._run_queue, args=(head,), name="notify-queue", daemon=True).start()
         return len(heads)
 
-    def _hold(self, target: str) -> datetime:
-        return self._clock() + timedelta(seconds=self._targets[target].timeout) + HOLD_MARGIN
+    def _hold(self, target: str) -> timedelta:
+        return timedelta(seconds=self._targets[target].timeout + 1.0) + HOLD_MARGIN
 
     def _run_queue(self, head: model.Outgoing) -> None:
-        """Send a queue's notices in order until it is empty, one fails, or the courier stops."""
+        """Send a queue's notices in order until it is empty, one fails, or the courier stops. Whatever goes wrong,
+        its claim expires and a later round takes the queue over."""
         key = queue_of(head)
+        try:
+            self._guarded(lambda: self._send_queue(head, key))
+        finally:
+            with self._lock:
+                self._busy.discard(key)
+            self.wake()
+
+    def _send_queue(self, head: model.Outgoing, key: tuple[str, str]) -> None:
         item: model.Outgoing | None = head
         try:
             while item is not None and self._deliver(item) and not self._stopping.is_set():
                 found = self._box.claim(self._clock(), targets=[key[0]], hold=self._hold, only=key)
                 item = found[0] if found else None
-        except errors.StoreError as exc:  # the claims expire; the next round or process takes them over
+        except errors.StoreError as exc:
             log.warning("notifications wait: %s", exc)
-        finally:
-            with self._lock:
-                self._busy.discard(key)
-            self.wake()
 
     def _deliver(self, item: model.Outgoing) -> bool:
         target = self._targets[item.target]
@@ -207,11 +247,11 @@ class Courier:
         except errors.NotifyError as exc:  # kept and logged beside the target's name: once is enough
             return self._failed(item, str(exc).removeprefix(f"{item.target}: "))
         self._box.delivered(item, self._clock())
-        self._counted(item.target, item.event.value, "delivered")
+        self._counted(item.target, item.event, "delivered")
         if item.target in self._failing:
             self._failing.discard(item.target)
             log.info("notifications to %s are delivered again", item.target)
-        log.debug("notification %s (%s, %s) delivered to %s", item.id, item.event.value, item.watch, item.target)
+        log.debug("notification %s (%s, %s) delivered to %s", item.id, item.event, item.watch, item.target)
         return True
 
     def _failed(self, item: model.Outgoing, error: str) -> bool:
@@ -222,19 +262,19 @@ class Courier:
             self._dropped(item, error)
             return True
         self._box.retry(item, error, now + backoff(item.attempts + 1))
-        self._counted(item.target, item.event.value, "failed")
+        self._counted(item.target, item.event, "failed")
         if item.target not in self._failing:
             self._failing.add(item.target)
             log.warning("notification to %s not delivered: %s; retrying with back-off for a day", item.target, error)
         return False
 
     def _dropped(self, item: model.Outgoing, error: str) -> None:
-        self._counted(item.target, item.event.value, "dropped")
+        self._counted(item.target, item.event, "dropped")
         hours = int(self._keep.total_seconds() // 3600)
         log.warning(
             "notification %s (%s, %s) to %s dropped: not delivered in %dh (%s)",
             item.id,
-            item.event.value,
+            item.event,
             item.watch or "no watch",
             item.target,
             hours,
@@ -247,10 +287,11 @@ def sent_now(
 ) -> dict[str, str | None]:
     """`reconciler notify test`: send to each target now, concurrently; None for delivered, else why not."""
     results: dict[str, str | None] = {}
+    sender = Sender()
 
     def one(target: notify_targets.Target) -> None:
         try:
-            send_within(target, item_for(target.name))
+            sender(target, item_for(target.name))
             results[target.name] = None
         except errors.NotifyError as exc:
             results[target.name] = str(exc)

@@ -88,7 +88,7 @@ class WebhookTarget:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            "X-Reconciler-Event": item.event.value,
+            "X-Reconciler-Event": item.event,
             "X-Reconciler-Delivery": item.id,
             SIGNATURE_HEADER: sign(self._secret, body),
         }

@@ -11,13 +11,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler import errors
 from reconciler.store import schema, tables
-
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%f"  # milliseconds; padded to the microseconds the store writes, so text compares
 
 
 class Leases:
@@ -25,10 +23,7 @@ class Leases:
         self.engine = engine
 
     def _now(self, plus: timedelta = timedelta(0)) -> ColumnElement[Any]:
-        if self.engine.dialect.name == "sqlite":
-            modifier = f"{plus.total_seconds():+.3f} seconds"
-            return func.strftime(_SQLITE_TIME, "now", modifier).concat(literal("000"))
-        return func.now() + plus if plus else func.now()
+        return schema.database_now(self.engine, plus)
 
     def _fail(self, doing: str, exc: SQLAlchemyError) -> errors.StoreError:
         return errors.StoreError(f"cannot {doing} in the database {schema.safe_url(self.engine)}: {schema.reason(exc)}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -21,7 +21,6 @@ from reconciler import model
 from reconciler.store import schema, tables
 
 PENDING, DELIVERED, DROPPED = tables.NOTICE_STATUSES
-SCAN = 2000  # pending rows looked at per round: more wait for the next
 
 
 def _outgoing(row: Any) -> model.Outgoing:
@@ -29,7 +28,7 @@ def _outgoing(row: Any) -> model.Outgoing:
         seq=row.seq,
         id=row.id,
         target=row.target,
-        event=model.Event(row.event),
+        event=row.event,
         watch=row.watch,
         body=row.body,
         created_at=row.created_at,
@@ -92,29 +91,26 @@ class NoticeBox:
         now: datetime,
         *,
         targets: Collection[str],
-        hold: Callable[[str], datetime],
+        hold: Callable[[str], timedelta],
         busy: Collection[tuple[str, str]] = (),
         only: tuple[str, str] | None = None,
     ) -> list[model.Outgoing]:
-        """The oldest pending row of each queue (a target and a watch; `only` one), claimed until `hold(target)`.
-        A queue whose oldest row backs off, is claimed by another process, or is `busy` here, waits whole: a later
-        notice never overtakes an earlier one of the same watch."""
+        """The oldest pending row of each queue (a target and a watch; `only` one), claimed for `hold(target)` by
+        the database's clock. A queue whose oldest row backs off (by `now`), is claimed by another process, or is
+        `busy` here, waits whole: a later notice never overtakes an earlier one of the same watch."""
         n = tables.notifications
-        query = select(n).where(n.c.status == PENDING, n.c.target.in_(list(targets)))
+        queue = func.coalesce(n.c.watch, "")
+        pending = (n.c.status == PENDING) & n.c.target.in_(list(targets))
         if only is not None:
-            query = query.where(n.c.target == only[0], func.coalesce(n.c.watch, "") == only[1])
+            pending = pending & (n.c.target == only[0]) & (queue == only[1])
+        oldest = select(func.min(n.c.seq)).where(pending).group_by(n.c.target, queue)
         with self._begin("read the pending notifications") as conn:
-            rows = conn.execute(query.order_by(n.c.seq).limit(SCAN)).all()
-        heads: dict[tuple[str, str], Any] = {}
-        for row in rows:
-            heads.setdefault(queue_of(row), row)
+            heads = conn.execute(select(n).where(n.c.seq.in_(oldest)).order_by(n.c.seq)).all()
         claimed = []
-        for key, head in heads.items():
-            if key in busy or (head.next_attempt_at is not None and head.next_attempt_at > now):
+        for head in heads:
+            if queue_of(head) in busy or (head.next_attempt_at is not None and head.next_attempt_at > now):
                 continue
-            if head.claimed_until is not None and head.claimed_until > now:
-                continue
-            if self._take(head.seq, now, hold(head.target)):
+            if self._take(head.seq, hold(head.target)):
                 claimed.append(_outgoing(head))
         return claimed
 
@@ -129,13 +125,16 @@ class NoticeBox:
             times = [max(t for t in row if t is not None) for row in conn.execute(query)]
         return min(times, default=None)
 
-    def _take(self, seq: int, now: datetime, until: datetime) -> bool:
-        """Claim a row, unless another process claimed or finished it meanwhile."""
+    def _take(self, seq: int, hold: timedelta) -> bool:
+        """Claim a row, unless another process claimed (and still holds) or finished it meanwhile. Claims are
+        timed by the database's clock, as the lease is, so processes whose clocks disagree never send one twice."""
         n = tables.notifications
-        free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= now)
+        free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= schema.database_now(self.engine))
         with self._begin("claim a notification") as conn:
             taken = conn.execute(
-                update(n).where(n.c.seq == seq, n.c.status == PENDING, free).values(claimed_until=until)
+                update(n)
+                .where(n.c.seq == seq, n.c.status == PENDING, free)
+                .values(claimed_until=schema.database_now(self.engine, hold))
             ).rowcount
         return bool(taken)
 
@@ -153,26 +152,23 @@ class NoticeBox:
         if tried:
             values["attempts"] = n.c.attempts + 1
         with self._begin(doing) as conn:
-            conn.execute(update(n).where(n.c.seq == item.seq).values(claimed_until=None, **values))
+            conn.execute(
+                update(n).where(n.c.seq == item.seq, n.c.status == PENDING).values(claimed_until=None, **values)
+            )
 
     def expired(self, before: datetime, now: datetime) -> list[model.Outgoing]:
         """Drop the pending, unclaimed rows recorded before `before` (a day of retries gone by, or a target that
-        cannot deliver); returns them, to be warned of and counted."""
+        cannot deliver); returns those this call dropped (not another's), to be warned of and counted."""
         n = tables.notifications
         stale = (n.c.status == PENDING) & (n.c.created_at < before)
-        free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= now)
+        free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= schema.database_now(self.engine))
+        drop = update(n).where(stale & free).values(status=DROPPED, finished_at=now, claimed_until=None)
         with self._begin("drop expired notifications") as conn:
-            rows = [_outgoing(r) for r in conn.execute(select(n).where(stale & free).order_by(n.c.seq).limit(SCAN))]
-            if rows:
-                conn.execute(
-                    update(n)
-                    .where(n.c.seq.in_([r.seq for r in rows]), n.c.status == PENDING)
-                    .values(status=DROPPED, finished_at=now, claimed_until=None)
-                )
-        return rows
+            rows = conn.execute(drop.returning(*n.c)).all()
+        return sorted((_outgoing(r) for r in rows), key=lambda item: item.seq)
 
     def backlog(self, targets: Sequence[str]) -> dict[str, model.Backlog]:
-        """Each target's undelivered notifications (and how many were dropped), for `status`."""
+        """Each of these targets' undelivered notifications (and how many were ever dropped), for `status`."""
         n = tables.notifications
         with self._begin("read the notification backlog") as conn:
             pending = conn.execute(
@@ -193,8 +189,10 @@ class NoticeBox:
                 .order_by(n.c.seq.desc())
             ):
                 last_error[target] = error  # the oldest row's error wins: it holds its queue
-        found = {t: model.Backlog(target=t, dropped=dropped.get(t, 0)) for t in [*targets, *dropped]}
+        found = {t: model.Backlog(target=t, dropped=dropped.get(t, 0)) for t in targets}
         for target, count, oldest, next_at in pending:
+            if target not in found:  # a target no longer configured: its rows are dropped after a day
+                continue
             found[target] = model.Backlog(
                 target=target,
                 undelivered=count,

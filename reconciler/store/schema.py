@@ -13,13 +13,15 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import ColumnElement, Connection, Engine, func, inspect, literal, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import errors
@@ -126,3 +128,15 @@ def reason(exc: SQLAlchemyError) -> str:
     """The driver's first line, which names the cause without the SQL or parameters."""
     original = getattr(exc, "orig", None) or exc
     return str(original).strip().splitlines()[0][:300] if str(original).strip() else type(exc).__name__
+
+
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%f"  # milliseconds; padded to the microseconds the store writes, so text compares
+
+
+def database_now(engine: Engine, plus: timedelta = timedelta(0)) -> ColumnElement[Any]:
+    """The database's clock (`now()` on PostgreSQL, `strftime('now')` on SQLite), plus `plus`: what processes whose
+    clocks disagree compare a lease's or a claim's end against."""
+    if engine.dialect.name == "sqlite":
+        modifier = f"{plus.total_seconds():+.3f} seconds"
+        return func.strftime(_SQLITE_TIME, "now", modifier).concat(literal("000"))
+    return func.now() + plus if plus else func.now()
