@@ -145,7 +145,7 @@ def cmd_config(args: argparse.Namespace, application: app.App) -> int:
             say(f"warning: {missing.key}: {missing.what}; {effect}", args.log_format, level=logging.WARNING)
     for name, why in application.notifications.unusable().items():
         effect = f"notifications to {name} will be kept for a day, not sent"
-        say(f"warning: {why}; {effect}", args.log_format, level=logging.WARNING)
+        say(f"warning: notify target {name}: {why}; {effect}", args.log_format, level=logging.WARNING)
     valid = f"configuration {application.settings.source} is valid"
     if args.log_format == "json":
         say(valid, args.log_format, level=logging.INFO)

@@ -56,7 +56,7 @@ class Notifications:
                 except errors.ConfigError as exc:
                     self._unusable[s.name] = str(exc)
                     if not quiet:
-                        log.warning("%s; notifications to %s are kept for a day, not sent", exc, s.name)
+                        log.warning("notify target %s: %s; its notifications are kept for a day, not sent", s.name, exc)
         return self._targets
 
     def unusable(self) -> dict[str, str]:
@@ -83,7 +83,7 @@ class Notifications:
         """`reconciler notify test`: a `test` notice sent now to each target (these names, or all), not through
         the outbox; per target, None when it was delivered, else why not."""
         chosen = [s for s in self.settings if not names or s.name in names]
-        senders = self.targets()
+        senders = self.targets(quiet=True)  # each line says why
         unable = self.cannot_send()
         results: dict[str, str | None] = {s.name: f"{s.name}: {unable[s.name]}" for s in chosen if s.name in unable}
         ready = [senders[s.name] for s in chosen if s.name not in results]
@@ -112,7 +112,7 @@ def _target(s: config.NotifySettings) -> targets.Target:
     if s.kind is model.NotifyKind.APPRISE:
         unusable = targets.check_apprise_url(s.url.reveal())
         if unusable is not None:
-            raise errors.ConfigError(f"notify target {s.name}: the URL in {s.shown}: {unusable}")
+            raise errors.ConfigError(f"the URL in {s.shown}: {unusable}")
         return targets.AppriseTarget(name=s.name, url=s.url.reveal(), timeout=timeout)
     assert s.secret is not None
     return targets.WebhookTarget(

@@ -356,3 +356,37 @@ def test_an_expired_row_is_dropped_once_and_never_while_claimed(box: notices.Not
     dropped = box.expired(later - timedelta(days=1), later)
     assert [i.seq for i in dropped] != [] and held.seq not in [i.seq for i in dropped]
     assert box.expired(later - timedelta(days=1), later) == []  # a second sweep finds none of them again
+
+
+def test_due_in_times_a_back_off_by_the_process_and_a_claim_by_the_database(
+    box: notices.NoticeBox, clock: Clock
+) -> None:
+    """So a process whose clock runs ahead neither spins on a claim still held nor waits past a back-off."""
+    record(box, [notice("stack-staging", 1, clock.now), notice("stack-production", 1, clock.now)], clock.now)
+    staging, production = box.claim(clock.now, targets=["chat"], hold=lambda _: timedelta(minutes=10))
+    box.retry(production, "HTTP 503", clock.now + timedelta(seconds=40))  # which ends its claim
+    assert box.due_in(["chat"], clock.now) == timedelta(seconds=40)
+    box.retry(production, "HTTP 503", clock.now + timedelta(days=2))
+    clock.advance(days=1)  # this process's clock is now a day ahead of the database's
+    due = box.due_in(["chat"], clock.now)
+    assert due is not None and timedelta(minutes=9) < due <= timedelta(minutes=10)  # staging's claim, still held
+    assert staging.watch == "stack-staging"
+
+
+def test_a_drain_waiting_on_a_slow_send_does_not_keep_asking_the_database(
+    migrated_engine: Engine, clock: Clock
+) -> None:
+    rounds = Counter[str]()
+
+    class Counting(notices.NoticeBox):
+        def expired(self, before: datetime, now: datetime) -> list[model.Outgoing]:
+            rounds["rounds"] += 1
+            return super().expired(before, now)
+
+    box = Counting(migrated_engine, [model.Route(target="stuck")])
+    stuck = Stuck()
+    stuck.timeout = 1.0
+    record(box, [notice("stack-staging", 1, clock.now)], clock.now)
+    assert not courier(box, clock, stuck).drain(1.0)
+    assert rounds["rounds"] <= 2  # looked again when woken, not ten times a second
+    stuck.unblock.set()

@@ -51,7 +51,7 @@ class Box(Protocol):
 
     def expired(self, before: datetime, now: datetime) -> list[model.Outgoing]: ...
 
-    def due_at(self, targets: Collection[str]) -> datetime | None: ...
+    def due_in(self, targets: Collection[str], now: datetime) -> timedelta | None: ...
 
 
 def backoff(attempts: int) -> timedelta:
@@ -66,17 +66,19 @@ def queue_of(item: model.Outgoing) -> tuple[str, str]:
 class Sender:
     """Sends with a deadline: the target's timeout, whatever the library does underneath (a receiver that trickles
     bytes keeps each read within a socket timeout, not the whole answer). A send still running past it is left to
-    a daemon thread, and the target gets no other send until that one has ended: at most one per target, however
-    long the receiver keeps it. The notice stays in the outbox meanwhile, so at worst it arrives twice."""
+    a daemon thread, and the target gets no new send until those have ended (so no more are left than were sending
+    to it at once, one per watch at most), however long the receiver keeps them: its notices wait, retried with
+    back-off, and `status` says why. At worst a notice arrives twice."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._abandoned: dict[str, threading.Thread] = {}
+        self._abandoned: dict[str, list[threading.Thread]] = {}
 
     def __call__(self, target: notify_targets.Target, item: model.Outgoing) -> None:
         with self._lock:
-            left = self._abandoned.get(target.name)
-            if left is not None and left.is_alive():
+            left = [t for t in self._abandoned.get(target.name, []) if t.is_alive()]
+            self._abandoned[target.name] = left
+            if left:
                 raise errors.NotifyError(f"{target.name}: a send given up after {target.timeout:g}s has not ended yet")
         failure: list[BaseException] = []
 
@@ -91,7 +93,7 @@ class Sender:
         sender.join(target.timeout + 1.0)
         if sender.is_alive():
             with self._lock:
-                self._abandoned[target.name] = sender
+                self._abandoned.setdefault(target.name, []).append(sender)
             raise errors.NotifyError(f"{target.name}: no answer within {target.timeout:g}s")
         if failure:
             exc = failure[0]
@@ -156,26 +158,26 @@ class Courier:
     def _idle(self) -> float:
         """Seconds until the next round: when a retry or an abandoned claim falls due, at most IDLE."""
         try:
-            due = self._box.due_at(self._targets)
+            due = self._box.due_in(self._targets, self._clock())
         except errors.StoreError:
             return IDLE
         if due is None:
             return IDLE
-        return min(max((due - self._clock()).total_seconds(), 0.05), IDLE)
+        return min(max(due.total_seconds(), 0.05), IDLE)
 
     def drain(self, timeout: float) -> bool:
         """Deliver what is due now, waiting at most `timeout` seconds; whether nothing due was left behind."""
         end = time.monotonic() + timeout
-        while not self._halt.is_set():
+        while True:
             self._wakeup.clear()
             started = self.round()
             if not started and not self.busy():
                 return True
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            self._wakeup.wait(min(left, HALT_CHECK))
-        return False
+            while not self._wakeup.is_set():  # a queue ended, or rows were recorded: look again
+                left = end - time.monotonic()
+                if left <= 0 or self._halt.is_set():
+                    return False
+                self._wakeup.wait(min(left, HALT_CHECK))
 
     def stop(self, timeout: float) -> None:
         """Deliver what is due within `timeout`, then stop looking; what is left is sent by the next process. With

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, type_coerce, update
 
 from reconciler import model
 from reconciler.store import schema, tables
@@ -114,16 +114,22 @@ class NoticeBox:
                 claimed.append(_outgoing(head))
         return claimed
 
-    def due_at(self, targets: Collection[str]) -> datetime | None:
-        """When a pending row waiting now (backing off, or claimed by a process that may have died) falls due."""
+    def due_in(self, targets: Collection[str], now: datetime) -> timedelta | None:
+        """How long until a pending row waiting now falls due: its back-off (by `now`, the clock that set it) and
+        any claim on it (by the database's clock, the one that set that), whichever ends later; the soonest."""
         n = tables.notifications
         waiting = n.c.next_attempt_at.is_not(None) | n.c.claimed_until.is_not(None)
-        query = select(n.c.next_attempt_at, n.c.claimed_until).where(
+        database = type_coerce(schema.database_now(self.engine), tables.UTCDateTime())
+        query = select(n.c.next_attempt_at, n.c.claimed_until, database).where(
             n.c.status == PENDING, n.c.target.in_(list(targets)), waiting
         )
+        zero = timedelta(0)
         with self._begin("read when notifications fall due") as conn:
-            times = [max(t for t in row if t is not None) for row in conn.execute(query)]
-        return min(times, default=None)
+            waits = [
+                max(retry - now if retry else zero, claim - database_now if claim else zero)
+                for retry, claim, database_now in conn.execute(query)
+            ]
+        return min(waits, default=None)
 
     def _take(self, seq: int, hold: timedelta) -> bool:
         """Claim a row, unless another process claimed (and still holds) or finished it meanwhile. Claims are
