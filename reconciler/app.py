@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import clients, config, deploy, engine, errors, lease, model, notifications, report, said
-from reconciler.actuators import awx
+from reconciler.actuators import awx, github
 from reconciler.progress import Progress
 from reconciler.registry import client
 from reconciler.store import leases, outbox, queries, schema
@@ -86,6 +86,16 @@ class App:
         actuators: dict[model.ActionKind, deploy.Actuator] = {
             model.ActionKind.AWX: awx.AwxActuator(clients=servers, clock=clock, sleep=sleep)
         }
+        if self.settings.github:
+            session = clients.github_session(stop=self.stop)
+            hubs = {
+                name: github.GitHubClient(
+                    session=session, server=clients.github_server(name, s), sleep=sleep, clock=clock
+                )
+                for name, s in self.settings.github.items()
+                if not s.missing  # its watches do not act (`Watch.cannot_act`)
+            }
+            actuators[model.ActionKind.GITHUB] = github.GithubActuator(clients=hubs, clock=clock, sleep=sleep)
         if any(isinstance(w.action, model.StatefulSetAction) for w in self.settings.watches):
             from reconciler.actuators import kube  # noqa: PLC0415  (see kube_api)
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from urllib3.util import Retry
 
 from reconciler import config, errors
-from reconciler.actuators import awx
+from reconciler.actuators import awx, github_client
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
@@ -119,6 +119,23 @@ def awx_session(*, retries: int = 3, backoff: float = 0.5, stop: threading.Event
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def github_session(*, stop: threading.Event | None = None) -> requests.Session:
+    """A session for GitHub, retried as AWX's is: reads on 502/503/504 and failed connections, never a dispatch
+    that may have arrived."""
+    return awx_session(stop=stop)
+
+
+def github_server(name: str, settings: config.GithubSettings) -> github_client.Server:
+    assert settings.token is not None
+    return github_client.Server(
+        name=name,
+        url=settings.url,
+        authorization=f"Bearer {settings.token.reveal()}",
+        timeout=settings.timeout,
+        poll=settings.poll,
+    )
 
 
 def notify_session() -> requests.Session:

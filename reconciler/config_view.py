@@ -31,6 +31,15 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
                 "workflow_template" if w.action.workflow else "template": w.action.template,
                 "extra_vars": dict(w.action.extra_vars),
             }
+        elif isinstance(w.action, model.GithubAction):
+            action = {
+                "kind": "github",
+                "github": w.action.server,
+                "repository": w.action.repository,
+                "workflow": w.action.workflow,
+                "ref": w.action.ref,
+                "inputs": dict(w.action.inputs),
+            }
         elif isinstance(w.action, model.StatefulSetAction):
             action = {
                 "kind": "statefulset",
@@ -95,6 +104,10 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
                 "marker": a.marker,
             }
             for name, a in settings.awx.items()
+        },
+        "github": {
+            name: {"url": g.url, "token": secret(g.token), "timeout": _duration(g.timeout), "poll": _duration(g.poll)}
+            for name, g in settings.github.items()
         },
         "kubernetes": {"context": settings.kube_context, "poll": _duration(settings.kube_poll)},
         "watch": [watch(w) for w in settings.watches],

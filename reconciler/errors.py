@@ -16,6 +16,9 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   │                              the watch's action changes or `reconciler retry`
     │   ├── AwxError                   AWX refused or failed (401, 403, 404, 400 …)
     │   │   └── AwxUnavailable(ActuatorUnavailable)
+    │   ├── GitHubError                GitHub refused or failed (401, 403 naming actions:write, 404 …)
+    │   │   ├── GitHubRefused(ActionRefused)  422: an unknown input, no workflow_dispatch, an unknown ref
+    │   │   └── GitHubUnavailable(ActuatorUnavailable)  5xx, a rate limit or unreachable: nothing was dispatched
     │   ├── KubeError                  Kubernetes refused or failed (403 naming the verb, 404, 422, a stalled roll-out)
     │   │   ├── KubeConflict           409: the object changed under us; the patch is tried again
     │   │   └── KubeUnavailable(ActuatorUnavailable)  5xx, 429 or unreachable: asked again, never a failed roll-out
@@ -74,6 +77,25 @@ class AwxError(ActuatorError):
 
 class AwxUnavailable(AwxError, ActuatorUnavailable):
     """AWX could not be reached, or answered 500 with its own error body (it rolls the request back)."""
+
+
+class GitHubError(ActuatorError):
+    """GitHub refused the request (401, 403, 404) or answered what cannot be read; the message names the repository
+    or the permission it needs."""
+
+
+class GitHubRefused(GitHubError, ActionRefused):
+    """422: the workflow cannot be dispatched as configured (an input it does not declare, no workflow_dispatch
+    trigger, a ref it does not know): not retried for that image until the watch's action changes."""
+
+
+class GitHubUnavailable(GitHubError, ActuatorUnavailable):
+    """GitHub could not be reached, failed (5xx) or rate-limited the request: nothing was dispatched. `retry_after`
+    is how long GitHub asked to wait, when it said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class KubeError(ActuatorError):

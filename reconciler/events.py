@@ -35,7 +35,8 @@ def _env(watch: model.Watch) -> str:
 
 
 def _job(record: model.ActionRecord) -> str:
-    return f". Job: {record.link}" if record.link else f" (action #{record.id})"
+    label = "Run" if record.kind is model.ActionKind.GITHUB else "Job"  # a GitHub Actions run; an AWX job
+    return f". {label}: {record.link}" if record.link else f" (action #{record.id})"
 
 
 def action_summary(record: model.ActionRecord) -> dict[str, Any]:

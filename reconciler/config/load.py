@@ -72,7 +72,7 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
 
 def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
     top = config_table.Table(data, "", env, path.parent).expect(
-        "reconciler", "server", "registries", "awx", "kubernetes", "watch", "notify"
+        "reconciler", "server", "registries", "awx", "github", "kubernetes", "watch", "notify"
     )
     main = top.table("reconciler") or config_table.Table({}, "reconciler", env, path.parent)
     main.expect("database", "lease", *watches.SCHEDULE_KEYS)
@@ -83,6 +83,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
     assert file_database is not None
     defaults = watches.schedule_of(main, watches.Defaults())
     awx = sections.awx_servers(top.table("awx"))
+    github = sections.github_servers(top.table("github"))
     kube = (top.table("kubernetes") or config_table.Table({}, "kubernetes", env, path.parent)).expect("context", "poll")
     context = kube.text("context")
     kube_poll = kube.duration("poll", timedelta(seconds=5))
@@ -90,7 +91,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
     if not isinstance(watch_list, list):
         raise errors.ConfigError("watch: expected [[watch]] tables")
     specs = tuple(
-        watches.watch(config_table.Table(w, f"watch[{i}]", env, path.parent), defaults, awx)
+        watches.watch(config_table.Table(w, f"watch[{i}]", env, path.parent), defaults, awx, github)
         for i, w in enumerate(watch_list)
     )
     seen: set[str] = set()
@@ -112,6 +113,7 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         server=sections.server(top),
         registries=sections.registries(top.table("registries")),
         awx=awx,
+        github=github,
         kube_context=context,
         kube_poll=kube_poll,
         lease_ttl=lease_ttl,

@@ -17,6 +17,7 @@ from reconciler.config import table as config_table
 from reconciler.config.settings import (
     DEFAULT_MARKER,
     AwxSettings,
+    GithubSettings,
     RegistrySettings,
     ServerSettings,
 )
@@ -119,6 +120,28 @@ def awx_servers(table: config_table.Table | None) -> dict[str, AwxSettings]:
             missing=missing,
         )
         out[name] = settings
+    return out
+
+
+def github_servers(table: config_table.Table | None) -> dict[str, GithubSettings]:
+    """`[github.NAME]`: the API (GitHub Enterprise: https://HOST/api/v3) and the token that dispatches."""
+    out: dict[str, GithubSettings] = {}
+    for name in table.data if table is not None else ():
+        assert table is not None
+        entry = table.table(name)
+        assert entry is not None
+        entry.expect("url", "token_env", "token_file", "timeout", "poll")
+        url = http_url(entry, "url", required=False, credentials="give the token as token_env")
+        if not entry.text("token_env") and not entry.text("token_file"):
+            raise errors.ConfigError(f"{entry.path}: give token_env (or token_file): dispatching needs actions:write")
+        found, missing = entry.secrets("token")
+        out[name] = GithubSettings(
+            url=url or "https://api.github.com",
+            token=found["token"],
+            timeout=entry.duration("timeout", timedelta(minutes=45)),
+            poll=entry.duration("poll", timedelta(seconds=15)),
+            missing=missing,
+        )
     return out
 
 

@@ -67,12 +67,24 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GithubSettings:
+    """A GitHub (or GitHub Enterprise: `https://HOST/api/v3`) API and the token that dispatches workflows."""
+
+    url: str = "https://api.github.com"
+    token: Secret | None = None
+    timeout: timedelta = timedelta(minutes=45)  # how long a run may take before it is cancelled
+    poll: timedelta = timedelta(seconds=15)
+    missing: tuple[MissingSecret, ...] = ()  # the token named but unset: the watches dispatching through it do not act
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: str
     database: str = DEFAULT_DATABASE
     server: ServerSettings = ServerSettings()
     registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
     awx: Mapping[str, AwxSettings] = field(default_factory=dict)
+    github: Mapping[str, GithubSettings] = field(default_factory=dict)
     kube_context: str | None = None
     kube_poll: timedelta = timedelta(seconds=5)
     lease_ttl: timedelta = timedelta(seconds=60)
@@ -85,6 +97,11 @@ class Settings:
         for name, awx in self.awx.items():
             users = [w.name for w in self.watches if isinstance(w.action, model.AwxAction) and w.action.server == name]
             found += [(m, users) for m in awx.missing]
+        for name, github in self.github.items():
+            users = [
+                w.name for w in self.watches if isinstance(w.action, model.GithubAction) and w.action.server == name
+            ]
+            found += [(m, users) for m in github.missing]
         for host, registry in self.registries.items():
             users = [w.name for w in self.watches if w.image.registry == host]
             found += [(m, users) for m in registry.missing]

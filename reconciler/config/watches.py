@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from reconciler import errors, model
 from reconciler.config import table as config_table
-from reconciler.config.settings import PLACEHOLDERS, AwxSettings
+from reconciler.config.settings import PLACEHOLDERS, AwxSettings, GithubSettings
 
 SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
 
@@ -71,7 +71,41 @@ def _extra_vars(table: config_table.Table | None) -> dict[str, model.ExtraVar]:
     return out
 
 
-def _action(table: config_table.Table, awx: Mapping[str, AwxSettings]) -> model.Action:
+def _github(table: config_table.Table, github: Mapping[str, GithubSettings]) -> model.GithubAction:
+    table.expect("kind", "github", "repository", "workflow", "ref", "inputs")
+    server = table.required("github")
+    if server not in github:
+        known = ", ".join(f"[github.{n}]" for n in github) or "none"
+        raise errors.ConfigError(f"{table.key('github')}: no [github.{server}] section (defined: {known})")
+    workflow = table.get("workflow")
+    if (
+        isinstance(workflow, bool)
+        or not isinstance(workflow, str | int)
+        or workflow in ("", 0)
+        or (isinstance(workflow, int) and workflow < 1)
+    ):
+        raise errors.ConfigError(
+            f"{table.key('workflow')}: expected the workflow's name, its file name (build-main.yaml) or its numeric "
+            f"id, got {workflow!r}"
+        )
+    inputs = _extra_vars(table.table("inputs"))
+    if len(inputs) > 25:  # GitHub refuses more (REST: "Create a workflow dispatch event", inputs: max 25)
+        raise errors.ConfigError(f"{table.key('inputs')}: GitHub takes at most 25 inputs, got {len(inputs)}")
+    try:
+        return model.GithubAction(
+            server=server,
+            repository=table.required("repository"),
+            workflow=workflow,
+            ref=table.required("ref"),
+            inputs=inputs,
+        )
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{table.key('repository')}: {exc}") from None
+
+
+def _action(
+    table: config_table.Table, awx: Mapping[str, AwxSettings], github: Mapping[str, GithubSettings]
+) -> model.Action:
     kind = table.required("kind")
     if kind == model.ActionKind.AWX:
         table.expect("kind", "awx", "template", "workflow_template", "extra_vars")
@@ -98,8 +132,10 @@ def _action(table: config_table.Table, awx: Mapping[str, AwxSettings]) -> model.
             timeout=table.duration("timeout", timedelta(minutes=15)),
             on_delete=table.choice("on_delete", model.OnDelete, model.OnDelete.REPORT),
         )
+    elif kind == model.ActionKind.GITHUB:
+        action = _github(table, github)
     else:
-        raise errors.ConfigError(f'{table.key("kind")}: expected "awx" or "statefulset", got {kind!r}')
+        raise errors.ConfigError(f'{table.key("kind")}: expected "awx", "github" or "statefulset", got {kind!r}')
     return action
 
 
@@ -127,7 +163,12 @@ def _selector(table: config_table.Table) -> model.Selector:
         raise errors.ConfigError(f"{rule.path}: {exc}") from None
 
 
-def watch(table: config_table.Table, defaults: Defaults, awx: Mapping[str, AwxSettings]) -> model.Watch:
+def watch(
+    table: config_table.Table,
+    defaults: Defaults,
+    awx: Mapping[str, AwxSettings],
+    github: Mapping[str, GithubSettings] | None = None,
+) -> model.Watch:
     table.expect("name", "image", "tag", "tags", "action", "environment", *SCHEDULE_KEYS)
     name = table.required("name")
     environment = table.text("environment", "")  # what notifications call it; by default the name's last "-" part
@@ -139,8 +180,12 @@ def watch(table: config_table.Table, defaults: Defaults, awx: Mapping[str, AwxSe
     selector = _selector(table)
     timing = schedule_of(table, defaults)
     action_table = table.table("action")
-    action = _action(action_table, awx) if action_table is not None else None
-    missing = awx[action.server].missing if isinstance(action, model.AwxAction) else ()
+    action = _action(action_table, awx, github or {}) if action_table is not None else None
+    missing: tuple[config_table.MissingSecret, ...] = ()
+    if isinstance(action, model.AwxAction):
+        missing = awx[action.server].missing
+    elif isinstance(action, model.GithubAction):
+        missing = (github or {})[action.server].missing
     try:
         return model.Watch(
             name=name,

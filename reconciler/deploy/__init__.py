@@ -112,7 +112,7 @@ class Deployer:
             request = actuator.request(spec, target)
         except errors.ActuatorError as exc:  # nothing was sent; still recorded, and retried after a back-off
             record = plan(lambda _: {})
-            return None if record is None else self._failed(watch, record, str(exc), _failure_of(exc))
+            return None if record is None else self._failed(watch, record, str(exc), _failure_of(exc), wait=_wait(exc))
         self._keep_alive()  # never plan, nor launch, without the lease
         record = plan(lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)))
         if record is None:
@@ -125,7 +125,7 @@ class Deployer:
             log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
             return self._resolve(watch, record, str(exc))
         except errors.ActuatorError as exc:
-            return self._failed(watch, record, str(exc), _failure_of(exc))
+            return self._failed(watch, record, str(exc), _failure_of(exc), wait=_wait(exc))
         return self._launched(watch, record, launch)
 
     def _tell(self, watch: model.Watch) -> Tell:
@@ -254,8 +254,15 @@ class Deployer:
         return self._failed(watch, record, detail, failure)
 
     def _failed(
-        self, watch: model.Watch, record: model.ActionRecord, detail: str, failure: model.Failure
+        self,
+        watch: model.Watch,
+        record: model.ActionRecord,
+        detail: str,
+        failure: model.Failure,
+        *,
+        wait: timedelta | None = None,
     ) -> model.ActionRecord:
+        """Record the failure with its retry time: the back-off, or longer when the system asked (a rate limit)."""
         now = self._clock()
         log.warning(
             "watch %s: action #%d failed (%s, attempt %d): %s",
@@ -272,7 +279,15 @@ class Deployer:
             retry_at = now + decide.backoff(record.outages + 1)
         else:
             retry_at = now + decide.backoff(record.attempt)
+        if retry_at is not None and wait is not None:
+            retry_at = max(retry_at, now + wait)
         return self._outbox.failed(record.id, detail, now, retry_at=retry_at, failure=failure, tell=self._tell(watch))
+
+
+def _wait(exc: errors.ActuatorError) -> timedelta | None:
+    """How long the system asked to wait before the next try (GitHub's rate limits), when it said."""
+    seconds = getattr(exc, "retry_after", None)
+    return timedelta(seconds=seconds) if isinstance(seconds, int | float) else None
 
 
 def _failure_of(exc: errors.ActuatorError) -> model.Failure:

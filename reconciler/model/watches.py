@@ -36,6 +36,7 @@ class FirstSeen(enum.StrEnum):
 class ActionKind(enum.StrEnum):
     AWX = "awx"
     STATEFULSET = "statefulset"
+    GITHUB = "github"
 
 
 class RolloutMode(enum.StrEnum):
@@ -176,7 +177,27 @@ class StatefulSetAction:
         return f"statefulset {self.namespace}/{self.name} ({self.mode})"
 
 
-Action = AwxAction | StatefulSetAction
+@dataclass(frozen=True, slots=True)
+class GithubAction:
+    """Dispatch a GitHub Actions workflow (by name, file name or numeric id) on a ref, with inputs, and wait for
+    its run."""
+
+    server: str  # the [github.NAME] it goes through
+    repository: str  # owner/name
+    workflow: str | int
+    ref: str
+    inputs: Mapping[str, ExtraVar] = field(default_factory=dict)
+    kind: ActionKind = field(default=ActionKind.GITHUB, init=False)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", self.repository):
+            raise errors.ConfigError(f"repository {self.repository!r} must be owner/name")
+
+    def describe(self) -> str:
+        return f"github {self.server}: {self.repository} workflow {self.workflow!r} on {self.ref}"
+
+
+Action = AwxAction | StatefulSetAction | GithubAction
 
 
 def fingerprint(action: Action) -> str:
