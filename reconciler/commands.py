@@ -134,7 +134,7 @@ def cmd_config(args: argparse.Namespace, application: app.App) -> int:
     print_json(config_view.resolved(application.settings))
     for missing, users in application.settings.missing_secrets():
         held = (f"watch {users[0]}" if len(users) == 1 else f"watches {', '.join(users)}") if users else "no watch"
-        if missing.key.startswith("awx."):
+        if missing.key.startswith(("awx.", "github.")):
             effect = f"{held} will be observed but not acted on"
         else:
             effect = f"`reconcile` and `run` refuse to start ({held} cannot be checked)"

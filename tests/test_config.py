@@ -103,12 +103,22 @@ def test_repository_config_rolls_out_production_on_a_new_release_tag() -> None:
     assert production.action.template == "Production Fragalysis Stack"
 
 
-@pytest.mark.parametrize("name", [pytest.param("frontend", id="frontend"), pytest.param("backend", id="backend")])
-def test_repository_config_only_observes_frontend_and_backend(name: str) -> None:
-    observed = config.load(REPO_CONFIG, env={"AWX_TOKEN": "t"}).watch(name)
+@pytest.mark.parametrize(
+    ("name", "tag_input"),
+    [pytest.param("frontend", "fe_image_tag", id="frontend"), pytest.param("backend", "be_image_tag", id="backend")],
+)
+def test_repository_config_rebuilds_the_stack_on_a_new_frontend_or_backend(name: str, tag_input: str) -> None:
+    """The seed's trigger-ci-action step, as one watch: the stack's `build main`, with the image's tag."""
+    watch = config.load(REPO_CONFIG, env={"AWX_TOKEN": "t", "GITHUB_TOKEN": "g"}).watch(name)
 
-    assert observed.action is None
-    assert observed.selector == model.TagSelector("latest")
+    assert watch.selector == model.TagSelector("latest")
+    assert watch.action == model.GithubAction(
+        server="default",
+        repository="xchem/fragalysis-stack",
+        workflow="build main",
+        ref="master",
+        inputs={tag_input: "{tag}"},
+    )
 
 
 def test_repository_config_resolves_the_awx_token_from_the_environment() -> None:
@@ -120,23 +130,22 @@ def test_repository_config_resolves_the_awx_token_from_the_environment() -> None
     assert (awx.timeout, awx.poll) == (timedelta(minutes=45), timedelta(seconds=5))
 
 
-def test_repository_config_without_the_awx_token_loads_and_holds_back_only_the_awx_watches() -> None:
+def test_repository_config_without_its_tokens_loads_and_holds_back_only_the_watches_needing_them() -> None:
     settings = config.load(REPO_CONFIG, env={})
 
     held = {w.name: w.cannot_act for w in settings.watches}
     assert held == {
         "stack-staging": "AWX_TOKEN is not set (awx.production.token_env)",
         "stack-production": "AWX_TOKEN is not set (awx.production.token_env)",
-        "frontend": None,
-        "backend": None,
+        "frontend": "GITHUB_TOKEN is not set (github.default.token_env)",
+        "backend": "GITHUB_TOKEN is not set (github.default.token_env)",
     }
     assert settings.awx["production"].token is None
-    [(missing, users)] = settings.missing_secrets()
-    assert (missing.key, missing.variable, users) == (
-        "awx.production.token_env",
-        "AWX_TOKEN",
-        ["stack-staging", "stack-production"],
-    )
+    missing = [(m.key, m.variable, users) for m, users in settings.missing_secrets()]
+    assert missing == [
+        ("awx.production.token_env", "AWX_TOKEN", ["stack-staging", "stack-production"]),
+        ("github.default.token_env", "GITHUB_TOKEN", ["frontend", "backend"]),
+    ]
     settings.require_registry_secrets()  # no registry credentials are named: observing needs no secret
 
 

@@ -45,13 +45,15 @@ PORT = 8080
 CONFIG_PATH = "/etc/reconciler/config.toml"
 DATABASE_URL = "postgresql+psycopg://reconciler:${POSTGRES_PASSWORD}@postgres:5432/reconciler"
 REQUIRED_VARIABLES = {"POSTGRES_PASSWORD"}  # compose refuses to start without it
-# Unset, these stay unset: the endpoints they guard are disabled; without AWX_TOKEN, the AWX watches only observe.
+# Unset, these stay unset: the endpoints they guard are disabled; without AWX_TOKEN (GITHUB_TOKEN), the AWX (GitHub)
+# watches only observe.
 OPTIONAL_SECRETS = {
     "RECONCILER_API_TOKEN",
     "RECONCILER_WEBHOOK_SECRET",
     "DOCKERHUB_USERNAME",
     "DOCKERHUB_TOKEN",
     "AWX_TOKEN",
+    "GITHUB_TOKEN",
 }
 
 Doc = dict[str, Any]
@@ -596,11 +598,18 @@ def test_the_compose_config_leaves_the_database_to_the_environment() -> None:
 def test_the_compose_config_loads_without_secrets_and_names_the_awx_token_it_lacks() -> None:
     bare = config.load(COMPOSE_CONFIG, env={})
     assert {w.cannot_act for w in bare.watches if w.action is not None} == {
-        "AWX_TOKEN is not set (awx.production.token_env)"
+        "AWX_TOKEN is not set (awx.production.token_env)",
+        "GITHUB_TOKEN is not set (github.default.token_env)",
     }
-    settings = config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x"})
+    awx_only = config.load(COMPOSE_CONFIG, env={"AWX_TOKEN": "x"})
+    assert {w.cannot_act for w in awx_only.watches if w.action is not None} == {
+        None,
+        "GITHUB_TOKEN is not set (github.default.token_env)",
+    }
+    tokens = {"AWX_TOKEN": "x", "GITHUB_TOKEN": "g"}
+    settings = config.load(COMPOSE_CONFIG, env=tokens)
     assert all(w.cannot_act is None for w in settings.watches)
     assert settings.server.token is None and settings.server.webhook_secret is None  # optional: endpoints disabled
-    both = {"AWX_TOKEN": "x", "RECONCILER_API_TOKEN": "t", "RECONCILER_WEBHOOK_SECRET": "w"}
+    both = {**tokens, "RECONCILER_API_TOKEN": "t", "RECONCILER_WEBHOOK_SECRET": "w"}
     settings = config.load(COMPOSE_CONFIG, env=both)
     assert settings.server.token is not None and settings.server.webhook_secret is not None

@@ -86,3 +86,11 @@ def test_a_primary_rate_limit_on_a_read_waits_until_the_reset(github: FakeGitHub
     before = time.now
     client(github, time).workflow_id(STACK, "build main")
     assert github.count("GET", None) == 2 and (time.now - before).total_seconds() >= 30
+
+
+def test_a_403_names_the_permission_the_token_lacks(github: FakeGitHub, time: FakeTime) -> None:
+    github.add_workflow(STACK, name="build main")
+    github.fail_next(1, 403, "workflows", body={"message": "Resource not accessible by personal access token"})
+    with pytest.raises(errors.GitHubError, match="token needs actions:write on xchem/fragalysis-stack") as caught:
+        client(github, time).workflow_id(STACK, "build main")
+    assert "Resource not accessible by personal access token" in str(caught.value)

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -235,3 +240,42 @@ def test_a_lost_answer_with_a_run_dispatched_by_hand_beside_it_adopts_neither(hu
     assert action is not None and action.status is model.ActionStatus.FAILED
     assert action.failure is model.Failure.OUTAGE and action.external_ref is None
     assert len(hub.github.runs) == 2 and len(hub.github.dispatches) == 1
+
+
+def _cli(h: Hub, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler.cli", "--config", str(h.path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TEST_GITHUB_TOKEN": TOKEN},
+    )
+
+
+@pytest.mark.parametrize("moment", ["after-the-dispatch-post", "after-recording-launched"])
+def test_a_process_killed_mid_action_leads_to_exactly_one_run(hub: Hub, moment: str) -> None:
+    hub.path.write_text(hub.path.read_text().replace('poll = "5s"', 'poll = "20ms"'))
+    second = drifted(hub)
+    hub.github.clock = lambda: datetime.now(UTC)  # the subprocesses run on the real clock; so must GitHub
+    if moment == "after-the-dispatch-post":
+        hub.github.hang_next("dispatch", after_create=True)  # the run exists; the answer never arrives
+    else:
+        hub.github.hang_next("run")  # the dispatch was answered and recorded; the first look at the run hangs
+    proc = _cli(hub, "reconcile")
+    try:
+        assert hub.github.wait_hanging(timeout=30), "the reconcile process never reached the hanging request"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    hub.github.release()
+    [left] = hub.actions()
+    assert left["status"] == ("planned" if moment == "after-the-dispatch-post" else "launched")
+    assert len(hub.github.runs) == 1
+
+    again = _cli(hub, "reconcile", "--json")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert len(hub.github.runs) == 1, "the restarted process must find the run, not dispatch another"
+    [finished] = hub.actions()
+    assert finished["status"] == "succeeded" and finished["digest"] == second
+    assert TOKEN not in out + err

@@ -404,7 +404,7 @@ def test_the_resources_are_small_and_bounded() -> None:
 def test_the_secrets_come_from_the_secret_reconciler() -> None:
     env = _env(_container())
     required = {"RECONCILER_DATABASE_URL", "AWX_TOKEN", "RECONCILER_API_TOKEN", "RECONCILER_WEBHOOK_SECRET"}
-    optional = {"DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN"}
+    optional = {"GITHUB_TOKEN", "DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN"}
     refs = {name: entry["valueFrom"]["secretKeyRef"] for name, entry in env.items() if "valueFrom" in entry}
     assert set(refs) == required | optional
     for name, ref in refs.items():

@@ -80,7 +80,7 @@ def test_status_of_the_default_config_names_the_missing_variable(default_config:
     blocked = {w["name"]: w["cannot_act"] for w in watches}
     assert blocked["stack-staging"] == "AWX_TOKEN is not set (awx.production.token_env)"
     assert blocked["stack-production"] == blocked["stack-staging"]
-    assert blocked["frontend"] is None  # no action, nothing to hold back
+    assert blocked["frontend"] == "GITHUB_TOKEN is not set (github.default.token_env)"
 
 
 @pytest.fixture
@@ -210,5 +210,6 @@ def test_config_check_in_json_says_everything_as_json(default_config: Path) -> N
     result = _cli(default_config, "--log-format", "json", "config", "check")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [(line["level"], "AWX_TOKEN" in line["message"]) for line in lines] == [("warning", True), ("info", False)]
-    assert lines[1]["message"].endswith("is valid")
+    said = [(line["level"], "AWX_TOKEN" in line["message"], "GITHUB_TOKEN" in line["message"]) for line in lines]
+    assert said == [("warning", True, False), ("warning", False, True), ("info", False, False)]
+    assert lines[2]["message"].endswith("is valid")

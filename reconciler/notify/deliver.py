@@ -125,13 +125,18 @@ class Courier:
         self._busy: set[tuple[str, str]] = set()  # queues being sent by this process
         self._failing: set[str] = set()  # targets whose last delivery failed (warned once until one works)
         self._seen_errors: set[str] = set()  # internal errors already logged with their traceback
-        self._wakeup = threading.Event()
+        self._wakeup = threading.Event()  # the loop's: set by every wake, cleared by the loop
+        self._woken = threading.Condition()  # a drain's: counts the wakes, so the loop clearing the event hides none
+        self._wakes = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- life ------------------------------------------------------------------------------------------------
     def wake(self) -> None:
-        """Rows were committed: look now rather than at the next idle round."""
+        """Rows were committed, or a queue ended: look now rather than at the next idle round."""
+        with self._woken:
+            self._wakes += 1
+            self._woken.notify_all()
         self._wakeup.set()
 
     def start(self) -> None:
@@ -169,15 +174,17 @@ class Courier:
         """Deliver what is due now, waiting at most `timeout` seconds; whether nothing due was left behind."""
         end = time.monotonic() + timeout
         while True:
-            self._wakeup.clear()
+            with self._woken:
+                seen = self._wakes
             started = self.round()
             if not started and not self.busy():
                 return True
-            while not self._wakeup.is_set():  # a queue ended, or rows were recorded: look again
-                left = end - time.monotonic()
-                if left <= 0 or self._halt.is_set():
-                    return False
-                self._wakeup.wait(min(left, HALT_CHECK))
+            with self._woken:
+                while self._wakes == seen:  # until a queue ends or rows are recorded: then look again
+                    left = end - time.monotonic()
+                    if left <= 0 or self._halt.is_set():
+                        return False
+                    self._woken.wait(min(left, HALT_CHECK))
 
     def stop(self, timeout: float) -> None:
         """Deliver what is due within `timeout`, then stop looking; what is left is sent by the next process. With
