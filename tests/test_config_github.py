@@ -86,3 +86,16 @@ def test_a_workflow_by_id_or_file_name(tmp_path: Path) -> None:
     by_file = load(tmp_path, BASE.replace('"build main"', '"build-main.yaml"')).watches[0].action
     assert isinstance(by_id, model.GithubAction) and by_id.workflow == 1234
     assert isinstance(by_file, model.GithubAction) and by_file.workflow == "build-main.yaml"
+
+
+@pytest.mark.parametrize("key", ["timeout", "poll"])
+def test_a_zero_timeout_or_poll_is_refused(tmp_path: Path, key: str) -> None:
+    text = BASE.replace('token_env = "GITHUB_TOKEN"', f'token_env = "GITHUB_TOKEN"\n{key} = "0s"')
+    with pytest.raises(errors.ConfigError, match=f"github.default.{key}: must be longer than 0s"):
+        load(tmp_path, text)
+
+
+def test_a_missing_ref_is_named_once(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        load(tmp_path, BASE.replace('ref = "master"\n', ""))
+    assert str(caught.value).count("watch[0].action") == 1

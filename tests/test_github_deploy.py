@@ -279,3 +279,80 @@ def test_a_process_killed_mid_action_leads_to_exactly_one_run(hub: Hub, moment: 
     [finished] = hub.actions()
     assert finished["status"] == "succeeded" and finished["digest"] == second
     assert TOKEN not in out + err
+
+
+def test_a_github_enterprise_refusing_run_details_is_dispatched_once_without_them(hub: Hub) -> None:
+    drifted(hub)
+    hub.github.old_enterprise(refuses_run_details=True)  # GHES 3.19: 422, and nothing dispatched
+    outcome = hub.reconcile()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.SUCCEEDED
+    [dispatch] = hub.github.dispatches
+    assert outcome.action.external_ref == f"run:{dispatch.run_id}"
+
+
+BACKEND = """
+[[watch]]
+name = "backend"
+image = "{repo}-backend"
+tag = "latest"
+[watch.action]
+kind = "github"
+github = "default"
+repository = "xchem/fragalysis-stack"
+workflow = "build main"
+ref = "master"
+inputs = {{ be_image_tag = "{{tag}}" }}
+"""
+
+
+def test_a_lost_dispatch_never_adopts_the_run_another_watch_recorded(hub: Hub) -> None:
+    hub.path.write_text(hub.path.read_text() + BACKEND.format(repo=hub.repo))
+    push_schema2(hub.registry.base, f"{hub.repo}-backend", "latest", label="b1")
+    drifted(hub)  # frontend drifts; backend's baseline
+    push_schema2(hub.registry.base, f"{hub.repo}-backend", "latest", label="b2")
+    hub.github.fail_next(1, 504, "dispatch", creates=False)  # whichever dispatches first: nothing created
+    application = app.App(config.load(hub.path, env={"TEST_GITHUB_TOKEN": TOKEN}))
+    try:
+        report = application.reconcile([], dry_run=False, clock=hub.time, sleep=hub.time.sleep)
+    finally:
+        application.close()
+    actions = {o.watch.name: o.action for o in report.outcomes}
+    refs = [a.external_ref for a in actions.values() if a is not None and a.external_ref]
+    assert len(refs) == len(set(refs)), f"one run adopted by two actions: {refs}"
+    assert len(hub.github.dispatches) == 1  # the one that was created; the lost one is planned again later
+    lost = [a for a in actions.values() if a is not None and a.status is model.ActionStatus.FAILED]
+    assert [a.failure for a in lost] == [model.Failure.OUTAGE]
+
+
+def test_an_unreadable_answer_is_one_error_not_a_traceback(hub: Hub) -> None:
+    drifted(hub)
+    hub.github.fail_next(1, 200, "workflows", body={"total_count": 1, "workflows": [{"id": "abc", "name": "x"}]})
+    hub.configure(workflow="build-main.yaml")
+    outcome = hub.reconcile()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.FAILED
+    assert "cannot be read" in (outcome.action.detail or "") or "without an id" in (outcome.action.detail or "")
+
+
+def test_a_secondary_rate_limit_without_retry_after_is_an_outage_not_a_permission(hub: Hub) -> None:
+    drifted(hub)
+    hub.github.rate_limit_next("dispatch", secondary=True, wait=-1)
+    action = hub.reconcile().action
+    assert action is not None and action.failure is model.Failure.OUTAGE
+    assert "actions:write" not in (action.detail or "") and "rate-limited" in (action.detail or "")
+    assert action.next_attempt_at is not None and action.finished_at is not None
+    assert (action.next_attempt_at - action.finished_at).total_seconds() >= 60
+
+
+def test_a_run_that_cannot_be_read_for_a_rate_limit_is_followed_in_a_later_pass(hub: Hub) -> None:
+    """Polling on while GitHub says to wait an hour would only anger it: the action stays open for a later pass."""
+    hub.configure(timeout="2h")
+    drifted(hub)
+    hub.github.script("success", polls=2)
+    hub.github.rate_limit_next("run", wait=3600)  # the first GET of the run: wait an hour
+    outcome = hub.reconcile()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.LAUNCHED
+    assert "followed again in a later pass" in (outcome.action.detail or "")
+    assert hub.github.count("GET", f"/repos/{STACK}/actions/runs/") == 1  # asked once, not polled on
+    hub.time.advance(3600)
+    assert hub.reconcile().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert len(hub.github.dispatches) == 1

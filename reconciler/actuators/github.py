@@ -15,12 +15,13 @@ dispatch event", "Get a workflow run", "List workflow runs for a workflow", "Can
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Set
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from reconciler import errors, model
 from reconciler.actuators.github_client import GitHubClient, Server
@@ -32,7 +33,40 @@ MAX_POLL_DELAY = 15.0
 CANCEL_GRACE = timedelta(minutes=2)  # how long a requested cancel may take before a later pass follows it
 BLIND_LIMIT = timedelta(minutes=5)  # how long a run may be unreadable before a later pass follows it
 _DISPATCH_URL = re.compile(r"/repos/([^/]+/[^/]+)/actions/workflows/(\d+)/dispatches$")
-_ODD = (ValueError, TypeError, KeyError, AttributeError, LookupError, OverflowError)
+_ODD = (ValueError, TypeError, KeyError, AttributeError, LookupError, OverflowError, RecursionError)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _boundary(
+    then: Literal["fail", "unknown", "unfinished"],
+) -> Callable[
+    [Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R]],
+    Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R],
+]:
+    """Whatever GitHub sends, a method ends in our error tree: an unreadable answer fails a lookup (`fail`), leaves
+    a dispatch's outcome unknown (`unknown`: it is looked for, never re-sent), or hands a wait over to a later pass
+    (`unfinished`: the action stays open)."""
+
+    def wrap(
+        method: Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R],
+    ) -> Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R]:
+        def guarded(self: GithubActuator, spec: model.GithubAction, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(self, spec, *args, **kwargs)
+            except _ODD as exc:
+                reason = str(exc).splitlines()[0][:120] if str(exc) else ""
+                message = f"GitHub {spec.server} sent an answer that cannot be read ({type(exc).__name__}: {reason})"
+            if then == "unknown":
+                raise errors.LaunchOutcomeUnknown(message, answered=True)
+            if then == "unfinished":
+                return model.Unfinished(f"{message}; it is followed again in the next pass")  # type: ignore[return-value]
+            raise errors.GitHubError(message)
+
+        functools.update_wrapper(guarded, method)
+        return guarded
+
+    return wrap
 
 
 def run_ref(run_id: int) -> str:
@@ -44,6 +78,16 @@ def _run_id(ref: str) -> int:
     if kind != "run" or not number.isdigit():
         raise errors.GitHubError(f"{ref!r} is not a GitHub run reference")
     return int(number)
+
+
+def recorded(spec: model.GithubAction, record: model.ActionRecord) -> tuple[str, str]:
+    """The repository and ref an action was dispatched to, as its request recorded them (the configuration may have
+    changed since), else as configured."""
+    request = record.request or {}
+    found = _DISPATCH_URL.search(str(request.get("url", "")))
+    body = request.get("body")
+    ref = body.get("ref") if isinstance(body, dict) else None
+    return (found.group(1) if found else spec.repository), (ref if isinstance(ref, str) else spec.ref)
 
 
 def branch_of(ref: str) -> str:
@@ -75,6 +119,7 @@ class GithubActuator:
     def _client(self, spec: model.GithubAction) -> GitHubClient:
         return self._clients[spec.server]
 
+    @_boundary("fail")
     def request(self, spec: model.GithubAction, target: model.Target) -> dict[str, Any]:
         """The exact dispatch, resolving the workflow's id (read-only calls to GitHub only)."""
         client = self._client(spec)
@@ -89,6 +134,7 @@ class GithubActuator:
         """Unchanged: GitHub refuses an input the workflow does not declare, so no marker can ride along."""
         return dict(request)
 
+    @_boundary("unknown")
     def launch(
         self, spec: model.GithubAction, request: Mapping[str, Any], *, keep_alive: Callable[[], None] = lambda: None
     ) -> model.Launch:
@@ -110,6 +156,7 @@ class GithubActuator:
         link = answer.get("html_url")
         return model.Launch(ref=run_ref(run_id), link=link if isinstance(link, str) else None)
 
+    @_boundary("fail")
     def find(
         self, spec: model.GithubAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
     ) -> model.Launch | None:
@@ -149,6 +196,7 @@ class GithubActuator:
         link = run.get("html_url")
         return model.Launch(ref=run_ref(run["id"]), link=link if isinstance(link, str) else None)
 
+    @_boundary("unfinished")
     def wait(
         self,
         spec: model.GithubAction,
@@ -161,6 +209,7 @@ class GithubActuator:
         it and follow it until the cancel took effect. A cancel that does not take effect within CANCEL_GRACE, or
         a run unreadable for BLIND_LIMIT, hands over to a later pass (the action stays open)."""
         client = self._client(spec)
+        repository = recorded(spec, record)[0]
         run_id = _run_id(record.external_ref or "")
         started = record.launched_at or self._clock()
         deadline = started + client.server.timeout
@@ -169,9 +218,12 @@ class GithubActuator:
         read_at, cancel_since, cancelled = self._clock(), None, False
         while True:
             try:
-                run = client.run(spec.repository, run_id)
+                run = client.run(repository, run_id)
                 status, read_at, fresh, problem = " ".join(str(run.get("status")).split())[:40], self._clock(), True, ""
             except errors.GitHubError as exc:  # a blip while waiting is not the run failing: keep polling
+                limited = getattr(exc, "retry_after", None)
+                if limited is not None and limited > MAX_POLL_DELAY:  # asking on would only anger GitHub
+                    return model.Unfinished(f"{exc}; run {run_id} is followed again in a later pass ({link})")
                 if str(exc) != problem:
                     log.info("watch %s: %s; polling again", record.watch, exc)
                 run, fresh, problem = {}, False, str(exc)
@@ -187,7 +239,7 @@ class GithubActuator:
                 cancel_since = cancel_since or now
                 try:
                     cancelled = True
-                    if client.cancel(spec.repository, run_id):
+                    if client.cancel(repository, run_id):
                         log.warning(
                             "watch %s: run %d ran past %s: cancel requested",
                             record.watch,

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "2022-11-28"
 MAX_PAGES = 20
 RATE_WAIT = 60.0  # seconds a read waits for a rate limit before it is left to a later pass
+LONGEST_WAIT = 3600.0  # a longer wait asked for is taken as an hour: the next pass asks again anyway
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
@@ -64,17 +65,24 @@ def _message(response: requests.Response) -> str:
     return " ".join((text or response.reason or "no details").split())[:300]
 
 
+def _seconds(text: str) -> float | None:
+    return float(text) if re.fullmatch(r"[0-9]{1,12}", text) else None  # not isdigit(): "²" is a digit
+
+
 def _rate_wait(response: requests.Response, now: float) -> float | None:
-    """How long GitHub asks to wait, when the answer is a rate limit (None otherwise)."""
+    """How long GitHub asks to wait, when the answer is a rate limit (None otherwise), at most LONGEST_WAIT. A
+    secondary limit may come without `retry-after`: then at least a minute, as GitHub's docs ask."""
     if response.status_code not in (403, 429):
         return None
-    retry_after = response.headers.get("retry-after", "")
-    if retry_after.isdigit():
-        return float(retry_after)
+    retry_after = _seconds(response.headers.get("retry-after", "").strip())
+    if retry_after is not None:
+        return min(retry_after, LONGEST_WAIT)
     if response.headers.get("x-ratelimit-remaining") == "0":
-        reset = response.headers.get("x-ratelimit-reset", "")
-        return max(float(reset) - now, 0.0) if reset.isdigit() else 60.0
-    return 60.0 if response.status_code == 429 else None
+        reset = _seconds(response.headers.get("x-ratelimit-reset", "").strip())
+        return min(max(reset - now, 0.0), LONGEST_WAIT) if reset is not None else 60.0
+    if response.status_code == 429 or "rate limit" in _message(response).lower():
+        return 60.0
+    return None
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
@@ -196,6 +204,8 @@ class GitHubClient:
         repository's workflows exactly, as trigger-ci-action does (cached), with the closest names when missing."""
         if isinstance(workflow, int):
             return workflow
+        if workflow.isascii() and workflow.isdigit():  # an id written as a string
+            return int(workflow)
         key = (repository, workflow)
         if key in self._workflows:
             return self._workflows[key]
@@ -229,8 +239,16 @@ class GitHubClient:
         return int(matches[0])
 
     def dispatch(self, url: str, body: Mapping[str, Any], *, what: str, repository: str) -> dict[str, Any] | None:
-        """POST the recorded dispatch once: the run's details (200), or None (204, an older GitHub Enterprise)."""
-        response = self._call("POST", url, what=what, repository=repository, json=body)
+        """POST the recorded dispatch once: the run's details (200), or None (204, an older GitHub Enterprise). A
+        GitHub Enterprise that refuses the `return_run_details` key (422, GHES 3.19; benc-uk/workflow-dispatch#86)
+        dispatched nothing: the dispatch is sent once more without it, and answers 204."""
+        try:
+            response = self._call("POST", url, what=what, repository=repository, json=body)
+        except errors.GitHubRefused as exc:
+            if "return_run_details" not in str(exc) or "return_run_details" not in body:
+                raise
+            plain = {k: v for k, v in body.items() if k != "return_run_details"}
+            response = self._call("POST", url, what=what, repository=repository, json=plain)
         if response.status_code == 204:
             return None
         try:
@@ -262,10 +280,19 @@ class GitHubClient:
     def cancel(self, repository: str, run_id: int) -> bool:
         """Ask GitHub to cancel a run: True when asked (202; it completes as cancelled later), False when it has
         already completed (409)."""
-        url, what = self.url(f"repos/{repository}/actions/runs/{run_id}/cancel"), f"cancelling run {run_id}"
-        response = self._send("POST", url, what=what)
+        url, what = (
+            self.url(f"repos/{repository}/actions/runs/{run_id}/cancel"),
+            f"cancelling run {run_id} of {repository}",
+        )
+        try:
+            response = self._send("POST", url, what=what)
+        except errors.LaunchOutcomeUnknown as exc:  # asked again at the next poll
+            raise errors.GitHubError(str(exc)) from None
         if response.status_code == 409:
             return False
         if response.status_code >= 300:
-            raise errors.GitHubError(f"GitHub {self.server.name} answered {response.status_code} while {what}")
+            raise errors.GitHubError(
+                f"GitHub {self.server.name} answered {response.status_code} while {what} ({_message(response)}); "
+                "cancelling needs actions:write"
+            )
         return True

@@ -135,12 +135,12 @@ def github_servers(table: config_table.Table | None) -> dict[str, GithubSettings
         if not entry.text("token_env") and not entry.text("token_file"):
             raise errors.ConfigError(f"{entry.path}: give token_env (or token_file): dispatching needs actions:write")
         found, missing = entry.secrets("token")
+        timeout, poll = entry.duration("timeout", timedelta(minutes=45)), entry.duration("poll", timedelta(seconds=15))
+        for key, value in (("timeout", timeout), ("poll", poll)):
+            if value <= timedelta(0):
+                raise errors.ConfigError(f"{entry.key(key)}: must be longer than 0s")
         out[name] = GithubSettings(
-            url=url or "https://api.github.com",
-            token=found["token"],
-            timeout=entry.duration("timeout", timedelta(minutes=45)),
-            poll=entry.duration("poll", timedelta(seconds=15)),
-            missing=missing,
+            url=url or "https://api.github.com", token=found["token"], timeout=timeout, poll=poll, missing=missing
         )
     return out
 

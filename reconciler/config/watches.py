@@ -91,14 +91,9 @@ def _github(table: config_table.Table, github: Mapping[str, GithubSettings]) -> 
     inputs = _extra_vars(table.table("inputs"))
     if len(inputs) > 25:  # GitHub refuses more (REST: "Create a workflow dispatch event", inputs: max 25)
         raise errors.ConfigError(f"{table.key('inputs')}: GitHub takes at most 25 inputs, got {len(inputs)}")
+    repository, ref = table.required("repository"), table.required("ref")
     try:
-        return model.GithubAction(
-            server=server,
-            repository=table.required("repository"),
-            workflow=workflow,
-            ref=table.required("ref"),
-            inputs=inputs,
-        )
+        return model.GithubAction(server=server, repository=repository, workflow=workflow, ref=ref, inputs=inputs)
     except errors.ConfigError as exc:
         raise errors.ConfigError(f"{table.key('repository')}: {exc}") from None
 

@@ -157,7 +157,9 @@ class Deployer:
         while True:
             looked_at = self._clock()
             try:
-                found = actuator.find(spec, record, exclude=self._outbox.refs(record.watch))
+                found = actuator.find(spec, record, exclude=self._outbox.refs())
+                if found is not None and (self._launching_beside(record) or found.ref in self._outbox.refs()):
+                    found = None  # read after the look: another action may have launched it meanwhile
                 failure = None
             except errors.ActuatorError as exc:
                 log.warning("watch %s: action #%d: cannot look for it yet: %s", record.watch, record.id, exc)
@@ -181,6 +183,18 @@ class Deployer:
                 if waited >= UNRESOLVED_GRACE
                 else min(RESOLVE_EVERY, (UNRESOLVED_GRACE - waited).total_seconds())
             )
+
+    def _launching_beside(self, record: model.ActionRecord) -> bool:
+        """Whether another action is being launched to the same place (two watches dispatching one workflow): until
+        it has recorded what it launched, a job or run found could be its, so none is taken yet. Asked after the
+        look, so that whatever the look saw had been launched before."""
+        url = (record.request or {}).get("url")
+        return any(
+            other.id != record.id
+            and other.status is model.ActionStatus.PLANNED
+            and (other.request or {}).get("url") == url
+            for other in self._outbox.open_actions()
+        )
 
     def resume(self, watches: Sequence[model.Watch]) -> list[model.ActionRecord]:
         """Finish the actions a previous process left open (called under the lease, before a pass); close those

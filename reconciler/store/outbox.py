@@ -84,11 +84,12 @@ class Outbox:
                     found[action.watch] = action
         return found
 
-    def refs(self, watch: str) -> set[str]:
-        """The external references (AWX job ids) already recorded on this watch's actions."""
+    def refs(self) -> set[str]:
+        """The external references (AWX jobs, GitHub runs) already recorded on any action: a launch whose answer
+        was lost is never matched to a job or run another action (of any watch) already has."""
         a = tables.actions
         with self._begin("read the action references") as conn:
-            rows = conn.execute(select(a.c.external_ref).where(a.c.watch == watch, a.c.external_ref.is_not(None)))
+            rows = conn.execute(select(a.c.external_ref).where(a.c.external_ref.is_not(None)))
             return {str(r.external_ref) for r in rows}
 
     def actions(self, *, watch: str | None = None, limit: int = 50) -> list[model.ActionRecord]:

@@ -105,6 +105,7 @@ class FakeGitHub(RunsMixin):
         self._users = {login: 48151623}
         self._next_repo, self._next_workflow, self._next_run = 641234567, 112233441, 21000000001
         self._old_enterprise = False
+        self._refuses_run_details = False
         self._faults: list[Fault] = []
         self._limits: list[Fault] = []
         self._hangs: list[Fault] = []
@@ -178,10 +179,13 @@ class FakeGitHub(RunsMixin):
             }  # fmt: skip
             return wid
 
-    def old_enterprise(self, on: bool = True) -> None:
-        """An older GHES: the dispatch answers 204 with no body even when asked for the run's details."""
+    def old_enterprise(self, on: bool = True, *, refuses_run_details: bool = False) -> None:
+        """An older GHES: the dispatch answers 204 with no body even when asked for the run's details. With
+        `refuses_run_details`, as GHES 3.19 does, a body carrying `return_run_details` is refused and nothing is
+        dispatched (422 '"return_run_details" is not a permitted key.', benc-uk/workflow-dispatch#86)."""
         with self.lock:
             self._old_enterprise = on
+            self._refuses_run_details = refuses_run_details
 
     def fail_next(self, count: int, status: int = 500, kind: Kind = "any", body: Any = None,
                   headers: Mapping[str, str] | None = None, *, creates: bool = False) -> None:  # fmt: skip

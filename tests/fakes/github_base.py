@@ -255,6 +255,7 @@ class RunsMixin:
     _users: dict[str, int]
     _next_run: int
     _old_enterprise: bool
+    _refuses_run_details: bool
     _repo: Callable[..., dict[str, Any]]
 
     def _init_runs(self) -> None:
@@ -327,6 +328,8 @@ class RunsMixin:
         return name
 
     def _dispatch(self, repo: dict[str, Any], wf: dict[str, Any], body: bytes, api: str) -> Reply:
+        if self._refuses_run_details and b"return_run_details" in body:
+            raise error(422, '"return_run_details" is not a permitted key.', ROUTE_DOCS["dispatch"])
         ref, inputs, details = dispatch_body(body, ROUTE_DOCS["dispatch"])
         run = self._new_run(repo, wf, self._checked(repo, wf, ref, inputs), self.login)
         self.dispatches.append(Dispatch(repo["full_name"], wf["id"], ref, inputs, run["id"]))
