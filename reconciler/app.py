@@ -16,8 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from reconciler import clients, config, deploy, engine, errors, lease, model, notifications, report, said
-from reconciler.actuators import awx, github
+from reconciler import actuation, clients, config, deploy, engine, errors, lease, model, notifications, report, said
 from reconciler.progress import Progress
 from reconciler.registry import client
 from reconciler.store import leases, outbox, queries, schema
@@ -78,31 +77,14 @@ class App:
     def actuators(
         self, *, clock: engine.Clock, sleep: Callable[[float], object]
     ) -> dict[model.ActionKind, deploy.Actuator]:
-        servers = {
-            name: awx.AwxClient(session=self.awx_session, server=clients.awx_server(name, s))
-            for name, s in self.settings.awx.items()
-            if not s.missing  # its watches do not act (`Watch.cannot_act`)
-        }
-        actuators: dict[model.ActionKind, deploy.Actuator] = {
-            model.ActionKind.AWX: awx.AwxActuator(clients=servers, clock=clock, sleep=sleep)
-        }
-        if self.settings.github:
-            session = clients.github_session(stop=self.stop)
-            hubs = {
-                name: github.GitHubClient(
-                    session=session, server=clients.github_server(name, s), sleep=sleep, clock=clock
-                )
-                for name, s in self.settings.github.items()
-                if not s.missing  # its watches do not act (`Watch.cannot_act`)
-            }
-            actuators[model.ActionKind.GITHUB] = github.GithubActuator(clients=hubs, clock=clock, sleep=sleep)
-        if any(isinstance(w.action, model.StatefulSetAction) for w in self.settings.watches):
-            from reconciler.actuators import kube  # noqa: PLC0415  (see kube_api)
-
-            actuators[model.ActionKind.STATEFULSET] = kube.StatefulSetActuator(
-                api=self.kube_api, clock=clock, sleep=sleep, poll=self.settings.kube_poll.total_seconds()
-            )
-        return actuators
+        return actuation.actuators(
+            self.settings,
+            awx_session=lambda: self.awx_session,
+            kube_api=lambda: self.kube_api,
+            stop=self.stop,
+            clock=clock,
+            sleep=sleep,
+        )
 
     @property
     def kube_api(self) -> k8s.ApiClient:

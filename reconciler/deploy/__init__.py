@@ -10,9 +10,8 @@ open: a `launched` action is waited for, never launched again; a `planned` one i
 if found, else superseded once the grace has passed (the pass plans it again if still due). An open action whose
 watch no longer has an action of its kind in the configuration is closed as superseded.
 
-How a failure counts (`model.Failure`): a deployment that ran and failed uses up an attempt; an outage (nothing
-reached the system) backs off without using one; a refusal a retry cannot fix waits for the configuration to
-change. A wait may end `Unfinished` (a cancel not yet effective): the action stays open and no retry runs beside it.
+How a failure counts, and when it is tried again: `failures`. A wait may end `Unfinished` (a cancel not yet
+effective): the action stays open and no retry runs beside it. What it needs of actuators and the store: `ports`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler import decide, errors, events, model
+from reconciler import errors, events, model
+from reconciler.deploy import failures
 from reconciler.deploy.ports import Actuator, Outbox, Progress, Tell
 
 __all__ = ["Actuator", "Deployer", "Outbox", "Progress", "Tell", "marker", "target_of"]
@@ -112,7 +112,7 @@ class Deployer:
             request = actuator.request(spec, target)
         except errors.ActuatorError as exc:  # nothing was sent; still recorded, and retried after a back-off
             record = plan(lambda _: {})
-            return None if record is None else self._failed(watch, record, str(exc), _failure_of(exc), wait=_wait(exc))
+            return None if record is None else self._failed_by(watch, record, exc)
         self._keep_alive()  # never plan, nor launch, without the lease
         record = plan(lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)))
         if record is None:
@@ -125,7 +125,7 @@ class Deployer:
             log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
             return self._resolve(watch, record, str(exc))
         except errors.ActuatorError as exc:
-            return self._failed(watch, record, str(exc), _failure_of(exc), wait=_wait(exc))
+            return self._failed_by(watch, record, exc)
         return self._launched(watch, record, launch)
 
     def _tell(self, watch: model.Watch) -> Tell:
@@ -267,6 +267,11 @@ class Deployer:
         failure = model.Failure.REFUSED if result.final else model.Failure.DEPLOYMENT
         return self._failed(watch, record, detail, failure)
 
+    def _failed_by(
+        self, watch: model.Watch, record: model.ActionRecord, exc: errors.ActuatorError
+    ) -> model.ActionRecord:
+        return self._failed(watch, record, str(exc), failures.failure_of(exc), wait=failures.asked_wait(exc))
+
     def _failed(
         self,
         watch: model.Watch,
@@ -287,24 +292,5 @@ class Deployer:
             detail,
             extra=_extra(record),
         )
-        if failure is model.Failure.REFUSED:
-            retry_at = None
-        elif failure is model.Failure.OUTAGE:
-            retry_at = now + decide.backoff(record.outages + 1)
-        else:
-            retry_at = now + decide.backoff(record.attempt)
-        if retry_at is not None and wait is not None:
-            retry_at = max(retry_at, now + wait)
+        retry_at = failures.retry_at(record, failure, now, wait=wait)
         return self._outbox.failed(record.id, detail, now, retry_at=retry_at, failure=failure, tell=self._tell(watch))
-
-
-def _wait(exc: errors.ActuatorError) -> timedelta | None:
-    """How long the system asked to wait before the next try (GitHub's rate limits), when it said."""
-    seconds = getattr(exc, "retry_after", None)
-    return timedelta(seconds=seconds) if isinstance(seconds, int | float) else None
-
-
-def _failure_of(exc: errors.ActuatorError) -> model.Failure:
-    if isinstance(exc, errors.ActionRefused):
-        return model.Failure.REFUSED
-    return model.Failure.OUTAGE if isinstance(exc, errors.ActuatorUnavailable) else model.Failure.DEPLOYMENT
