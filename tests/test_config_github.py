@@ -99,3 +99,11 @@ def test_a_missing_ref_is_named_once(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError) as caught:
         load(tmp_path, BASE.replace('ref = "master"\n', ""))
     assert str(caught.value).count("watch[0].action") == 1
+
+
+def test_a_token_whose_variable_ends_in_a_newline_is_taken_without_it(tmp_path: Path) -> None:
+    """A Kubernetes secret made with --from-file often ends in one; sent in a header, it would be refused."""
+    hub = load(tmp_path, BASE, env={"GITHUB_TOKEN": TOKEN + "\n"}).github["default"]
+    assert hub.token is not None and hub.token.reveal() == TOKEN
+    only_newline = load(tmp_path, BASE, env={"GITHUB_TOKEN": "\r\n"})
+    assert only_newline.watches[0].cannot_act == "GITHUB_TOKEN is not set (github.default.token_env)"

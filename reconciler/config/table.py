@@ -138,7 +138,10 @@ class Table:
             raise errors.ConfigError(f"{self.key(env_key)}: give {env_key} or {file_key}, not both")
         variable = variable or (None if file else default_env)
         if variable:
-            value = self.env.get(variable)
+            # A value set from a file (`export X=$(cat …)` keeps none, but a Kubernetes secret made with
+            # --from-file, or an env file, often ends in a newline): no token or URL ends in one, and an HTTP header
+            # holding it is refused before anything is sent.
+            value = (self.env.get(variable) or "").rstrip("\r\n")
             if value:
                 return Secret(value, f"${variable}")
             if required:
@@ -165,7 +168,7 @@ class Table:
         missing: list[MissingSecret] = []
         for name in names:
             variable, file = self.text(f"{name}_env"), self.text(f"{name}_file")
-            if variable and not file and not self.env.get(variable):
+            if variable and not file and not (self.env.get(variable) or "").rstrip("\r\n"):
                 values[name] = None
                 missing.append(MissingSecret(self.key(f"{name}_env"), variable))
                 continue
