@@ -94,3 +94,31 @@ def test_a_403_names_the_permission_the_token_lacks(github: FakeGitHub, time: Fa
     with pytest.raises(errors.GitHubError, match="token needs actions:write on xchem/fragalysis-stack") as caught:
         client(github, time).workflow_id(STACK, "build main")
     assert "Resource not accessible by personal access token" in str(caught.value)
+
+
+def test_a_lost_dispatch_is_looked_for_on_the_ref_it_was_sent_to_not_the_configured_one(
+    github: FakeGitHub, time: FakeTime
+) -> None:
+    """The configuration may change while an action is open: its run is where its recorded request went."""
+    from reconciler import model
+    from reconciler.actuators.github import GithubActuator
+
+    github.add_repository("xchem/other", branches=("master", "develop"))
+    workflow = github.add_workflow(STACK, name="build main")
+    run = github.dispatch_by_hand(STACK, workflow, "master", actor="reconciler-bot")
+    request = {"url": f"{github.base}/repos/{STACK}/actions/workflows/{workflow}/dispatches", "body": {"ref": "master"}}
+    record = model.ActionRecord(
+        id=1,
+        watch="frontend",
+        kind=model.ActionKind.GITHUB,
+        status=model.ActionStatus.PLANNED,
+        tag="latest",
+        digest="sha256:" + "a" * 64,
+        attempt=1,
+        created_at=time.now,
+        request=request,
+    )
+    now = model.GithubAction(server="default", repository="xchem/other", workflow="build main", ref="develop")
+    actuator = GithubActuator(clients={"default": client(github, time)}, clock=time, sleep=time.sleep)
+    found = actuator.find(now, record)
+    assert found is not None and found.ref == f"run:{run}"

@@ -17,7 +17,6 @@ AWX refuses filters on `extra_vars`, so candidates are listed by template and cr
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -25,9 +24,10 @@ import re
 import time
 from collections.abc import Callable, Mapping, Set
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any
 
 from reconciler import errors, model
+from reconciler.actuators import boundary
 from reconciler.actuators.awx_client import AwxClient, JobRef, Server
 
 __all__ = ["AwxActuator", "AwxClient", "JobRef", "Server"]
@@ -40,41 +40,6 @@ MARKER_WINDOW = timedelta(minutes=10)
 MAX_POLL_DELAY = 15.0  # well under a third of the default lease, which the waits renew between polls
 CANCEL_GRACE = timedelta(minutes=2)  # how long a requested cancel may take before the wait hands over to a later pass
 BLIND_LIMIT = timedelta(minutes=5)  # how long a job may be unreadable (401, 404, AWX away) before the same
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-# What an odd answer (a field of the wrong type, a number no float holds, JSON too deep) does to code reading it.
-_ODD = (ValueError, TypeError, KeyError, IndexError, AttributeError, LookupError, RecursionError, OverflowError)
-
-
-def _boundary(
-    then: Literal["fail", "unknown", "unfinished"],
-) -> Callable[
-    [Callable[Concatenate[AwxActuator, model.AwxAction, _P], _R]],
-    Callable[Concatenate[AwxActuator, model.AwxAction, _P], _R],
-]:
-    """Whatever AWX sends, an actuator method ends in our error tree: an unreadable answer fails a lookup
-    (`fail`), leaves a launch's outcome unknown (`unknown`: it is looked for, never re-sent), or hands a wait over
-    to a later pass (`unfinished`: the action stays open)."""
-
-    def wrap(
-        method: Callable[Concatenate[AwxActuator, model.AwxAction, _P], _R],
-    ) -> Callable[Concatenate[AwxActuator, model.AwxAction, _P], _R]:
-        def guarded(self: AwxActuator, spec: model.AwxAction, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return method(self, spec, *args, **kwargs)
-            except _ODD as exc:
-                reason = str(exc).splitlines()[0][:120] if str(exc) else ""
-                message = f"AWX {spec.server} sent an answer that cannot be read ({type(exc).__name__}: {reason})"
-            if then == "unknown":
-                raise errors.LaunchOutcomeUnknown(message, answered=True)
-            if then == "unfinished":
-                return model.Unfinished(f"{message}; it is followed again in the next pass")  # type: ignore[return-value]
-            raise errors.AwxError(message)
-
-        functools.update_wrapper(guarded, method)
-        return guarded
-
-    return wrap
 
 
 _LAUNCH_URL = re.compile(r"/api/v2/(job_templates|workflow_job_templates)/(\d+)/launch/$")
@@ -126,7 +91,7 @@ class AwxActuator:
     def _client(self, spec: model.AwxAction) -> AwxClient:
         return self._clients[spec.server]
 
-    @_boundary("fail")
+    @boundary.guard("fail", system="AWX", error=errors.AwxError)
     def request(self, spec: model.AwxAction, target: model.Target) -> dict[str, Any]:
         """The exact launch request, resolving the template id (read-only calls to AWX only)."""
         client = self._client(spec)
@@ -138,7 +103,7 @@ class AwxActuator:
             "body": {"extra_vars": render_extra_vars(spec, target)},
         }
 
-    @_boundary("fail")
+    @boundary.guard("fail", system="AWX", error=errors.AwxError)
     def mark(self, spec: model.AwxAction, request: Mapping[str, Any], marker: str) -> dict[str, Any]:
         """The request with the server's marker extra var naming the action it belongs to (none when off)."""
         name = self._client(spec).server.marker
@@ -147,7 +112,7 @@ class AwxActuator:
             body["extra_vars"] = {**dict(body.get("extra_vars") or {}), name: marker}
         return {**request, "body": body}
 
-    @_boundary("unknown")
+    @boundary.guard("unknown", system="AWX", error=errors.AwxError)
     def launch(
         self, spec: model.AwxAction, request: Mapping[str, Any], *, keep_alive: Callable[[], None] = lambda: None
     ) -> model.Launch:
@@ -177,7 +142,7 @@ class AwxActuator:
             )
         return model.Launch(ref=str(job), link=client.link(job), abort=abort)
 
-    @_boundary("fail")
+    @boundary.guard("fail", system="AWX", error=errors.AwxError)
     def find(
         self, spec: model.AwxAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
     ) -> model.Launch | None:
@@ -214,7 +179,7 @@ class AwxActuator:
                     return model.Launch(ref=str(ref), link=client.link(ref))
         return None
 
-    @_boundary("unfinished")
+    @boundary.guard("unfinished", system="AWX", error=errors.AwxError)
     def wait(
         self,
         spec: model.AwxAction,

@@ -15,15 +15,15 @@ dispatch event", "Get a workflow run", "List workflow runs for a workflow", "Can
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Set
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any
 
 from reconciler import errors, model
+from reconciler.actuators import boundary
 from reconciler.actuators.github_client import GitHubClient, Server
 
 __all__ = ["GitHubClient", "GithubActuator", "Server"]
@@ -33,40 +33,6 @@ MAX_POLL_DELAY = 15.0
 CANCEL_GRACE = timedelta(minutes=2)  # how long a requested cancel may take before a later pass follows it
 BLIND_LIMIT = timedelta(minutes=5)  # how long a run may be unreadable before a later pass follows it
 _DISPATCH_URL = re.compile(r"/repos/([^/]+/[^/]+)/actions/workflows/(\d+)/dispatches$")
-_ODD = (ValueError, TypeError, KeyError, AttributeError, LookupError, OverflowError, RecursionError)
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _boundary(
-    then: Literal["fail", "unknown", "unfinished"],
-) -> Callable[
-    [Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R]],
-    Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R],
-]:
-    """Whatever GitHub sends, a method ends in our error tree: an unreadable answer fails a lookup (`fail`), leaves
-    a dispatch's outcome unknown (`unknown`: it is looked for, never re-sent), or hands a wait over to a later pass
-    (`unfinished`: the action stays open)."""
-
-    def wrap(
-        method: Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R],
-    ) -> Callable[Concatenate[GithubActuator, model.GithubAction, _P], _R]:
-        def guarded(self: GithubActuator, spec: model.GithubAction, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return method(self, spec, *args, **kwargs)
-            except _ODD as exc:
-                reason = str(exc).splitlines()[0][:120] if str(exc) else ""
-                message = f"GitHub {spec.server} sent an answer that cannot be read ({type(exc).__name__}: {reason})"
-            if then == "unknown":
-                raise errors.LaunchOutcomeUnknown(message, answered=True)
-            if then == "unfinished":
-                return model.Unfinished(f"{message}; it is followed again in the next pass")  # type: ignore[return-value]
-            raise errors.GitHubError(message)
-
-        functools.update_wrapper(guarded, method)
-        return guarded
-
-    return wrap
 
 
 def run_ref(run_id: int) -> str:
@@ -119,7 +85,7 @@ class GithubActuator:
     def _client(self, spec: model.GithubAction) -> GitHubClient:
         return self._clients[spec.server]
 
-    @_boundary("fail")
+    @boundary.guard("fail", system="GitHub", error=errors.GitHubError)
     def request(self, spec: model.GithubAction, target: model.Target) -> dict[str, Any]:
         """The exact dispatch, resolving the workflow's id (read-only calls to GitHub only)."""
         client = self._client(spec)
@@ -134,7 +100,7 @@ class GithubActuator:
         """Unchanged: GitHub refuses an input the workflow does not declare, so no marker can ride along."""
         return dict(request)
 
-    @_boundary("unknown")
+    @boundary.guard("unknown", system="GitHub", error=errors.GitHubError)
     def launch(
         self, spec: model.GithubAction, request: Mapping[str, Any], *, keep_alive: Callable[[], None] = lambda: None
     ) -> model.Launch:
@@ -156,7 +122,7 @@ class GithubActuator:
         link = answer.get("html_url")
         return model.Launch(ref=run_ref(run_id), link=link if isinstance(link, str) else None)
 
-    @_boundary("fail")
+    @boundary.guard("fail", system="GitHub", error=errors.GitHubError)
     def find(
         self, spec: model.GithubAction, record: model.ActionRecord, *, exclude: Set[str] = frozenset()
     ) -> model.Launch | None:
@@ -168,19 +134,15 @@ class GithubActuator:
             return None  # no dispatch was ever written for this record, so none was sent
         repository, workflow_id = found.group(1), int(found.group(2))
         since = record.created_at - CLOCK_SKEW
-        try:
-            runs = self._client(spec).runs(repository, workflow_id, since=since, branch=branch_of(spec.ref))
-            candidates = [
-                r
-                for r in runs
-                if r.get("event") == "workflow_dispatch"
-                and isinstance(r.get("id"), int)
-                and run_ref(r["id"]) not in exclude
-            ]
-        except _ODD as exc:
-            raise errors.GitHubError(
-                f"GitHub {spec.server} sent runs that cannot be read ({type(exc).__name__})"
-            ) from None
+        branch = branch_of(recorded(spec, record)[1])  # as dispatched: the configuration may have changed since
+        runs = self._client(spec).runs(repository, workflow_id, since=since, branch=branch)
+        candidates = [
+            r
+            for r in runs
+            if r.get("event") == "workflow_dispatch"
+            and isinstance(r.get("id"), int)
+            and run_ref(r["id"]) not in exclude
+        ]
         if len(candidates) != 1:
             if candidates:
                 log.warning(
@@ -196,7 +158,7 @@ class GithubActuator:
         link = run.get("html_url")
         return model.Launch(ref=run_ref(run["id"]), link=link if isinstance(link, str) else None)
 
-    @_boundary("unfinished")
+    @boundary.guard("unfinished", system="GitHub", error=errors.GitHubError)
     def wait(
         self,
         spec: model.GithubAction,
