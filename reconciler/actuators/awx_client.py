@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from reconciler import errors
+from reconciler.actuators import boundary
 
 log = logging.getLogger(__name__)
 MAX_PAGES = 50
@@ -95,16 +96,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was refused, unresolvable or its TLS handshake failed: nothing reached AWX. A TLS
-    error after the request went out (a broken record, an EOF) is not: the POST may have been acted on."""
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return any(m in text for m in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "HANDSHAKE", "handshake"))
-    markers = ("NewConnectionError", "Connection refused", "Name or service not known", "Failed to resolve")
-    return any(m in text for m in (*markers, "No route to host", "Temporary failure in name resolution"))
-
-
 class AwxClient:
     def __init__(self, *, session: requests.Session, server: Server, request_timeout: float = 30.0) -> None:
         self._session = session
@@ -133,7 +124,7 @@ class AwxClient:
         except requests.ConnectTimeout:
             raise errors.AwxUnavailable(f"cannot reach {name} at {self.server.url} while {what}") from None
         except requests.ConnectionError as exc:
-            if method == "POST" and not _never_connected(exc):
+            if method == "POST" and not boundary.never_connected(exc):
                 raise errors.LaunchOutcomeUnknown(f"{name} dropped the connection while {what}") from None
             raise errors.AwxUnavailable(f"cannot reach {name} at {self.server.url} while {what}") from None
         except requests.Timeout:

@@ -1,4 +1,5 @@
-"""The edge every actuator method stands behind: whatever the system sends, the method ends in our error tree.
+"""The edge every actuator method stands behind: whatever the system sends, the method ends in our error tree;
+and what a failed connection says about a POST (`never_connected`).
 
 An answer the code cannot read (a field of the wrong type, a number no float holds, JSON too deep) fails a lookup
 (`fail`: the system's own error), leaves a launch's outcome unknown (`unknown`: it is looked for, never re-sent),
@@ -10,6 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Concatenate, Literal, ParamSpec, Protocol, TypeVar
+
+import requests
 
 from reconciler import errors, model
 
@@ -48,3 +51,13 @@ def guard(
         return guarded
 
     return wrap
+
+
+def never_connected(exc: requests.ConnectionError) -> bool:
+    """True when the connection was refused, unresolvable or its TLS handshake failed: nothing reached the system.
+    A TLS error after the request went out (a broken record, an EOF) is not: the POST may have been acted on."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return any(m in text for m in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "HANDSHAKE", "handshake"))
+    markers = ("NewConnectionError", "Connection refused", "Name or service not known", "Failed to resolve")
+    return any(m in text for m in (*markers, "No route to host", "Temporary failure in name resolution"))

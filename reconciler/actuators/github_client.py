@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from reconciler import errors
+from reconciler.actuators import boundary
 
 log = logging.getLogger(__name__)
 API_VERSION = "2022-11-28"
@@ -85,12 +86,6 @@ def _rate_wait(response: requests.Response, now: float) -> float | None:
     return None
 
 
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    text = str(exc)
-    markers = ("NewConnectionError", "Connection refused", "Name or service not known", "Failed to resolve")
-    return any(m in text for m in (*markers, "No route to host", "Temporary failure in name resolution"))
-
-
 class GitHubClient:
     def __init__(
         self,
@@ -125,7 +120,7 @@ class GitHubClient:
         except requests.ConnectTimeout:
             raise errors.GitHubUnavailable(f"cannot reach {name} at {self.server.url} while {what}") from None
         except requests.ConnectionError as exc:
-            if method == "POST" and not _never_connected(exc):
+            if method == "POST" and not boundary.never_connected(exc):
                 raise errors.LaunchOutcomeUnknown(f"{name} dropped the connection while {what}") from None
             raise errors.GitHubUnavailable(f"cannot reach {name} at {self.server.url} while {what}") from None
         except requests.Timeout:
