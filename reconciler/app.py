@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reconciler import actuation, clients, config, deploy, engine, errors, lease, model, notifications, report, said
 from reconciler.progress import Progress
 from reconciler.registry import client
-from reconciler.store import leases, outbox, queries, schema
+from reconciler.store import approvals, leases, outbox, queries, schema
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
@@ -195,6 +195,14 @@ class App:
         if self.reader() is None:
             return None
         return outbox.Outbox(self.db).reset(name, now)
+
+    def decide(self, name: str, digest: str | None, *, approve: bool, by: str, now: datetime) -> model.ActionRecord:
+        """`reconciler approve` / `reject` (and the daemon's POST /approve, /reject): a person's say on the action
+        the watch waits on; NotWaiting, changing nothing, when none waits (for that digest)."""
+        self.settings.watch(name)
+        if self.reader() is None:
+            raise errors.NotWaiting(f"nothing of watch {name} waits for approval: nothing was recorded yet")
+        return approvals.Approvals(self.db).decide(name, digest, approve=approve, by=by, now=now)
 
     def open_actions(self, names: Sequence[str]) -> list[model.ActionRecord]:
         if self.reader() is None:

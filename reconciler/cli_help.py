@@ -57,6 +57,14 @@ examples:
 examples:
   reconciler retry stack-staging
   reconciler retry stack-production --config /etc/reconciler/config.toml""",
+    "approve": """\
+examples:
+  reconciler approve stack-production
+  reconciler approve stack-production --digest sha256:0123456789ab --by alice""",
+    "reject": """\
+examples:
+  reconciler reject stack-production
+  reconciler reject stack-production --digest sha256:0123456789ab --by alice""",
     "db": """\
 examples:
   reconciler db upgrade
@@ -76,6 +84,13 @@ examples:
 # in `config check`; a one-line reply (`retry`, `db upgrade`) is never cut short by a closed output.
 _INTERRUPTED = "  130      interrupted (Ctrl-C)"
 _CLOSED = "  141      the output was closed before all of it was written"
+_DECISION_EXIT_CODES = f"""\
+exit codes:
+  0        recorded: the holder of the lease acts on it at its next pass
+  1        nothing of that watch (or digest) waits for approval: superseded,
+           already decided, or unknown; nothing changed. Or the database failed
+  2        bad configuration or usage, or no watch of that name
+{_INTERRUPTED}"""
 _COMMAND_EXIT_CODES = {
     "run": """\
 exit codes:
@@ -105,6 +120,8 @@ exit codes:
   1        the database failed, or is old (then: `reconciler db upgrade`)
   2        bad configuration or usage, or no watch of that name
 {_INTERRUPTED}""",
+    "approve": _DECISION_EXIT_CODES,
+    "reject": _DECISION_EXIT_CODES,
     "db": f"""\
 exit codes:
   0        the database is at the newest revision

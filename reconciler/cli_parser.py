@@ -176,6 +176,18 @@ def build() -> argparse.ArgumentParser:
     retry = command(commands, "retry", "clear a watch's failures (gave up, back-off) so the next pass acts")
     retry.add_argument("watch", metavar="WATCH", help="the watch whose failed action no longer holds it back")
 
+    for verb, says in (("approve", "let it deploy"), ("reject", "never offer it again")):
+        decision = command(commands, verb, f"{verb} the digest a watch waits on for approval: {says}")
+        decision.add_argument("watch", metavar="WATCH", help=f"the watch whose waiting action to {verb}")
+        decision.add_argument(
+            "--digest",
+            metavar="DIGEST",
+            help="the digest waiting (sha256:…, or its first 12 hex digits as shown); "
+            "needed when the watch has more than one waiting",
+        )
+        decision.add_argument("--by", metavar="NAME", help="who decides, as recorded (default: your login name)")
+        decision.add_argument("--json", action="store_true", help="print the action as JSON instead of a line")
+
     db = command(commands, "db", "database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND", parser_class=_Parser)
     command(db_commands, "upgrade", "apply the migrations", help_of="db")

@@ -5,6 +5,7 @@ and returns its exit code (`output`). Imported once the arguments are parsed: `-
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
@@ -115,13 +116,49 @@ def cmd_history(args: argparse.Namespace, application: app.App) -> int:
 def cmd_retry(args: argparse.Namespace, application: app.App) -> int:
     action = application.retry(args.watch, now=engine.utc_now())
     if action is None:
-        print(f"watch {args.watch} has no failed action to retry; nothing changed")
+        print(f"watch {args.watch} has no failed or rejected action to retry; nothing changed")
         return EXIT_OK
-    print(
-        f"watch {args.watch}: action #{action.id} ({action.tag} {action.digest}) no longer holds it back; "
-        "the next pass acts again, from attempt 1"
+    again = (
+        "the next pass offers it for approval again"
+        if action.status is model.ActionStatus.REJECTED
+        else "the next pass acts again, from attempt 1"
     )
+    print(f"watch {args.watch}: action #{action.id} ({action.tag} {action.digest}) no longer holds it back; {again}")
     return EXIT_OK
+
+
+def _decider(given: str | None) -> str:
+    """Who approves or rejects: as given, else the login name."""
+    if given is not None:
+        return given
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container's user without a passwd entry)
+        return f"uid {os.getuid()}"
+
+
+def _decide(args: argparse.Namespace, application: app.App, *, approve: bool) -> int:
+    action = application.decide(args.watch, args.digest, approve=approve, by=_decider(args.by), now=engine.utc_now())
+    if args.json:
+        print_json({"watch": action.watch, "action": report.action_document(action)})
+        return EXIT_OK
+    what = f"watch {action.watch}: action #{action.id} ({action.tag} {action.digest})"
+    if approve:
+        print(
+            f"{what} approved by {action.decided_by}; a running daemon launches it within seconds, "
+            "else the next `reconciler reconcile` does"
+        )
+    else:
+        print(f"{what} rejected by {action.decided_by}; that digest is not offered again, a newer one is")
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace, application: app.App) -> int:
+    return _decide(args, application, approve=True)
+
+
+def cmd_reject(args: argparse.Namespace, application: app.App) -> int:
+    return _decide(args, application, approve=False)
 
 
 def cmd_db(args: argparse.Namespace, application: app.App) -> int:
@@ -196,6 +233,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
     "status": cmd_status,
     "history": cmd_history,
     "retry": cmd_retry,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
     "db": cmd_db,
     "config": cmd_config,
     "notify": cmd_notify,

@@ -107,10 +107,22 @@ def decide(
         left = int((watch.settle - waited).total_seconds())
         return model.Decision(Verdict.SETTLING, f"{target} must stay unchanged {left}s more before acting")
     last = last_action
-    if last is not None and last.status.open:  # whatever it targets: nothing ever runs beside an open action
+    approved = False
+    if last is not None and last.status is model.ActionStatus.AWAITING_APPROVAL:
+        waiting = _awaiting(watch, last, result)
+        if waiting is not None:
+            return waiting
+        approved = awaits_this(watch, last, result)  # approved: it is released and launched now
+    elif last is not None and last.status.open:  # whatever it targets: nothing ever runs beside an open action
         running = f"{last.tag}@{_short(last.digest)}"
         waits = "" if last.targets(result.tag, result.digest) else f"; {target} waits for it"
         return model.Decision(Verdict.BUSY, f"action #{last.id} for {running} is {last.status.value}{waits}")
+    if last is not None and rejected(last, result):
+        return model.Decision(
+            Verdict.REJECTED,
+            f"{target} was rejected by {last.decided_by} (action #{last.id}); not offered again: a newer digest is, "
+            f"or `reconciler retry {watch.name}` offers it again",
+        )
     if (
         last is not None
         and last.targets(result.tag, result.digest)
@@ -122,7 +134,55 @@ def decide(
             return held
     if watch.cannot_act is not None:  # not attempted, so no attempt is counted; the secret's return makes it act
         return model.Decision(Verdict.BLOCKED, f"{was} deployed, {target} observed; not acted on: {watch.cannot_act}")
+    if approved and last is not None:
+        return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed; approved by {last.decided_by}")
+    if watch.approve and not carries_approval(watch, last, result):
+        return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed; needs approval")
     return model.Decision(Verdict.DRIFT, f"{was} deployed, {target} observed")
+
+
+def awaits_this(watch: model.Watch, action: model.ActionRecord, seen: model.Observation | model.Target) -> bool:
+    """Whether an action awaiting approval still stands for what is seen: the same digest, under the same
+    configuration (its recorded request is what a person approves), on a watch that still needs approval."""
+    return (
+        watch.approve
+        and watch.action is not None
+        and action.status is model.ActionStatus.AWAITING_APPROVAL
+        and action.targets(seen.tag, seen.digest)
+        and action.fingerprint in (None, model.fingerprint(watch.action))
+    )
+
+
+def carries_approval(
+    watch: model.Watch, last: model.ActionRecord | None, seen: model.Observation | model.Target
+) -> bool:
+    """Whether a new action for what is seen needs no approval of its own: an earlier one for the same digest and
+    configuration was approved (a retry after a failure, or a launch a stopped process never made)."""
+    return (
+        last is not None
+        and watch.action is not None
+        and last.approved
+        and not last.status.open
+        and last.targets(seen.tag, seen.digest)
+        and last.fingerprint in (None, model.fingerprint(watch.action))
+    )
+
+
+def rejected(last: model.ActionRecord, seen: model.Observation) -> bool:
+    """A person rejected this digest, and `reconciler retry` has not offered it again since."""
+    return last.status is model.ActionStatus.REJECTED and last.targets(seen.tag, seen.digest) and last.reset_at is None
+
+
+def _awaiting(watch: model.Watch, last: model.ActionRecord, seen: model.Observation) -> model.Decision | None:
+    """The decision while an action waits for approval: it waits on; None when it is approved (released now) or
+    no longer stands (a newer digest, or changed configuration: it is superseded, and the new target waits)."""
+    if not awaits_this(watch, last, seen) or last.approved:
+        return None
+    return model.Decision(
+        Verdict.AWAITING_APPROVAL,
+        f"action #{last.id} for {last.tag}@{_short(last.digest)} needs approval: "
+        f"`reconciler approve {watch.name} --digest {_short(last.digest)}` (or reject)",
+    )
 
 
 def advance(
@@ -170,6 +230,8 @@ def state_of(
     last_action: model.ActionRecord | None = None,
 ) -> model.State:
     """What `status` shows, from the stored state (and the watch's newest action) alone."""
+    if last_action is not None and last_action.waiting:
+        return model.State.AWAITING_APPROVAL
     if last_action is not None and last_action.status.open:
         return model.State.DEPLOYING
     if state is None or state.checked_at is None:

@@ -157,7 +157,7 @@ class Engine:
         target = deploy.target_of(watch, result, state.deployed if state is not None else None)
         attempt, outages = decide.next_attempt(last, result, watch.action)
         try:
-            record = self._deployer.act(watch, target, attempt=attempt, outages=outages)
+            record = self._deployer.act(watch, target, attempt=attempt, outages=outages, last=last)
         except (errors.LeaseLost, errors.Stopped, errors.StoreError):
             raise
         except Exception:  # one watch's bug must not end the pass for the others

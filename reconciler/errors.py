@@ -24,6 +24,7 @@ Third-party errors are mapped once, at the boundary that calls them, with ``rais
     │   │   └── KubeUnavailable(ActuatorUnavailable)  5xx, 429 or unreachable: asked again, never a failed roll-out
     │   └── LaunchOutcomeUnknown       the launch may or may not have happened (timeout, a gateway's 502/503/504)
     ├── NotifyError                    a notification was not delivered (it stays in its outbox, retried)
+    ├── NotWaiting                     approve/reject of a digest that does not wait for approval: exit 1
     ├── StoreError                     the database refused or is unreachable
     ├── LockHeld                       another instance holds the lease: exit 4
     │   └── LeaseLost                  this instance lost the lease while acting, and stopped
@@ -124,6 +125,10 @@ class LaunchOutcomeUnknown(ActuatorError):
 
 class NotifyError(ReconcilerError):
     """A notification target did not take a notification; the message names the target, never its URL."""
+
+
+class NotWaiting(ReconcilerError):
+    """`approve`/`reject` named a digest that waits for no approval (superseded, decided, unknown): nothing changed."""
 
 
 class StoreError(ReconcilerError):

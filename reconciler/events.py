@@ -76,10 +76,17 @@ def gave_up(watch: model.Watch, record: model.ActionRecord) -> bool:
 
 
 def of_action(watch: model.Watch, record: model.ActionRecord, now: datetime) -> list[model.Notice]:
-    """What an action's new status tells: launched → started; succeeded; failed, and gave_up when it was the last
-    try. An outage (nothing reached the system) is told once, on its first occurrence, not at every back-off."""
+    """What an action's new status tells: awaiting approval; launched → started; succeeded; failed, and gave_up
+    when it was the last try. An outage (nothing reached the system) is told once, on its first occurrence, not
+    at every back-off."""
     env, what, job = _env(watch), _image(watch, record.tag, record.digest), _job(record)
     status = record.status
+    if status is model.ActionStatus.AWAITING_APPROVAL:
+        message = (
+            f"A new {env} deployment waits for approval: {what}. "
+            f"Approve: `reconciler approve {watch.name} --digest {short(record.digest)}` (or reject)"
+        )
+        return [_notice(Event.AWAITING_APPROVAL, watch, now, message, record=record)]
     if status is model.ActionStatus.LAUNCHED:
         return [_notice(Event.STARTED, watch, now, f"A new {env} deployment has begun: {what}{job}", record=record)]
     if status is model.ActionStatus.SUCCEEDED:

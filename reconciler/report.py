@@ -34,7 +34,15 @@ def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
         "detail": action.detail,
         "failure": action.failure.value if action.failure is not None else None,
         "next_attempt_at": iso(action.next_attempt_at) if action.status is model.ActionStatus.FAILED else None,
+        "approval": approval_document(action),
     }
+
+
+def approval_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
+    """A person's say on an action of a watch that needs approval: waiting, or who approved or rejected it, when."""
+    if action is None or action.approval is None:
+        return None
+    return {"state": action.approval.value, "by": action.decided_by, "at": iso(action.decided_at)}
 
 
 def _running(watch: model.Watch, last_action: model.ActionRecord | None) -> dict[str, Any] | None:
@@ -74,6 +82,7 @@ def watch_status(
         "checked_at": iso(state.checked_at if state else None),
         "last_error": state.last_error if state else None,
         "last_action": action_document(last_action),
+        "approval": approval_document(last_action),
         "deploys_via": None if watch.action is None else watch.action.describe(),
         "cannot_act": watch.cannot_act,
         "running": _running(watch, last_action),

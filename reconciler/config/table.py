@@ -116,6 +116,14 @@ class Table:
             )
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise errors.ConfigError(f"{self.key(name)}: expected true or false, got {kind(value)}")
+        return value
+
     def choice(self, name: str, enum: type[_E], default: _E) -> _E:
         value = self.get(name)
         if value is None:

@@ -164,9 +164,10 @@ def watch(
     awx: Mapping[str, AwxSettings],
     github: Mapping[str, GithubSettings] | None = None,
 ) -> model.Watch:
-    table.expect("name", "image", "tag", "tags", "action", "environment", *SCHEDULE_KEYS)
+    table.expect("name", "image", "tag", "tags", "action", "environment", "approve", *SCHEDULE_KEYS)
     name = table.required("name")
     environment = table.text("environment", "")  # what notifications call it; by default the name's last "-" part
+    approve = table.flag("approve", False)  # a person says yes (`reconciler approve`) before each new digest acts
     image_text = table.required("image")
     try:
         image = model.ImageRef.parse(image_text)
@@ -194,6 +195,7 @@ def watch(
             action=action,
             cannot_act="; ".join(str(m) for m in missing) or None,
             environment=environment or "",
+            approve=approve,
         )
     except errors.ConfigError as exc:
         raise errors.ConfigError(f"{table.path}: {exc}") from None

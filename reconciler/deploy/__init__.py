@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler import errors, events, model
+from reconciler import decide, errors, events, model
 from reconciler.deploy import failures
 from reconciler.deploy.ports import Actuator, Outbox, Progress, Tell
 
@@ -89,38 +89,89 @@ class Deployer:
         return actuator.mark(watch.action, actuator.request(watch.action, target), marker(watch.name, "<id>"))
 
     def act(
-        self, watch: model.Watch, target: model.Target, *, attempt: int, outages: int = 0
+        self,
+        watch: model.Watch,
+        target: model.Target,
+        *,
+        attempt: int,
+        outages: int = 0,
+        last: model.ActionRecord | None = None,
     ) -> model.ActionRecord | None:
-        """Plan, launch, wait and record one action; None when another instance already has it open."""
+        """Plan, launch, wait and record one action; None when another instance already has it open.
+
+        On a watch that needs approval, the action is first recorded awaiting approval, with its exact request,
+        and carried out only when `last` is that action, approved; one that no longer stands (a newer digest,
+        changed configuration) is superseded. A retry of an approved digest carries its approval."""
         spec = watch.action
         assert spec is not None
+        if last is not None and last.status is model.ActionStatus.AWAITING_APPROVAL:
+            if last.approved and decide.awaits_this(watch, last, target):
+                return self._release(watch, last)
+            self._keep_alive()
+            why = f"superseded by {target.tag} ({events.short(target.digest)}) before it was approved"
+            self._outbox.superseded(last.id, why, self._clock())
         actuator = self._actuator(spec)
-        fingerprint = model.fingerprint(spec)
+        carried = last if decide.carries_approval(watch, last, target) else None
 
-        def plan(request: Callable[[int], Mapping[str, Any]]) -> model.ActionRecord | None:
+        def plan(request: Callable[[int], Mapping[str, Any]], *, approve: bool) -> model.ActionRecord | None:
             return self._outbox.plan(
                 target=target,
                 kind=spec.kind,
                 attempt=attempt,
                 request=request,
                 now=self._clock(),
-                fingerprint=fingerprint,
+                fingerprint=model.fingerprint(spec),
                 outages=outages,
+                needs_approval=approve,
+                approval=carried,
+                tell=self._tell(watch),
             )
 
         try:
             request = actuator.request(spec, target)
         except errors.ActuatorError as exc:  # nothing was sent; still recorded, and retried after a back-off
-            record = plan(lambda _: {})
+            record = plan(lambda _: {}, approve=False)
             return None if record is None else self._failed_by(watch, record, exc)
         self._keep_alive()  # never plan, nor launch, without the lease
-        record = plan(lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)))
+        record = plan(
+            lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)), approve=watch.approve
+        )
         if record is None:
             return None
+        if record.waiting:
+            log.info(
+                "watch %s: action #%d waits for approval: %s",
+                watch.name,
+                record.id,
+                spec.describe(),
+                extra=_extra(record),
+            )
+            return record
         log.info("watch %s: action #%d planned: %s", watch.name, record.id, spec.describe(), extra=_extra(record))
+        return self._launch(watch, record)
+
+    def _release(self, watch: model.Watch, waiting: model.ActionRecord) -> model.ActionRecord | None:
+        """An approved action: planned now (by this process alone), then launched as any other."""
+        self._keep_alive()
+        record = self._outbox.release(waiting.id, self._clock())
+        if record is None:  # another process released it, or it was superseded meanwhile
+            return None
+        log.info(
+            "watch %s: action #%d approved by %s; launching",
+            watch.name,
+            record.id,
+            record.decided_by,
+            extra=_extra(record),
+        )
+        return self._launch(watch, record)
+
+    def _launch(self, watch: model.Watch, record: model.ActionRecord) -> model.ActionRecord:
+        """Send a planned action's recorded request, then follow it to its end."""
+        assert watch.action is not None
+        spec, actuator = watch.action, self._actuator(watch.action)
         try:
             self._keep_alive()
-            launch = actuator.launch(spec, record.request or request, keep_alive=self._keep_alive)
+            launch = actuator.launch(spec, record.request or {}, keep_alive=self._keep_alive)
         except errors.LaunchOutcomeUnknown as exc:
             log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
             return self._resolve(watch, record, str(exc))
@@ -241,6 +292,8 @@ class Deployer:
         if watch is None or watch.action is None or watch.action.kind is not record.kind:
             return None  # another watch selection's, or an unchecked configuration's: not ours to finish here
         if watch.cannot_act is not None:  # e.g. its AWX token is not set: left open until it is
+            return None
+        if record.status is model.ActionStatus.AWAITING_APPROVAL:  # a pass releases it once approved
             return None
         if record.status is model.ActionStatus.PLANNED:
             why = "the process that launched it stopped before recording an answer"

@@ -50,7 +50,12 @@ class Outbox(Protocol):
         now: datetime,
         fingerprint: str | None = None,
         outages: int = 0,
+        needs_approval: bool = False,
+        approval: model.ActionRecord | None = None,
+        tell: Tell | None = None,
     ) -> model.ActionRecord | None: ...
+
+    def release(self, action_id: int, now: datetime) -> model.ActionRecord | None: ...
 
     def launched(
         self, action_id: int, launch: model.Launch, now: datetime, *, tell: Tell | None = None

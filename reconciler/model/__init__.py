@@ -21,6 +21,7 @@ from reconciler.model.notices import (
 from reconciler.model.outcomes import (
     ActionRecord,
     ActionStatus,
+    Approval,
     CheckFailure,
     CheckResult,
     Decision,
@@ -69,6 +70,7 @@ __all__ = [
     "ActionKind",
     "ActionRecord",
     "ActionStatus",
+    "Approval",
     "AwxAction",
     "Backlog",
     "CheckFailure",

@@ -26,6 +26,8 @@ class Verdict(enum.StrEnum):
     RETRY_LATER = "retry_later"  # the last attempt failed; the back-off has not passed yet
     GAVE_UP = "gave_up"  # every attempt for this target failed; a newer image starts over
     BLOCKED = "blocked"  # the action is due but cannot be attempted (its secret is not set); nothing is counted
+    AWAITING_APPROVAL = "awaiting_approval"  # the action is recorded and waits for a person to approve it
+    REJECTED = "rejected"  # a person rejected this digest: it is not offered again; a newer one is
     ERROR = "error"  # the registry could not be asked
 
 
@@ -39,20 +41,34 @@ class State(enum.StrEnum):
     DEPLOYING = "deploying"
     FAILED = "failed"
     ERROR = "error"
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 class ActionStatus(enum.StrEnum):
-    """The outbox: planned -> launched -> succeeded | failed; a planned action never launched is superseded."""
+    """The outbox: planned -> launched -> succeeded | failed; a planned action never launched is superseded. A
+    watch that needs approval first records it awaiting_approval: approved, it becomes planned; else rejected, or
+    superseded by a newer digest."""
 
+    AWAITING_APPROVAL = "awaiting_approval"
     PLANNED = "planned"
     LAUNCHED = "launched"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SUPERSEDED = "superseded"
+    REJECTED = "rejected"
 
     @property
     def open(self) -> bool:
-        return self in (ActionStatus.PLANNED, ActionStatus.LAUNCHED)
+        """Open: nothing else runs for the watch beside it (awaiting approval included)."""
+        return self in (ActionStatus.AWAITING_APPROVAL, ActionStatus.PLANNED, ActionStatus.LAUNCHED)
+
+
+class Approval(enum.StrEnum):
+    """A person's say on an action of a watch with `approve = true`."""
+
+    WAITING = "waiting"
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class Failure(enum.StrEnum):
@@ -186,6 +202,18 @@ class ActionRecord:
     outages: int = 0  # outage failures of the same attempt before this action (their back-off grows)
     abort: str | None = None  # the launched job must be canceled: why
     reset_at: datetime | None = None  # `reconciler retry`: its failures no longer hold the watch back
+    approval: Approval | None = None  # None: no approval was needed
+    decided_by: str | None = None  # who approved or rejected it
+    decided_at: datetime | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Recorded and waiting for a person's yes or no."""
+        return self.status is ActionStatus.AWAITING_APPROVAL and self.approval is Approval.WAITING
+
+    @property
+    def approved(self) -> bool:
+        return self.approval is Approval.APPROVED
 
     def targets(self, tag: str, digest: str) -> bool:
         return (self.tag, self.digest) == (tag, digest)

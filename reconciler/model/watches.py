@@ -222,6 +222,7 @@ class Watch:
     action: Action | None = None
     cannot_act: str | None = None  # why the action may not be attempted, e.g. its secret is not set
     environment: str = ""  # what notifications call it ("STAGING"); by default the name's last "-" part
+    approve: bool = False  # each new digest waits for a person's `reconciler approve` before its action runs
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):

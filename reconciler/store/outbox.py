@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
 
 
-def _action(row: Any) -> model.ActionRecord:
+def action_of(row: Any) -> model.ActionRecord:
     return model.ActionRecord(
         id=row.id,
         watch=row.watch,
@@ -48,6 +48,9 @@ def _action(row: Any) -> model.ActionRecord:
         outages=row.outages,
         abort=row.abort,
         reset_at=row.reset_at,
+        approval=model.Approval(row.approval) if row.approval else None,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
     )
 
 
@@ -66,7 +69,7 @@ class Outbox:
         a = tables.actions
         with self._begin("read the open actions") as conn:
             rows = conn.execute(select(a).where(a.c.status.in_(tables.OPEN_STATUSES)).order_by(a.c.id))
-            return [_action(r) for r in rows]
+            return [action_of(r) for r in rows]
 
     def last_actions(self, names: Sequence[str] | None = None) -> dict[str, model.ActionRecord]:
         """Each watch's open action if it has one (nothing may run beside it), else its newest action."""
@@ -78,7 +81,7 @@ class Outbox:
         found: dict[str, model.ActionRecord] = {}
         with self._begin("read the last actions") as conn:
             for row in conn.execute(query.order_by(a.c.id)):
-                action = _action(row)
+                action = action_of(row)
                 kept = found.get(action.watch)
                 if kept is None or not kept.status.open:
                     found[action.watch] = action
@@ -98,7 +101,7 @@ class Outbox:
         if watch is not None:
             query = query.where(a.c.watch == watch)
         with self._begin("read the actions") as conn:
-            return [_action(r) for r in conn.execute(query)]
+            return [action_of(r) for r in conn.execute(query)]
 
     def plan(
         self,
@@ -110,17 +113,28 @@ class Outbox:
         now: datetime,
         fingerprint: str | None = None,
         outages: int = 0,
+        needs_approval: bool = False,
+        approval: model.ActionRecord | None = None,
+        tell: Tell | None = None,
     ) -> model.ActionRecord | None:
         """Write the planned action before anything is sent; None when one is already open for this target.
 
         `request` gives the exact request from the new action's id (which its marker carries); it is recorded in
         the same transaction, so a planned row always says what it sends. It must not do I/O.
+
+        `approval`, for a watch that needs one: an earlier action for this target whose approval this one carries
+        (a retry), or None to record this one `awaiting_approval` (launched only once a person approves it).
+        `tell` gives what its recording tells.
         """
         a = tables.actions
+        status = model.ActionStatus.AWAITING_APPROVAL if needs_approval and approval is None else None
         values = {
             "watch": target.watch,
             "kind": kind.value,
-            "status": model.ActionStatus.PLANNED.value,
+            "status": (status or model.ActionStatus.PLANNED).value,
+            "approval": model.Approval.WAITING.value if status else (approval.approval if approval else None),
+            "decided_by": approval.decided_by if approval is not None else None,
+            "decided_at": approval.decided_at if approval is not None else None,
             "tag": target.tag,
             "digest": target.digest,
             "previous_tag": target.previous_tag,
@@ -135,13 +149,34 @@ class Outbox:
                 action_id = conn.execute(insert(a).values(**values).returning(a.c.id)).scalar_one()
                 recorded = json.dumps(request(action_id))
                 conn.execute(update(a).where(a.c.id == action_id).values(request=recorded))
-                return _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+                row = action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
+                told = self._tell(conn, tell, row, now)
         except IntegrityError:
             return None  # the outbox rule: another open action for this watch and digest exists
         except SQLAlchemyError as exc:
             raise errors.StoreError(
                 f"cannot plan an action in the database {schema.safe_url(self.engine)}: {schema.reason(exc)}"
             ) from None
+        if told and self._box is not None:
+            self._box.announce()
+        return row
+
+    def release(self, action_id: int, now: datetime) -> model.ActionRecord | None:
+        """An approved action waiting for approval becomes planned, to be launched now; None when it no longer
+        waits (another process released it, or it was superseded). Its time restarts, so a launch whose answer
+        is lost is looked for as long as any other's."""
+        a = tables.actions
+        with self._begin("release an approved action") as conn:
+            moved = conn.execute(
+                update(a)
+                .where(
+                    a.c.id == action_id,
+                    a.c.status == model.ActionStatus.AWAITING_APPROVAL.value,
+                    a.c.approval == model.Approval.APPROVED.value,
+                )
+                .values(status=model.ActionStatus.PLANNED.value, created_at=now)
+            ).rowcount
+            return action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
 
     def _transition(
         self, action_id: int, doing: str, *, tell: Tell | None = None, now: datetime | None = None, **values: Any
@@ -153,7 +188,7 @@ class Outbox:
             moved = conn.execute(
                 update(a).where(a.c.id == action_id, a.c.status.in_(tables.OPEN_STATUSES)).values(**values)
             ).rowcount
-            row = _action(conn.execute(select(a).where(a.c.id == action_id)).one())
+            row = action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
             if moved:
                 told = self._tell(conn, tell, row, now)
         if not moved:
@@ -215,15 +250,17 @@ class Outbox:
         )
 
     def reset(self, watch: str, now: datetime) -> model.ActionRecord | None:
-        """`reconciler retry`: the watch's newest action, if it failed, no longer holds it back (no back-off, no
-        used-up attempts). Returns that action, or None when the newest action did not fail."""
+        """`reconciler retry`: the watch's newest action, if it failed (or was rejected), no longer holds it back (no
+        back-off, no used-up attempts; a rejected digest is offered again). Returns that action, or None when the
+        newest action neither failed nor was rejected."""
         a = tables.actions
+        held = (model.ActionStatus.FAILED.value, model.ActionStatus.REJECTED.value)
         with self._begin("reset the watch's failures") as conn:
             row = conn.execute(select(a).where(a.c.watch == watch).order_by(a.c.id.desc()).limit(1)).first()
-            if row is None or row.status != model.ActionStatus.FAILED.value:
+            if row is None or row.status not in held:
                 return None
             conn.execute(update(a).where(a.c.id == row.id).values(reset_at=now))
-            return _action(conn.execute(select(a).where(a.c.id == row.id)).one())
+            return action_of(conn.execute(select(a).where(a.c.id == row.id)).one())
 
     def succeeded(
         self, action: model.ActionRecord, detail: str, now: datetime, *, tell: Tell | None = None
@@ -246,7 +283,7 @@ class Outbox:
                 .where(w.c.watch == action.watch, ~newer)
                 .values(deployed_tag=action.tag, deployed_digest=action.digest, deployed_at=now)
             )
-            row = _action(conn.execute(select(a).where(a.c.id == action.id)).one())
+            row = action_of(conn.execute(select(a).where(a.c.id == action.id)).one())
             told = self._tell(conn, tell, row, now)
         if told and self._box is not None:
             self._box.announce()

@@ -58,9 +58,9 @@ metadata = MetaData(
 NAME = 200
 TAG = 128
 DIGEST = 71  # "sha256:" + 64 hex
-OPEN_STATUSES = ("planned", "launched")
-_OPEN = text("status IN ('planned', 'launched')")
-ACTION_STATUSES = ("planned", "launched", "succeeded", "failed", "superseded")
+OPEN_STATUSES = ("awaiting_approval", "planned", "launched")
+_OPEN = text("status IN ('awaiting_approval', 'planned', 'launched')")
+ACTION_STATUSES = ("awaiting_approval", "planned", "launched", "succeeded", "failed", "superseded", "rejected")
 
 watch_state = Table(
     "watch_state",
@@ -118,9 +118,12 @@ actions = Table(
     Column("outages", Integer(), nullable=False, server_default="0"),  # outage failures of this attempt before it
     Column("abort", Text()),  # the launched job must be canceled, and why (AWX ignored our variables)
     Column("reset_at", UTCDateTime()),  # `reconciler retry`: this failure no longer holds the watch back
+    Column("approval", String(20)),  # a watch with `approve = true`: waiting | approved | rejected
+    Column("decided_by", String(NAME)),  # who approved or rejected it
+    Column("decided_at", UTCDateTime()),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTION_STATUSES)})", name="status"),
     Index("ix_actions_watch_created", "watch", "created_at"),
-    # The outbox rule: one open (planned or launched) action per watch and digest, never two.
+    # The outbox rule: one open (awaiting approval, planned or launched) action per watch and digest, never two.
     Index(
         "uq_actions_open_watch_digest",
         "watch",

@@ -148,16 +148,16 @@ def make_scenario(
     *,
     template: str | int = STAGING,
     poll: str = "5s",
+    approve: bool = False,
 ) -> Scenario:
     time = FakeTime()
     awx.clock = time
     repo = f"deploy/{tmp_path.name.lower().replace('_', '-')}"[:60]
     path = tmp_path / "config.toml"
-    path.write_text(
-        CONFIG.format(
-            database=database, registry=registry.base, awx=awx.base, repo=repo, poll=poll, template=json.dumps(template)
-        )
+    text = CONFIG.format(
+        database=database, registry=registry.base, awx=awx.base, repo=repo, poll=poll, template=json.dumps(template)
     )
+    path.write_text(text.replace('tag = "latest"\n', 'tag = "latest"\napprove = true\n') if approve else text)
     return Scenario(registry=registry, awx=awx, time=time, path=path, repo=repo, database=database)
 
 

@@ -1,0 +1,264 @@
+"""Approvals end to end: a watch with `approve = true` records its action awaiting approval, with the exact request,
+and launches it only once a person approves it through the real CLI — exactly once; a rejected digest is not
+offered again; a newer digest supersedes a waiting one. On the real registry, the fake AWX, SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from reconciler import model
+from reconciler.store import outbox
+from tests.fakes.awx import FakeAwx
+from tests.support.awx_scenario import STAGING, Scenario, baseline, make_scenario
+from tests.support.daemon import wait_until
+from tests.support.databases import TestDatabase
+from tests.support.registry import LocalRegistry
+
+
+@pytest.fixture
+def gated(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
+    return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db", approve=True)
+
+
+def _staging(awx: FakeAwx) -> int:
+    return next(t["id"] for t in awx.templates.values() if t["name"] == STAGING)
+
+
+def _status(s: Scenario) -> dict[str, object]:
+    done = s.cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    [watch] = json.loads(done.stdout)["watches"]
+    return watch  # type: ignore[no-any-return]
+
+
+def test_drift_waits_for_approval_with_the_exact_request_then_launches_once_approved(
+    tmp_path: Path, registry: LocalRegistry, awx: FakeAwx, db: TestDatabase
+) -> None:
+    s = make_scenario(tmp_path, registry, awx, db.url, approve=True)
+    baseline(s)
+    second = s.push("two")
+    outcome = s.outcome()
+    assert outcome.decision.verdict is model.Verdict.DRIFT and "needs approval" in outcome.decision.reason
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.AWAITING_APPROVAL
+    assert awx.launches == []
+    [row] = s.actions()
+    assert (row["status"], row["approval"], row["digest"], row["decided_by"]) == (
+        "awaiting_approval",
+        "waiting",
+        second,
+        None,
+    )
+    recorded = json.loads(row["request"])
+    assert recorded["body"]["extra_vars"] == {
+        "stack_image_tag": "latest",
+        "stack_digest": second,
+        "reconciler_action": f"staging#{row['id']}",
+    }
+    watch = _status(s)
+    assert watch["state"] == "awaiting_approval"
+    assert watch["approval"] == {"state": "waiting", "by": None, "at": None}
+
+    for _ in range(2):  # passes go on; nothing is launched while it waits
+        s.time.advance(60)
+        waiting = s.outcome()
+        assert waiting.decision.verdict is model.Verdict.AWAITING_APPROVAL, waiting.decision
+        assert f"reconciler approve staging --digest {second[7:19]}" in waiting.decision.reason
+    assert awx.launches == [] and len(s.actions()) == 1
+
+    done = s.cli("approve", "staging", "--by", "alice")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"watch staging: action #{row['id']} (latest {second}) approved by alice")
+    assert awx.launches == []  # approving launches nothing by itself: the holder of the lease does
+
+    approved = s.outcome()
+    assert approved.action is not None and approved.action.status is model.ActionStatus.SUCCEEDED
+    assert awx.launches == [(_staging(awx), recorded["body"]["extra_vars"])]  # the request approved, exactly
+    assert approved.state.deployed is not None and approved.state.deployed.digest == second
+    assert s.outcome().decision.verdict is model.Verdict.IN_SYNC
+    assert len(awx.launches) == 1
+    [row] = s.actions()
+    assert (row["status"], row["approval"], row["decided_by"]) == ("succeeded", "approved", "alice")
+    assert _status(s)["approval"]["state"] == "approved"  # type: ignore[index]
+
+    again = s.cli("approve", "staging", "--digest", second)
+    assert again.returncode == 1
+    assert again.stderr.strip().count("\n") == 0
+    assert "does not wait for approval: it is succeeded, approved by alice" in again.stderr
+    assert len(s.actions()) == 1 and len(awx.launches) == 1
+
+
+def test_a_rejected_digest_is_not_offered_again_and_the_next_one_is(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    second = s.push("two")
+    s.outcome()
+    done = s.cli("reject", "staging", "--digest", second[:19], "--by", "bob", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["action"]["status"] == "rejected"
+    assert document["action"]["approval"]["state"] == "rejected" and document["action"]["approval"]["by"] == "bob"
+    for _ in range(3):
+        s.time.advance(3600)
+        outcome = s.outcome()
+        assert outcome.decision.verdict is model.Verdict.REJECTED, outcome.decision
+        assert "rejected by bob" in outcome.decision.reason
+    assert s.awx.launches == []
+    assert [a["status"] for a in s.actions()] == ["rejected"]
+    assert _status(s)["state"] == "drifted"
+
+    third = s.push("three")
+    assert s.outcome().action.status is model.ActionStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
+    assert s.cli("approve", "staging", "--by", "carol").returncode == 0
+    assert s.outcome().action.status is model.ActionStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert [extra["stack_digest"] for _, extra in s.awx.launches] == [third]
+
+    history = s.cli("history", "--json")
+    assert history.returncode == 0, history.stderr
+    decided = {
+        e["action"]["digest"]: e["action"]["approval"]
+        for e in json.loads(history.stdout)["events"]
+        if e["type"] == "action"
+    }
+    assert decided[second]["state"] == "rejected" and decided[second]["by"] == "bob"
+    assert decided[third]["state"] == "approved" and decided[third]["by"] == "carol"
+
+
+def test_retry_offers_a_rejected_digest_again(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    assert s.cli("reject", "staging").returncode == 0
+    assert s.outcome().decision.verdict is model.Verdict.REJECTED
+    done = s.cli("retry", "staging")
+    assert done.returncode == 0 and "offers it for approval again" in done.stdout
+    assert s.outcome().action.status is model.ActionStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
+    assert s.awx.launches == []
+
+
+def test_a_newer_digest_supersedes_a_waiting_approval(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    second = s.push("two")
+    s.outcome()
+    third = s.push("three")
+    outcome = s.outcome()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.AWAITING_APPROVAL
+    assert outcome.action.digest == third
+    old, new = s.actions()
+    assert (old["status"], old["digest"]) == ("superseded", second)
+    assert "before it was approved" in old["detail"]
+    assert (new["status"], new["digest"]) == ("awaiting_approval", third)
+
+    late = s.cli("approve", "staging", "--digest", second)
+    assert late.returncode == 1
+    assert "does not wait for approval: it is superseded" in late.stderr
+    assert [a["status"] for a in s.actions()] == ["superseded", "awaiting_approval"]  # nothing changed
+    assert s.awx.launches == []
+
+
+def test_a_newer_digest_supersedes_an_approval_not_yet_acted_on(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    assert s.cli("approve", "staging").returncode == 0
+    third = s.push("three")  # before any pass released the approved one
+    outcome = s.outcome()
+    assert outcome.action is not None and outcome.action.status is model.ActionStatus.AWAITING_APPROVAL
+    assert outcome.action.digest == third and outcome.action.approval is model.Approval.WAITING
+    assert s.awx.launches == []
+
+
+def test_a_retry_of_an_approved_digest_needs_no_new_approval(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    second = s.push("two")
+    s.outcome()
+    assert s.cli("approve", "staging", "--by", "alice").returncode == 0
+    s.awx.script(outcome="failed", count=1)
+    failed = s.outcome()
+    assert failed.action is not None and failed.action.status is model.ActionStatus.FAILED
+    assert failed.action.next_attempt_at is not None
+    s.time.now = failed.action.next_attempt_at
+    retried = s.outcome()
+    assert retried.action is not None and retried.action.status is model.ActionStatus.SUCCEEDED
+    assert retried.action.attempt == 2 and retried.action.decided_by == "alice"
+    assert [extra["stack_digest"] for _, extra in s.awx.launches] == [second, second]
+
+
+def test_deciding_names_one_watch_and_one_digest(gated: Scenario) -> None:
+    s = gated
+    nothing = s.cli("approve", "staging")
+    assert nothing.returncode == 1 and "nothing of watch staging waits for approval" in nothing.stderr
+    baseline(s)
+    second = s.push("two")
+    s.outcome()
+    unknown = s.cli("approve", "staging", "--digest", "sha256:" + "f" * 64)
+    assert unknown.returncode == 1 and "does not wait for approval" not in unknown.stdout
+    assert "has no action" in unknown.stderr
+    malformed = s.cli("approve", "staging", "--digest", "latest")
+    assert malformed.returncode == 2 and "--digest: expected a digest" in malformed.stderr
+    no_watch = s.cli("approve", "nosuch")
+    assert no_watch.returncode == 2 and "nosuch" in no_watch.stderr
+    for bad in (unknown, malformed, no_watch):
+        assert "Traceback" not in bad.stderr and bad.stderr.strip().count("\n") == 0
+    assert [(a["status"], a["approval"]) for a in s.actions()] == [("awaiting_approval", "waiting")]
+    assert s.cli("approve", "staging", "--digest", second[7:19]).returncode == 0
+
+
+def test_dry_run_says_the_action_needs_approval_and_records_nothing(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    done = s.cli("reconcile", "--dry-run")
+    assert done.returncode == 5, done.stderr
+    assert "needs approval" in done.stdout
+    as_json = s.cli("reconcile", "--dry-run", "--json")
+    [watch] = json.loads(as_json.stdout)["watches"]
+    assert watch["decision"]["verdict"] == "drift" and "needs approval" in watch["decision"]["reason"]
+    assert s.actions() == []
+
+
+def test_an_approved_action_is_released_once(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> None:
+    s = make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/r.db", approve=True)
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    assert s.cli("approve", "staging").returncode == 0
+    [row] = s.actions()
+    engine = create_engine(s.database)
+    try:
+        box = outbox.Outbox(engine)
+        first, second = box.release(row["id"], s.time()), box.release(row["id"], s.time())
+    finally:
+        engine.dispose()
+    assert first is not None and first.status is model.ActionStatus.PLANNED
+    assert second is None
+
+
+def test_sigkill_right_after_an_approval_launches_exactly_once(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    assert s.cli("approve", "staging").returncode == 0
+    s.awx.clock = lambda: datetime.now(UTC)  # the process killed plans by the real clock: so does AWX
+    s.awx.hang_next("launch", after_create=True)  # AWX creates the job; its answer never comes
+    proc = s.spawn("reconcile")
+    assert s.awx.wait_hanging(timeout=30)
+    proc.kill()  # SIGKILL between the launch and recording it: the row is left planned
+    proc.wait()
+    s.awx.release()
+    assert [a["status"] for a in s.actions()] == ["planned"]
+    wait_until("the job AWX created", lambda: len(s.awx.jobs) == 1)
+    s.time.now = datetime.now(UTC)
+    s.reconcile()  # resumes: finds the job by its marker, never launches again
+    assert [(a["status"], a["decided_by"] is not None) for a in s.actions()] == [("succeeded", True)]
+    assert len(s.awx.launches) == 1
