@@ -204,6 +204,17 @@ class App:
             raise errors.NotWaiting(f"nothing of watch {name} waits for approval: nothing was recorded yet")
         return approvals.Approvals(self.db).decide(name, digest, approve=approve, by=by, now=now)
 
+    def page(self, *, now: datetime, recent: int = 50) -> dict[str, Any]:
+        """What the daemon's status page shows: the status, the newest history events, what waits for approval."""
+        store = self.reader()
+        entries = store.history(limit=recent) if store is not None else []
+        waiting = approvals.Approvals(self.db).waiting() if store is not None else []
+        return {
+            "status": self.status([], now=now),
+            "history": report.history_document(entries, self.actions(limit=recent), limit=recent),
+            "approvals": report.waiting_document(waiting, self.settings.watches),
+        }
+
     def open_actions(self, names: Sequence[str]) -> list[model.ActionRecord]:
         if self.reader() is None:
             return []
@@ -251,8 +262,14 @@ class App:
         clock = engine.utc_now
         holder = self.new_lease()
         registry = self._registry()
+        gated = [w.name for w in self.settings.watches if w.approve]
+        decisions = approvals.Approvals(self.db)
         counters = metrics.Metrics(
-            registry_requests=lambda: registry.requests, ratelimit_remaining=lambda: registry.ratelimit_remaining
+            registry_requests=lambda: registry.requests,
+            ratelimit_remaining=lambda: registry.ratelimit_remaining,
+            awaiting_approval=lambda: (
+                dict.fromkeys(gated, False) | {a.watch: True for a in decisions.waiting(gated)} if gated else {}
+            ),
         )
         self.notifications.counted = lambda target, event, result: counters.notifications.labels(
             target=target, event=event, result=result
@@ -269,6 +286,11 @@ class App:
             status=lambda: self.status([], now=clock()),
             database_ok=self.database_ok,
             counters=counters,
+            approvals=daemon.Approvals(
+                page=lambda: self.page(now=clock()),
+                decide=lambda name, digest, approve, by: self.decide(name, digest, approve=approve, by=by, now=clock()),
+                approved=decisions.approved,
+            ),
             stop=self.stop,
             server=daemon.Server(
                 host=host,

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from reconciler import errors, model
+from reconciler.store import approvals
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -30,6 +31,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    409: "Conflict",
     413: "Content Too Large",
     503: "Service Unavailable",
 }
@@ -43,6 +45,17 @@ class Callbacks:
     metrics: Callable[[], bytes]
     reconcile: Callable[[Sequence[str]], list[str]]  # watch names (all when empty) -> the names queued
     repository: Callable[[model.ImageRef], list[str]]  # a pushed repository -> the names of its watches queued
+    page: Callable[[], dict[str, Any]] = dict  # what the status page shows (page.render's document)
+    # (watch, digest or None, approve?, by) -> the decided action's document; NotWaiting when none waits
+    decide: Callable[[str, str | None, bool, str], dict[str, Any]] | None = None
+
+
+# The status page and its files: never cached, never framed, no script but the daemon's own (page.CSP).
+_PAGE_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
 
 
 def _reply(status: int, body: bytes | str | Mapping[str, Any], content_type: str = "application/json") -> Reply:
@@ -86,8 +99,14 @@ class Endpoints:
         }
         if path in gets:
             return gets[path]() if method in ("GET", "HEAD") else _reply(405, "use GET")
+        if path == "/":
+            return self._page() if method in ("GET", "HEAD") else _reply(405, "use GET")
+        if path.startswith("/static/"):
+            return self._asset(path.removeprefix("/static/")) if method in ("GET", "HEAD") else _reply(405, "use GET")
         if path == "/reconcile":
             return self._reconcile(environ) if method == "POST" else _reply(405, "use POST")
+        if path in ("/approve", "/reject"):
+            return self._decide(environ, approve=path == "/approve") if method == "POST" else _reply(405, "use POST")
         if path.startswith("/hooks/dockerhub/"):
             return (
                 self._hook(environ, path.removeprefix("/hooks/dockerhub/"))
@@ -109,16 +128,68 @@ class Endpoints:
     def _status(self) -> Reply:
         return _reply(200, self._cb.status())
 
+    def _page(self) -> Reply:
+        from reconciler import page  # noqa: PLC0415  (Jinja2: only when the page is asked for)
+
+        status, headers, body = _reply(200, page.render(self._cb.page()), "text/html; charset=utf-8")
+        return (
+            status,
+            [*headers, ("Content-Security-Policy", page.CSP), ("Cache-Control", "no-store"), *_PAGE_HEADERS],
+            body,
+        )
+
+    def _asset(self, name: str) -> Reply:
+        from reconciler import page  # noqa: PLC0415
+
+        found = page.asset(name)
+        if found is None:
+            return _reply(404, "not found")
+        status, headers, body = _reply(200, found[1], found[0])
+        return status, [*headers, ("Cache-Control", "no-cache"), *_PAGE_HEADERS], body
+
+    def _refused(self, environ: Mapping[str, Any], what: str) -> Reply | None:
+        """Why a POST that needs the API token is refused (None: it is not)."""
+        if self._token is None:
+            return _reply(403, f"POST {what} is disabled: set [server].token_env to enable it")
+        given = str(environ.get("HTTP_AUTHORIZATION", ""))
+        if not given.startswith("Bearer "):
+            status, headers, body = _reply(401, "a bearer token is required")
+            return status, [*headers, ("WWW-Authenticate", 'Bearer realm="reconciler"')], body
+        if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), self._token.encode()):
+            return _reply(403, "wrong token")
+        return None
+
+    def _decide(self, environ: Mapping[str, Any], *, approve: bool) -> Reply:
+        """POST /approve or /reject ?watch=NAME[&digest=…][&by=…]: always needs the token, loopback or not."""
+        refused = self._refused(environ, "/approve" if approve else "/reject")
+        if refused is not None:
+            return refused
+        query = parse_qs(str(environ.get("QUERY_STRING", "")))
+        watch, digest, by = (query.get(key, [None])[0] for key in ("watch", "digest", "by"))
+        if not watch or len(query.get("watch", [])) != 1:
+            return _reply(400, {"error": "name one watch: ?watch=NAME[&digest=sha256:…][&by=NAME]"})
+        try:
+            if digest is not None:
+                approvals.digest_prefix(digest)
+            by = approvals.checked_name(by or "api")
+        except errors.ConfigError as exc:
+            return _reply(400, {"error": str(exc).replace("--digest: ", "digest: ").replace("--by: ", "by: ")})
+        if self._cb.decide is None:
+            return _reply(404, "not found")
+        try:
+            return _reply(200, self._cb.decide(watch, digest, approve, by))
+        except errors.NotWaiting as exc:
+            return _reply(409, {"error": str(exc)})
+        except errors.ConfigError as exc:
+            return _reply(404, {"error": str(exc)})
+        except errors.StoreError as exc:
+            return _reply(503, {"error": str(exc)})
+
     def _reconcile(self, environ: Mapping[str, Any]) -> Reply:
         if not self._open_reconcile:
-            if self._token is None:
-                return _reply(403, "POST /reconcile is disabled: set [server].token_env to enable it")
-            given = str(environ.get("HTTP_AUTHORIZATION", ""))
-            if not given.startswith("Bearer "):
-                status, headers, body = _reply(401, "a bearer token is required")
-                return status, [*headers, ("WWW-Authenticate", 'Bearer realm="reconciler"')], body
-            if not hmac.compare_digest(given.removeprefix("Bearer ").encode(), self._token.encode()):
-                return _reply(403, "wrong token")
+            refused = self._refused(environ, "/reconcile")
+            if refused is not None:
+                return refused
         names = parse_qs(str(environ.get("QUERY_STRING", ""))).get("watch", [])
         try:
             queued = self._cb.reconcile(names)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler import model
+from reconciler import errors, model
 
 ACTION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200)
 
@@ -43,12 +43,33 @@ class _RegistryRequests(Collector):
         yield left
 
 
+class _AwaitingApproval(Collector):
+    """1 for each watch whose action waits for a person, 0 for the others that need approval: read from the
+    database at scrape time, since an approval given anywhere (the CLI, another instance) changes it."""
+
+    def __init__(self, waiting: Callable[[], Mapping[str, bool]]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "reconciler_awaiting_approval", "1 while the watch's action waits for approval", labels=["watch"]
+        )
+        try:
+            waiting = self._waiting()
+        except errors.StoreError:  # the database is away: no value rather than a wrong one
+            waiting = {}
+        for watch, waits in sorted(waiting.items()):
+            gauge.add_metric([watch], 1 if waits else 0)
+        yield gauge
+
+
 class Metrics:
     def __init__(
         self,
         *,
         registry_requests: Callable[[], Tally[tuple[str, str, int]]] = Tally,
         ratelimit_remaining: Callable[[], Mapping[str, int]] = dict,
+        awaiting_approval: Callable[[], Mapping[str, bool]] = dict,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -82,6 +103,7 @@ class Metrics:
             registry=r,
         )
         r.register(_RegistryRequests(registry_requests, ratelimit_remaining))
+        r.register(_AwaitingApproval(awaiting_approval))
 
     def record(self, report: model.RunReport) -> None:
         self.poll_duration.observe((report.finished_at - report.started_at).total_seconds())

@@ -48,6 +48,7 @@ STATE_STYLE = {
     "settling": "yellow",
     "drifted": "yellow",
     "deploying": "cyan",
+    "awaiting_approval": "magenta",
     "failed": "red",
     "error": "red",
     "unknown": "dim",
@@ -108,8 +109,22 @@ def _link(ref: str | None) -> str | None:
     return ref if ref and "://" in ref else None
 
 
-def _action(action: dict[str, Any], now: datetime | None = None) -> str:
-    text = f"action #{action['id']} {action['status']}"
+def _approval(action: dict[str, Any], now: datetime | None, watch: str) -> str:
+    """`waiting: reconciler approve …`, or who approved or rejected it and when."""
+    approval = action.get("approval")
+    if not approval:
+        return ""
+    if approval["state"] == "waiting":
+        if action["status"] != "awaiting_approval":
+            return ""
+        short = str(action["digest"]).split(":", 1)[-1][:12]
+        return f"; approve: `reconciler approve {watch} --digest {short}` (or reject)"
+    when = f" {_age(approval['at'], now)}" if now is not None and approval.get("at") else ""
+    return f"; {approval['state']} by {approval['by']}{when}"
+
+
+def _action(action: dict[str, Any], now: datetime | None = None, watch: str = "WATCH") -> str:
+    text = f"action #{action['id']} {action['status']}{_approval(action, now, watch)}"
     if action.get("detail"):
         text += f": {action['detail']}"
     elif action.get("ref") and not _link(action["ref"]):
@@ -237,7 +252,7 @@ def status(console: Console, document: dict[str, Any]) -> None:
     for w in document["watches"]:
         implied, action = _implied_tag(w.get("selector")), w["last_action"]
         note = w["last_error"] or (f"cannot act: {w['cannot_act']}" if w.get("cannot_act") else None)
-        note = note or (_action(action, now) if action else None) or w["deploys_via"] or "observed only"
+        note = note or (_action(action, now, w["name"]) if action else None) or w["deploys_via"] or "observed only"
         state = Text(w["state"], style=STATE_STYLE.get(w["state"], ""))
         observed, deployed = _ref(w["observed"], implied), _ref(w["deployed"], implied)
         rows.append([w["name"], state, observed, deployed, _age(w["checked_at"], now), note])
@@ -265,7 +280,7 @@ def reconcile(console: Console, document: dict[str, Any]) -> None:
     for w in document["watches"]:
         reason, action, implied = w["decision"]["reason"], w["action"], _implied_tag(w.get("selector"))
         if action and action["status"] != "would_act":  # what it would do is printed below the table, whole
-            reason += f"; {_action(action, now)}"
+            reason += f"; {_action(action, now, w['name'])}"
         verdict = Text(w["decision"]["verdict"], style=STATE_STYLE.get(w["state"], ""))
         rows.append([w["name"], verdict, _ref(w["observed"], implied), _ref(w["deployed"], implied), reason])
         links.append(_link(action.get("ref")) if action else None)
@@ -274,7 +289,8 @@ def reconcile(console: Console, document: dict[str, Any]) -> None:
         action = w["action"]
         if not action or action["status"] != "would_act":
             continue
-        lines += _prose(console, f"{w['name']} would act: {action['target']}", "  ")
+        gate = " once approved (it needs approval)" if "needs approval" in w["decision"]["reason"] else ""
+        lines += _prose(console, f"{w['name']} would act{gate}: {action['target']}", "  ")
         if "error" in action:
             lines += _prose(console, f"{w['name']}: cannot tell the exact request: {action['error']}", "  ")
             continue
@@ -300,7 +316,8 @@ def history(console: Console, document: dict[str, Any], *, now: datetime | None 
         action = e["action"] if e["type"] == "action" else None
         if action:
             event = f"action #{action['id']} {action['status']}"
-            detail = action["detail"] or (f"ref {action['ref']}" if action["ref"] and not _link(action["ref"]) else "-")
+            detail = action["detail"] or (f"ref {action['ref']}" if action["ref"] and not _link(action["ref"]) else "")
+            detail = (detail + _approval(action, now, e["watch"])).removeprefix("; ") or "-"
         else:
             event, detail = e["verdict"], e["error"] or e["reason"] or "-"
         rows.append([_age(e["at"], now), e["watch"], event, _ref(e), detail])

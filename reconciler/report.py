@@ -197,3 +197,23 @@ def history_document(
         )
     events.sort(key=lambda pair: pair[0], reverse=True)
     return {"events": [event for _, event in events[:limit]]}
+
+
+def waiting_document(waiting: Sequence[model.ActionRecord], watches: Sequence[model.Watch]) -> list[dict[str, Any]]:
+    """The actions waiting for a person's yes or no, oldest first, as the status page lists them."""
+    by_name = {w.name: w for w in watches}
+    found = []
+    for action in waiting:
+        watch = by_name.get(action.watch)
+        found.append(
+            {
+                "watch": action.watch,
+                "action_id": action.id,
+                "tag": action.tag,
+                "digest": action.digest,
+                "since": iso(action.created_at),
+                "deploys_via": watch.action.describe() if watch is not None and watch.action is not None else None,
+                "environment": watch.environment.upper() if watch is not None else None,
+            }
+        )
+    return found

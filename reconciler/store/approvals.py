@@ -46,7 +46,9 @@ class Approvals:
     def _read(self, approval: model.Approval, names: Sequence[str] | None) -> list[model.ActionRecord]:
         a = tables.actions
         query = select(a).where(
-            a.c.status == model.ActionStatus.AWAITING_APPROVAL.value, a.c.approval == approval.value
+            a.c.status.in_(tables.OPEN_STATUSES),  # the outbox's partial index holds the open actions
+            a.c.status == model.ActionStatus.AWAITING_APPROVAL.value,
+            a.c.approval == approval.value,
         )
         if names is not None:
             query = query.where(a.c.watch.in_(names))
@@ -84,7 +86,7 @@ class Approvals:
                 "approval": model.Approval.REJECTED.value,
                 "status": model.ActionStatus.REJECTED.value,
                 "finished_at": now,
-                "detail": f"rejected by {by}; not offered again, a newer digest is",
+                "detail": f"not offered again: a newer digest is, or `reconciler retry {watch}` offers it again",
                 **decided,
             }
         with schema.transaction(self.engine, "record an approval") as conn:
