@@ -254,7 +254,7 @@ class App:
     def serve(self) -> None:
         """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
         # APScheduler, waitress and prometheus_client: only the daemon needs them (~0.1 s of every command's start)
-        from reconciler import daemon, metrics  # noqa: PLC0415
+        from reconciler import approval_desk, daemon, endpoints, metrics  # noqa: PLC0415
 
         self.settings.require_registry_secrets()
         said.missing_secrets(self.settings, self.settings.watches)
@@ -286,13 +286,13 @@ class App:
             status=lambda: self.status([], now=clock()),
             database_ok=self.database_ok,
             counters=counters,
-            approvals=daemon.Approvals(
+            approvals=approval_desk.Approvals(
                 page=lambda: self.page(now=clock()),
                 decide=lambda name, digest, approve, by: self.decide(name, digest, approve=approve, by=by, now=clock()),
                 approved=decisions.approved,
             ),
             stop=self.stop,
-            server=daemon.Server(
+            server=endpoints.Server(
                 host=host,
                 port=port,
                 token=server.token.reveal() if server.token else None,

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -28,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from waitress.server import create_server
 
-from reconciler import endpoints, errors, lease, metrics, model, readiness, report
+from reconciler import approval_desk, endpoints, errors, lease, metrics, model, readiness
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +44,7 @@ logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
 LEASE_JOB = "_lease"
 OUTAGE_LOG_EVERY = 60.0  # seconds between the warnings while the database does not answer
 STOP_WAIT = 8.0  # seconds a stop waits for running passes to leave their actions resumable
-APPROVALS_JOB = "_approvals"
-APPROVALS_EVERY = 2.0  # seconds between looks for approvals given elsewhere (another instance's page, the CLI)
 PassRunner = Callable[[Sequence[str]], model.RunReport]
-Decide = Callable[[str, str | None, bool, str], model.ActionRecord]  # (watch, digest, approve?, by)
-
-
-@dataclass(frozen=True, slots=True)
-class Approvals:
-    """What the daemon needs for approvals: the status page's document, a person's decision, and the approved
-    actions no pass has released yet (an approval given anywhere is acted on by the holder of the lease)."""
-
-    page: Callable[[], dict[str, Any]]
-    decide: Decide
-    approved: Callable[[], list[model.ActionRecord]]
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    host: str
-    port: int
-    token: str | None
-    webhook_secret: str | None
-
-    @property
-    def loopback(self) -> bool:
-        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
 
 class Daemon:
@@ -83,8 +57,8 @@ class Daemon:
         status: Callable[[], dict[str, Any]],
         database_ok: Callable[[], bool],
         counters: metrics.Metrics,
-        server: Server,
-        approvals: Approvals | None = None,
+        server: endpoints.Server,
+        approvals: approval_desk.Approvals,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -97,8 +71,13 @@ class Daemon:
         self._database_ok = database_ok
         self._metrics = counters
         self._server_settings = server
-        self._approvals = approvals
-        self._triggered: set[int] = set()  # approved actions a pass was started for
+        self._desk = approval_desk.Desk(
+            approvals,
+            watches=self._watches,
+            acting=lambda: self._acting,
+            trigger=self.trigger,
+            can_approve=server.token is not None,
+        )
         self._clock = clock
         self._monotonic = monotonic
         self.stop = stop or threading.Event()
@@ -137,8 +116,8 @@ class Daemon:
             metrics=self._metrics.exposition,
             reconcile=self.trigger,
             repository=self._trigger_repository,
-            page=self._page,
-            decide=self._decide if self._approvals is not None else None,
+            page=self._desk.page,
+            decide=self._desk.decide,
         )
         s = self._server_settings
         return endpoints.Endpoints(
@@ -159,8 +138,9 @@ class Daemon:
             next_run_time=self._clock(),
             executor="lease",
         )
-        if self._approvals is not None and any(w.approve for w in self._watches.values()):
-            self._scheduler.add_job(self._check_approvals, IntervalTrigger(seconds=APPROVALS_EVERY), id=APPROVALS_JOB)
+        if any(w.approve for w in self._watches.values()):
+            every = IntervalTrigger(seconds=approval_desk.APPROVALS_EVERY)
+            self._scheduler.add_job(lambda: self._guarded("approvals", self._desk.look), every, id="_approvals")
         self._scheduler.start()
         threading.Thread(target=self._serve, name="http", daemon=True).start()
         log.info("serving on %s:%d; watches: %d", self._server_settings.host, self.port, len(self._watches))
@@ -357,42 +337,6 @@ class Daemon:
         if not self._acting:
             raise errors.LockHeld("standby: another instance holds the lease and runs the passes")
         return self.trigger(names) if names else []
-
-    # --- approvals and the status page ---------------------------------------------------------------------
-    def _page(self) -> dict[str, Any]:
-        document = self._approvals.page() if self._approvals is not None else {"status": self._status()}
-        return {**document, "standby": not self._acting, "can_approve": self._server_settings.token is not None}
-
-    def _decide(self, watch: str, digest: str | None, approve: bool, by: str) -> dict[str, Any]:
-        """POST /approve or /reject: recorded by whichever instance is asked; an approval is acted on at once here
-        when this instance holds the lease, else by the holder's next look (`_check_approvals`)."""
-        assert self._approvals is not None
-        if watch not in self._watches:
-            raise errors.ConfigError(f"no watch named {watch!r}")
-        action = self._approvals.decide(watch, digest, approve, by)
-        log.info("watch %s: action #%d %s by %s", watch, action.id, action.status.value, by, extra={"watch": watch})
-        if approve and self._acting:
-            self._check_approvals_now()
-        return {"watch": watch, "action": report.action_document(action)}
-
-    def _check_approvals(self) -> None:
-        self._guarded("approvals", self._check_approvals_now)
-
-    def _check_approvals_now(self) -> None:
-        """A pass for each watch with an approved action not yet released, once per action."""
-        if self._approvals is None or not self._acting or self.stop.is_set():
-            return
-        try:
-            approved = [a for a in self._approvals.approved() if a.watch in self._watches]
-        except errors.StoreError:
-            return  # the lease job says the database is away, once a minute
-        fresh = sorted({a.watch for a in approved if a.id not in self._triggered})
-        self._triggered = {a.id for a in approved}
-        if fresh:
-            try:
-                self.trigger(fresh)
-            except (errors.LockHeld, errors.Stopped):
-                self._triggered.clear()  # the next holder's look starts them
 
     def _ready(self) -> tuple[bool, str]:
         return self._readiness.answer(database_ok=self._database_ok, acting=self._acting)

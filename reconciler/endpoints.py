@@ -38,6 +38,20 @@ _REASONS = {
 
 
 @dataclass(frozen=True, slots=True)
+class Server:
+    """Where the endpoints listen, and the secrets they check."""
+
+    host: str
+    port: int
+    token: str | None
+    webhook_secret: str | None
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+
+@dataclass(frozen=True, slots=True)
 class Callbacks:
     alive: Callable[[], bool]
     ready: Callable[[], tuple[bool, str]]

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from reconciler import daemon, lease, metrics, model
+from reconciler import approval_desk, daemon, endpoints, lease, metrics, model
 from reconciler.store import leases
 
 WATCH = model.Watch(name="staging", image=model.ImageRef.parse("xchem/x"), selector=model.TagSelector("latest"))
@@ -29,6 +29,10 @@ class FlakyPass:
         return model.RunReport(now, now, False, ())
 
 
+def _no_decision(watch: str, digest: str | None, approve: bool, by: str) -> model.ActionRecord:
+    raise AssertionError("no approval is asked for here")
+
+
 @pytest.fixture
 def built(migrated_engine: Engine) -> Iterator[tuple[daemon.Daemon, FlakyPass, metrics.Metrics]]:
     holder = lease.Lease(store=leases.Leases(migrated_engine))
@@ -42,7 +46,8 @@ def built(migrated_engine: Engine) -> Iterator[tuple[daemon.Daemon, FlakyPass, m
         status=dict,
         database_ok=lambda: True,
         counters=counters,
-        server=daemon.Server(host="127.0.0.1", port=0, token=None, webhook_secret=None),
+        server=endpoints.Server(host="127.0.0.1", port=0, token=None, webhook_secret=None),
+        approvals=approval_desk.Approvals(page=dict, decide=_no_decision, approved=list),
     )
     d._acting = True  # as after taking the lease; the scheduler is never started here
     yield d, run_pass, counters

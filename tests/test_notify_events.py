@@ -61,6 +61,23 @@ def test_a_launch_tells_that_a_deployment_has_begun_in_the_seed_chains_words() -
     assert (notice.previous_tag, notice.previous_digest) == ("latest", B)
 
 
+def test_an_action_awaiting_approval_tells_how_to_approve_it() -> None:
+    waiting = record(model.ActionStatus.AWAITING_APPROVAL, link=None, approval=model.Approval.WAITING, tag="2026.08.4")
+    [notice] = events.of_action(watch("stack-production", approve=True), waiting, T0)
+    assert notice.event is model.Event.AWAITING_APPROVAL
+    assert notice.message == (
+        'A new PRODUCTION deployment waits for approval: stack-production, image tag "2026.08.4" '
+        "(sha256:0123456789ab). Approve: `reconciler approve stack-production --digest sha256:0123456789ab` (or reject)"
+    )
+    assert notice.action is not None and notice.action["status"] == "awaiting_approval"
+    assert (notice.tag, notice.digest) == ("2026.08.4", A)
+
+
+def test_released_and_rejected_actions_tell_nothing_themselves() -> None:
+    for status in (model.ActionStatus.PLANNED, model.ActionStatus.REJECTED, model.ActionStatus.SUPERSEDED):
+        assert events.of_action(watch(), record(status, approval=model.Approval.APPROVED), T0) == []
+
+
 def test_a_success_tells_that_the_deployment_is_ready() -> None:
     [notice] = events.of_action(watch("stack-production"), record(model.ActionStatus.SUCCEEDED, tag="2026.08.3"), T0)
     assert notice.event is model.Event.SUCCEEDED

@@ -1,8 +1,8 @@
 """Carrying out a watch's action through the outbox, so that a crash or a misbehaving system never loses or
 doubles a deployment.
 
-    planned --launch--> launched(external ref) --wait--> succeeded | failed
-       └── launch outcome unknown (a timeout, a gateway's 502/503/504): looked for until UNRESOLVED_GRACE has
+    [awaiting_approval --approved-->] planned --launch--> launched(external ref) --wait--> succeeded | failed
+       └── launch outcome unknown (a timeout, a gateway's 502/503/504): looked for (`lookup`) until its grace has
            passed, never launched again before; found -> launched, not found -> failed as an outage
 
 Each transition is committed before the next step. On start, `resume` finishes what a previous process left
@@ -22,16 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler import decide, errors, events, model
-from reconciler.deploy import failures
+from reconciler.deploy import failures, lookup
 from reconciler.deploy.ports import Actuator, Outbox, Progress, Tell
 
 __all__ = ["Actuator", "Deployer", "Outbox", "Progress", "Tell", "marker", "target_of"]
 
 log = logging.getLogger(__name__)
-# How long a launch whose answer never came stays open before it is taken as never sent: longer than any request
-# timeout and a gateway's patience, so a server still working on it has created its job (and `find` sees it).
-UNRESOLVED_GRACE = timedelta(minutes=2)
-RESOLVE_EVERY = 10.0  # seconds between looks for a launch whose outcome is unknown
+OUTAGE = model.Failure.OUTAGE
 WAITING = "waiting: "  # how a note of an action left open begins (replaced by the outcome when it ends)
 
 
@@ -78,6 +75,7 @@ class Deployer:
         self._keep_alive = keep_alive
         self._sleep = sleep
         self._configured = None if configured is None else {w.name: w for w in configured}
+        self._lookup = lookup.Lookup(outbox=outbox, clock=clock, keep_alive=keep_alive, sleep=sleep)
 
     def _actuator(self, spec: model.Action) -> Actuator:
         return self._actuators[spec.kind]
@@ -196,56 +194,21 @@ class Deployer:
     def _resolve(
         self, watch: model.Watch, record: model.ActionRecord, why: str, *, resuming: bool = False
     ) -> model.ActionRecord:
-        """A launch whose outcome is unknown: look for its effect until the grace has passed; never relaunch.
-
-        Only a look that worked, made once the grace had passed, can tell it was never launched: then a launch
-        that got no answer fails as an outage (backed off, no attempt used), and a row a stopped process left
-        behind is superseded, so the pass plans it again. While looking fails, the action stays open (busy) and
-        a later pass looks again."""
+        """A launch whose outcome is unknown (`lookup`): found, it is launched; surely never launched, a launch that
+        got no answer fails as an outage (backed off, no attempt used) and a row a stopped process left behind is
+        superseded, so the pass plans it again; still unknown, it stays open (busy) for a later pass to look again."""
         assert watch.action is not None
-        spec, actuator = watch.action, self._actuator(watch.action)
-        seconds = int(UNRESOLVED_GRACE.total_seconds())
-        while True:
-            looked_at = self._clock()
-            try:
-                found = actuator.find(spec, record, exclude=self._outbox.refs())
-                if found is not None and (self._launching_beside(record) or found.ref in self._outbox.refs()):
-                    found = None  # read after the look: another action may have launched it meanwhile
-                failure = None
-            except errors.ActuatorError as exc:
-                log.warning("watch %s: action #%d: cannot look for it yet: %s", record.watch, record.id, exc)
-                found, failure = None, str(exc)
-            if found is not None:
-                return self._launched(watch, record, found)
-            if failure is None and looked_at - record.created_at >= UNRESOLVED_GRACE:
-                if resuming:
-                    detail = f"never launched ({why}; no sign of it {seconds}s later); planned again if still due"
-                    return self._outbox.superseded(record.id, detail, self._clock())
-                detail = f"{why}; nothing was launched: no sign of it {seconds}s later"
-                return self._failed(watch, record, detail, model.Failure.OUTAGE)
-            waited = self._clock() - record.created_at
-            if waited >= 2 * UNRESOLVED_GRACE:  # looking kept failing: hand over to a later pass, still open
-                return self._outbox.note(
-                    record.id, f"{WAITING}{why}; cannot tell yet whether it launched ({failure}); looked for again"
-                )
-            self._keep_alive()
-            self._sleep(
-                RESOLVE_EVERY
-                if waited >= UNRESOLVED_GRACE
-                else min(RESOLVE_EVERY, (UNRESOLVED_GRACE - waited).total_seconds())
-            )
-
-    def _launching_beside(self, record: model.ActionRecord) -> bool:
-        """Whether another action is being launched to the same place (two watches dispatching one workflow): until
-        it has recorded what it launched, a job or run found could be its, so none is taken yet. Asked after the
-        look, so that whatever the look saw had been launched before."""
-        url = (record.request or {}).get("url")
-        return any(
-            other.id != record.id
-            and other.status is model.ActionStatus.PLANNED
-            and (other.request or {}).get("url") == url
-            for other in self._outbox.open_actions()
-        )
+        found = self._lookup.look(watch.action, self._actuator(watch.action), record)
+        if isinstance(found, model.Launch):
+            return self._launched(watch, record, found)
+        seconds = int(lookup.UNRESOLVED_GRACE.total_seconds())
+        if isinstance(found, lookup.Unknown):
+            detail = f"{WAITING}{why}; cannot tell yet whether it launched ({found.why}); looked for again"
+            return self._outbox.note(record.id, detail)
+        if resuming:
+            detail = f"never launched ({why}; no sign of it {seconds}s later); planned again if still due"
+            return self._outbox.superseded(record.id, detail, self._clock())
+        return self._failed(watch, record, f"{why}; nothing was launched: no sign of it {seconds}s later", OUTAGE)
 
     def resume(self, watches: Sequence[model.Watch]) -> list[model.ActionRecord]:
         """Finish the actions a previous process left open (called under the lease, before a pass); close those

@@ -127,6 +127,8 @@ def _iso(moment: datetime | None) -> str:
 
 
 def _said(action: model.ActionRecord) -> str:
+    if action.approval is model.Approval.APPROVED and action.status is model.ActionStatus.AWAITING_APPROVAL:
+        return f"approved by {action.decided_by} at {_iso(action.decided_at)}, and launched at the next pass"
     if action.approval is model.Approval.APPROVED and action.decided_by:
         return f"{action.status.value.replace('_', ' ')}, approved by {action.decided_by} at {_iso(action.decided_at)}"
     if action.status is model.ActionStatus.REJECTED:
