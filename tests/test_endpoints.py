@@ -4,13 +4,14 @@ replaced by recording functions."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
 
 import pytest
 
-from reconciler import endpoints, model
+from reconciler import endpoints, errors, model
 
 
 class Recorder:
@@ -125,3 +126,95 @@ def test_readyz_reports_standby_and_unknown_paths_are_404() -> None:
     assert call(app(r), "GET", "/readyz") == (503, b"standby: another instance holds the lease")
     assert call(app(r), "GET", "/nope")[0] == 404
     assert call(app(r), "GET", "/metrics") == (200, b"# metrics\n")
+
+
+# --- approvals and the status page ----------------------------------------------------------------------------------
+
+
+class Decisions(Recorder):
+    """Records decisions; `waiting` is the one digest of `stack-production` that waits."""
+
+    waiting = "sha256:" + "ab" * 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decided: list[tuple[str, str | None, bool, str]] = []
+
+    def decide(self, watch: str, digest: str | None, approve: bool, by: str) -> dict[str, Any]:
+        if watch != "stack-production":
+            raise errors.ConfigError(f"no watch named {watch!r}")
+        if digest not in (None, self.waiting) or self.decided:
+            raise errors.NotWaiting(f"{digest} of watch {watch} does not wait for approval: it is superseded")
+        self.decided.append((watch, digest, approve, by))
+        return {"watch": watch, "action": {"id": 3, "status": "planned" if approve else "rejected"}}
+
+    def callbacks(self) -> endpoints.Callbacks:
+        return dataclasses.replace(
+            super().callbacks(),
+            decide=self.decide,
+            page=lambda: {"status": {"generated_at": "2026-11-27T09:00:00Z", "watches": []}, "standby": False},
+        )
+
+
+@pytest.mark.parametrize("path", ["/approve", "/reject"])
+def test_approving_always_needs_the_token_even_on_loopback(path: str) -> None:
+    r = Decisions()
+    query = f"watch=stack-production&digest={r.waiting}"
+    assert call(app(r, token=None, loopback=True), "POST", path, query=query)[0] == 403
+    a = app(r, token="t0ken")
+    assert call(a, "POST", path, query=query)[0] == 401
+    assert call(a, "POST", path, query=query, headers={"Authorization": "Bearer nope"})[0] == 403
+    assert call(a, "GET", path, query=query)[0] == 405  # a GET never decides
+    assert r.decided == []
+    code, body = call(a, "POST", path, query=query + "&by=alice", headers={"Authorization": "Bearer t0ken"})
+    assert code == 200 and json.loads(body)["watch"] == "stack-production"
+    assert r.decided == [("stack-production", r.waiting, path == "/approve", "alice")]
+
+
+def test_a_decision_names_one_watch_and_a_well_formed_digest() -> None:
+    r = Decisions()
+    a, bearer = app(r, token="t0ken"), {"Authorization": "Bearer t0ken"}
+    for query, expected in [
+        ("", 400),
+        ("watch=", 400),
+        ("watch=a&watch=b", 400),
+        ("watch=stack-production&digest=latest", 400),
+        ("watch=stack-production&by=" + "x" * 201, 400),
+        ("watch=nosuch", 404),
+        ("watch=stack-production&digest=sha256:" + "cd" * 32, 409),
+    ]:
+        code, body = call(a, "POST", "/approve", query=query, headers=bearer)
+        assert code == expected, (query, body)
+        assert "error" in json.loads(body) and b"\n" not in json.loads(body)["error"].encode()
+    assert r.decided == []
+    assert call(a, "POST", "/approve", query="watch=stack-production", headers=bearer)[0] == 200
+    assert r.decided == [("stack-production", None, True, "api")]  # no name given: recorded as the API's
+    code, body = call(a, "POST", "/approve", query="watch=stack-production", headers=bearer)
+    assert code == 409 and "does not wait for approval" in json.loads(body)["error"]
+
+
+def _headers(a: endpoints.Endpoints, path: str) -> tuple[int, dict[str, str], bytes]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "wsgi.input": io.BytesIO(),
+    }
+    seen: dict[str, Any] = {}
+    body = b"".join(a(environ, lambda status, headers: seen.update(status=status, headers=dict(headers))))
+    return int(seen["status"].split()[0]), seen["headers"], body
+
+
+def test_the_page_is_sent_with_a_strict_policy_and_its_files_only_from_an_allowlist() -> None:
+    a = app(Decisions())
+    code, headers, body = _headers(a, "/")
+    assert code == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+    assert b'<script src="/static/page.js"' in body
+    code, headers, body = _headers(a, "/static/page.js")
+    assert code == 200 and headers["Content-Type"].startswith("text/javascript") and body
+    for path in ("/static/../page.py", "/static/%2e%2e/page.py", "/static/page.html", "/static/"):
+        assert _headers(a, path)[0] == 404, path
+    assert call(a, "POST", "/")[0] == 405
