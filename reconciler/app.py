@@ -196,19 +196,25 @@ class App:
             return None
         return outbox.Outbox(self.db).reset(name, now)
 
-    def decide(self, name: str, digest: str | None, *, approve: bool, by: str, now: datetime) -> model.ActionRecord:
+    def decide(
+        self, name: str, digest: str | None, *, approve: bool, by: str, now: datetime, action_id: int | None = None
+    ) -> model.ActionRecord:
         """`reconciler approve` / `reject` (and the daemon's POST /approve, /reject): a person's say on the action
         the watch waits on; NotWaiting, changing nothing, when none waits (for that digest)."""
         self.settings.watch(name)
+        if digest is not None:
+            approvals.digest_prefix(digest)  # a malformed one is a usage error, whether anything was recorded or not
+        approvals.checked_name(by)
         if self.reader() is None:
             raise errors.NotWaiting(f"nothing of watch {name} waits for approval: nothing was recorded yet")
-        return approvals.Approvals(self.db).decide(name, digest, approve=approve, by=by, now=now)
+        return approvals.Approvals(self.db).decide(name, digest, approve=approve, by=by, now=now, action_id=action_id)
 
     def page(self, *, now: datetime, recent: int = 50) -> dict[str, Any]:
         """What the daemon's status page shows: the status, the newest history events, what waits for approval."""
         store = self.reader()
         entries = store.history(limit=recent) if store is not None else []
-        waiting = approvals.Approvals(self.db).waiting() if store is not None else []
+        names = [w.name for w in self.settings.watches]  # another configuration's waiting actions are not ours
+        waiting = approvals.Approvals(self.db).waiting(names) if store is not None else []
         return {
             "status": self.status([], now=now),
             "history": report.history_document(entries, self.actions(limit=recent), limit=recent),
@@ -288,7 +294,9 @@ class App:
             counters=counters,
             approvals=approval_desk.Approvals(
                 page=lambda: self.page(now=clock()),
-                decide=lambda name, digest, approve, by: self.decide(name, digest, approve=approve, by=by, now=clock()),
+                decide=lambda name, digest, approve, by, action: self.decide(
+                    name, digest, approve=approve, by=by, now=clock(), action_id=action
+                ),
                 approved=decisions.approved,
             ),
             stop=self.stop,

@@ -15,7 +15,7 @@ from reconciler import errors, model, report
 
 log = logging.getLogger(__name__)
 APPROVALS_EVERY = 2.0  # seconds between looks for approvals given elsewhere
-Decide = Callable[[str, str | None, bool, str], model.ActionRecord]  # (watch, digest, approve?, by)
+Decide = Callable[[str, str | None, bool, str, int | None], model.ActionRecord]  # (watch, digest, approve?, by, id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +48,16 @@ class Desk:
     def page(self) -> dict[str, Any]:
         return {**self._approvals.page(), "standby": not self._acting(), "can_approve": self._can_approve}
 
-    def decide(self, watch: str, digest: str | None, approve: bool, by: str) -> dict[str, Any]:
+    def decide(self, watch: str, digest: str | None, approve: bool, by: str, action: int | None) -> dict[str, Any]:
         """POST /approve or /reject: recorded by whichever instance is asked; an approval is acted on at once here
         when this instance holds the lease, else by the holder's next look."""
         if watch not in self._watches:
             raise errors.ConfigError(f"no watch named {watch!r}")
-        action = self._approvals.decide(watch, digest, approve, by)
-        log.info("watch %s: action #%d %s by %s", watch, action.id, action.approval, by, extra={"watch": watch})
+        decided = self._approvals.decide(watch, digest, approve, by, action)
+        log.info("watch %s: action #%d %s by %s", watch, decided.id, decided.approval, by, extra={"watch": watch})
         if approve and self._acting():
             self.look()
-        return {"watch": watch, "action": report.action_document(action)}
+        return {"watch": watch, "action": report.action_document(decided)}
 
     def look(self) -> None:
         """A pass for each watch with an approved action not yet released, once per action."""

@@ -60,6 +60,7 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
             "first_seen": w.first_seen.value,
             "max_attempts": w.max_attempts,
             "environment": w.environment,
+            "approve": w.approve,
             "action": action,
         }
 

@@ -85,9 +85,10 @@ def decide(
     state: model.WatchState | None,
     now: datetime,
     last_action: model.ActionRecord | None = None,
+    rejection: model.ActionRecord | None = None,
 ) -> model.Decision:
     """The verdict of one pass for one watch; `last_action` is the watch's open action if it has one, else its
-    newest."""
+    newest; `rejection`, the action by which a person rejected the digest observed (not offered again)."""
     if isinstance(result, model.CheckFailure):
         return model.Decision(Verdict.ERROR, result.message)
     deployed = state.deployed if state is not None else None
@@ -117,11 +118,11 @@ def decide(
         running = f"{last.tag}@{_short(last.digest)}"
         waits = "" if last.targets(result.tag, result.digest) else f"; {target} waits for it"
         return model.Decision(Verdict.BUSY, f"action #{last.id} for {running} is {last.status.value}{waits}")
-    if last is not None and rejected(last, result):
+    if rejection is not None:
         return model.Decision(
             Verdict.REJECTED,
-            f"{target} was rejected by {last.decided_by} (action #{last.id}); not offered again: a newer digest is, "
-            f"or `reconciler retry {watch.name}` offers it again",
+            f"{target} was rejected by {rejection.decided_by} (action #{rejection.id}); not offered again: a newer "
+            f"digest is, or `reconciler retry {watch.name}` offers it again",
         )
     if (
         last is not None
@@ -158,19 +159,31 @@ def carries_approval(
 ) -> bool:
     """Whether a new action for what is seen needs no approval of its own: an earlier one for the same digest and
     configuration was approved (a retry after a failure, or a launch a stopped process never made)."""
+    retried = last is not None and (  # failed, or released but never launched (a process stopped first)
+        last.status is model.ActionStatus.FAILED
+        or (last.status is model.ActionStatus.SUPERSEDED and last.external_ref is None and last.released_at is not None)
+    )
     return (
-        last is not None
+        retried
+        and last is not None
         and watch.action is not None
         and last.approved
-        and not last.status.open
         and last.targets(seen.tag, seen.digest)
         and last.fingerprint in (None, model.fingerprint(watch.action))
     )
 
 
-def rejected(last: model.ActionRecord, seen: model.Observation) -> bool:
-    """A person rejected this digest, and `reconciler retry` has not offered it again since."""
-    return last.status is model.ActionStatus.REJECTED and last.targets(seen.tag, seen.digest) and last.reset_at is None
+def withdrawn(state: model.WatchState | None, last: model.ActionRecord | None) -> bool:
+    """An action waiting for approval (approved or not) that no longer has anything to do: the deployed digest is
+    observed again."""
+    observed, deployed = (state.observed, state.deployed) if state is not None else (None, None)
+    return (
+        last is not None
+        and last.status is model.ActionStatus.AWAITING_APPROVAL
+        and observed is not None
+        and deployed is not None
+        and (observed.tag, observed.digest) == (deployed.tag, deployed.digest)
+    )
 
 
 def _awaiting(watch: model.Watch, last: model.ActionRecord, seen: model.Observation) -> model.Decision | None:
@@ -230,9 +243,9 @@ def state_of(
     last_action: model.ActionRecord | None = None,
 ) -> model.State:
     """What `status` shows, from the stored state (and the watch's newest action) alone."""
-    if last_action is not None and last_action.waiting:
+    if last_action is not None and last_action.waiting and not withdrawn(state, last_action):
         return model.State.AWAITING_APPROVAL
-    if last_action is not None and last_action.status.open:
+    if last_action is not None and last_action.status.open and not withdrawn(state, last_action):
         return model.State.DEPLOYING
     if state is None or state.checked_at is None:
         return model.State.UNKNOWN

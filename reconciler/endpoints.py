@@ -60,8 +60,9 @@ class Callbacks:
     reconcile: Callable[[Sequence[str]], list[str]]  # watch names (all when empty) -> the names queued
     repository: Callable[[model.ImageRef], list[str]]  # a pushed repository -> the names of its watches queued
     page: Callable[[], dict[str, Any]] = dict  # what the status page shows (page.render's document)
-    # (watch, digest or None, approve?, by) -> the decided action's document; NotWaiting when none waits
-    decide: Callable[[str, str | None, bool, str], dict[str, Any]] | None = None
+    # (watch, digest or None, approve?, by, action id or None) -> the decided action's document; NotWaiting when
+    # none waits (or not that one)
+    decide: Callable[[str, str | None, bool, str, int | None], dict[str, Any]] | None = None
 
 
 # The status page and its files: never cached, never framed, no script but the daemon's own (page.CSP).
@@ -145,7 +146,11 @@ class Endpoints:
     def _page(self) -> Reply:
         from reconciler import page  # noqa: PLC0415  (Jinja2: only when the page is asked for)
 
-        status, headers, body = _reply(200, page.render(self._cb.page()), "text/html; charset=utf-8")
+        try:
+            document = self._cb.page()
+        except errors.StoreError as exc:  # the database is away: said, not a 500 at every refresh
+            return _reply(503, f"the status page cannot be shown now: {exc}")
+        status, headers, body = _reply(200, page.render(document), "text/html; charset=utf-8")
         return (
             status,
             [*headers, ("Content-Security-Policy", page.CSP), ("Cache-Control", "no-store"), *_PAGE_HEADERS],
@@ -178,20 +183,24 @@ class Endpoints:
         refused = self._refused(environ, "/approve" if approve else "/reject")
         if refused is not None:
             return refused
-        query = parse_qs(str(environ.get("QUERY_STRING", "")))
-        watch, digest, by = (query.get(key, [None])[0] for key in ("watch", "digest", "by"))
-        if not watch or len(query.get("watch", [])) != 1:
-            return _reply(400, {"error": "name one watch: ?watch=NAME[&digest=sha256:…][&by=NAME]"})
+        query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+        if any(len(values) > 1 for values in query.values()) or not (query.get("watch") or [""])[0]:
+            return _reply(400, {"error": "name one watch, once: ?watch=NAME[&digest=sha256:…][&by=NAME][&action=ID]"})
+        watch, digest, by, action = (query.get(key, [None])[0] for key in ("watch", "digest", "by", "action"))
         try:
             if digest is not None:
                 approvals.digest_prefix(digest)
-            by = approvals.checked_name(by or "api")
+            by = approvals.checked_name("api" if by is None else by)
+            if action is not None and not re.fullmatch(r"[0-9]{1,18}", action):
+                raise errors.ConfigError(f"action: expected an action's number, got {action[:40]!r}")
         except errors.ConfigError as exc:
             return _reply(400, {"error": str(exc).replace("--digest: ", "digest: ").replace("--by: ", "by: ")})
         if self._cb.decide is None:
             return _reply(404, "not found")
         try:
-            return _reply(200, self._cb.decide(watch, digest, approve, by))
+            return _reply(
+                200, self._cb.decide(watch or "", digest, approve, by, None if action is None else int(action))
+            )
         except errors.NotWaiting as exc:
             return _reply(409, {"error": str(exc)})
         except errors.ConfigError as exc:

@@ -48,6 +48,8 @@ class StateStore(Protocol):
 class ActionLog(Protocol):
     def last_actions(self, names: Sequence[str] | None = None) -> Mapping[str, model.ActionRecord]: ...
 
+    def rejections(self, names: Sequence[str] | None = None) -> Mapping[tuple[str, str], model.ActionRecord]: ...
+
 
 class Engine:
     def __init__(
@@ -122,10 +124,11 @@ class Engine:
         names = [w.name for w in watches]
         states = self._store.states(names) if self._store is not None else {}
         last = self._actions.last_actions(names) if self._actions is not None else {}
+        rejected = self._rejections(names)
         results = self._map(self.observe, watches, "observe", heartbeat=True)
         now = self._clock()
         outcomes = [
-            self._outcome(w, r, states.get(w.name), last.get(w.name), now)
+            self._outcome(w, r, states.get(w.name), last.get(w.name), now, rejected=rejected)
             for w, r in zip(watches, results, strict=True)
         ]
         if not dry_run and self._store is not None:
@@ -136,6 +139,7 @@ class Engine:
             previews = {o.watch.name: self._preview(o) for o in due}
             outcomes = [dataclasses.replace(o, preview=previews.get(o.watch.name)) for o in outcomes]
         elif acting:
+            outcomes = [self._withdraw(o) if decide.withdrawn(o.state, o.action) else o for o in outcomes]
             acted = {o.watch.name: o for o in self._map(self._act, due, "act", heartbeat=False)}
             outcomes = [acted.get(o.watch.name) or self._after(o, resumed.get(o.watch.name)) for o in outcomes]
         report = model.RunReport(started, self._clock(), dry_run, tuple(outcomes))
@@ -150,7 +154,10 @@ class Engine:
         self._confirm()
         state = self._store.states([watch.name]).get(watch.name) if self._store is not None else None
         last = self._actions.last_actions([watch.name]).get(watch.name) if self._actions is not None else None
-        decision = decide.decide(watch=watch, result=result, state=state, now=self._clock(), last_action=last)
+        rejection = self._rejections([watch.name]).get((watch.name, result.digest))
+        decision = decide.decide(
+            watch=watch, result=result, state=state, now=self._clock(), last_action=last, rejection=rejection
+        )
         if decision.verdict is not model.Verdict.DRIFT:
             log.info("watch %s: no longer due: %s", watch.name, decision.reason, extra={"watch": watch.name})
             return dataclasses.replace(outcome, decision=decision, action=last)
@@ -164,6 +171,15 @@ class Engine:
             log.exception("watch %s: unexpected error while acting", watch.name)
             record = None
         return self._after(outcome, record)
+
+    def _rejections(self, names: Sequence[str]) -> Mapping[tuple[str, str], model.ActionRecord]:
+        return self._actions.rejections(names) if self._actions is not None else {}
+
+    def _withdraw(self, outcome: model.WatchOutcome) -> model.WatchOutcome:
+        """An action waiting for approval while the deployed digest is observed again: closed, under the lease."""
+        assert self._deployer is not None and outcome.action is not None
+        self._confirm()
+        return self._after(outcome, self._deployer.withdraw(outcome.action))
 
     def _preview(self, outcome: model.WatchOutcome) -> dict[str, object]:
         assert self._deployer is not None and isinstance(outcome.result, model.Observation)
@@ -191,8 +207,13 @@ class Engine:
         previous: model.WatchState | None,
         last_action: model.ActionRecord | None,
         now: datetime,
+        *,
+        rejected: Mapping[tuple[str, str], model.ActionRecord],
     ) -> model.WatchOutcome:
-        decision = decide.decide(watch=watch, result=result, state=previous, now=now, last_action=last_action)
+        rejection = rejected.get((watch.name, result.digest)) if isinstance(result, model.Observation) else None
+        decision = decide.decide(
+            watch=watch, result=result, state=previous, now=now, last_action=last_action, rejection=rejection
+        )
         state = decide.advance(state=previous, result=result, decision=decision, watch=watch.name, now=now)
         outcome = model.WatchOutcome(
             watch=watch,

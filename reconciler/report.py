@@ -42,6 +42,8 @@ def approval_document(action: model.ActionRecord | None) -> dict[str, Any] | Non
     """A person's say on an action of a watch that needs approval: waiting, or who approved or rejected it, when."""
     if action is None or action.approval is None:
         return None
+    if action.approval is model.Approval.WAITING and action.status is not model.ActionStatus.AWAITING_APPROVAL:
+        return None  # superseded (or closed) before anyone decided: no one's say to show
     return {"state": action.approval.value, "by": action.decided_by, "at": iso(action.decided_at)}
 
 
@@ -84,6 +86,7 @@ def watch_status(
         "last_action": action_document(last_action),
         "approval": approval_document(last_action),
         "deploys_via": None if watch.action is None else watch.action.describe(),
+        "approve": watch.approve,
         "cannot_act": watch.cannot_act,
         "running": _running(watch, last_action),
     }

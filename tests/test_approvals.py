@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from reconciler import model
+from reconciler import app, errors, model
 from reconciler.store import outbox
 from tests.fakes.awx import FakeAwx
 from tests.support.awx_scenario import STAGING, Scenario, baseline, make_scenario
@@ -197,6 +197,8 @@ def test_deciding_names_one_watch_and_one_digest(gated: Scenario) -> None:
     s = gated
     nothing = s.cli("approve", "staging")
     assert nothing.returncode == 1 and "nothing of watch staging waits for approval" in nothing.stderr
+    early = s.cli("approve", "staging", "--digest", "latest")  # malformed: a usage error with or without a database
+    assert early.returncode == 2 and "--digest: expected a digest" in early.stderr
     baseline(s)
     second = s.push("two")
     s.outcome()
@@ -262,3 +264,79 @@ def test_sigkill_right_after_an_approval_launches_exactly_once(gated: Scenario) 
     s.reconcile()  # resumes: finds the job by its marker, never launches again
     assert [(a["status"], a["decided_by"] is not None) for a in s.actions()] == [("succeeded", True)]
     assert len(s.awx.launches) == 1
+
+
+def test_a_waiting_action_is_withdrawn_when_the_deployed_digest_is_observed_again(gated: Scenario) -> None:
+    s = gated
+    first = baseline(s)
+    second = s.push("two")
+    s.outcome()
+    assert s.cli("approve", "staging").returncode == 0  # approved, but not yet acted on
+    assert s.push("one") == first  # the tag goes back to what is deployed
+    back = s.outcome()
+    assert back.decision.verdict is model.Verdict.IN_SYNC
+    assert back.action is not None and back.action.status is model.ActionStatus.SUPERSEDED
+    assert "deployed digest is observed again" in (back.action.detail or "")
+    watch = _status(s)
+    assert watch["state"] == "in_sync" and watch["approval"]["state"] == "approved"  # type: ignore[index]
+
+    assert s.push("two") == second  # and comes back: its old approval does not launch it
+    again = s.outcome()
+    assert again.action is not None and again.action.status is model.ActionStatus.AWAITING_APPROVAL
+    assert s.awx.launches == []
+
+
+def test_a_rejected_digest_is_not_offered_again_even_after_another_one(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    second = s.push("two")
+    s.outcome()
+    assert s.cli("reject", "staging").returncode == 0
+    s.push("three")
+    assert s.outcome().action.status is model.ActionStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
+    assert s.push("two") == second  # the rejected digest comes back
+    outcome = s.outcome()
+    assert outcome.decision.verdict is model.Verdict.REJECTED, outcome.decision
+    assert [a["status"] for a in s.actions()] == ["rejected", "awaiting_approval"]  # three still waits
+    assert s.awx.launches == []
+    assert _status(s)["state"] == "awaiting_approval"
+
+
+def test_an_approval_not_yet_acted_on_can_still_be_rejected(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    assert s.cli("approve", "staging", "--by", "alice").returncode == 0
+    done = s.cli("reject", "staging", "--by", "bob")
+    assert done.returncode == 0, done.stderr
+    assert s.outcome().decision.verdict is model.Verdict.REJECTED
+    assert s.awx.launches == []
+    [row] = s.actions()
+    assert (row["status"], row["approval"], row["decided_by"]) == ("rejected", "rejected", "bob")
+    approve = s.cli("approve", "staging")
+    assert approve.returncode == 1 and "rejected by bob" in approve.stderr
+
+
+def test_an_approval_names_the_action_it_was_shown(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    [row] = s.actions()
+    application = app.App(s.settings())
+    try:
+        with pytest.raises(errors.NotWaiting, match="not wait for approval|no longer waits"):
+            application.decide("staging", None, approve=True, by="alice", now=s.time(), action_id=row["id"] + 1)
+        decided = application.decide("staging", None, approve=True, by="alice", now=s.time(), action_id=row["id"])
+    finally:
+        application.close()
+    assert decided.approved and decided.id == row["id"]
+
+
+@pytest.mark.parametrize("by", ["", "   ", "a\nb", "a\u2028b", "\u202eevil", "\u200b", "x" * 201])
+def test_the_name_recorded_is_one_visible_line(gated: Scenario, by: str) -> None:
+    s = gated
+    done = s.cli("approve", "staging", "--by", by)
+    assert done.returncode == 2 and "--by: expected a name" in done.stderr  # refused before the database is read
+    assert done.stderr.strip().count("\n") == 0

@@ -29,7 +29,7 @@ class FlakyPass:
         return model.RunReport(now, now, False, ())
 
 
-def _no_decision(watch: str, digest: str | None, approve: bool, by: str) -> model.ActionRecord:
+def _no_decision(watch: str, digest: str | None, approve: bool, by: str, action: int | None) -> model.ActionRecord:
     raise AssertionError("no approval is asked for here")
 
 

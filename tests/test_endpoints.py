@@ -138,14 +138,14 @@ class Decisions(Recorder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.decided: list[tuple[str, str | None, bool, str]] = []
+        self.decided: list[tuple[str, str | None, bool, str, int | None]] = []
 
-    def decide(self, watch: str, digest: str | None, approve: bool, by: str) -> dict[str, Any]:
+    def decide(self, watch: str, digest: str | None, approve: bool, by: str, action: int | None) -> dict[str, Any]:
         if watch != "stack-production":
             raise errors.ConfigError(f"no watch named {watch!r}")
         if digest not in (None, self.waiting) or self.decided:
             raise errors.NotWaiting(f"{digest} of watch {watch} does not wait for approval: it is superseded")
-        self.decided.append((watch, digest, approve, by))
+        self.decided.append((watch, digest, approve, by, action))
         return {"watch": watch, "action": {"id": 3, "status": "planned" if approve else "rejected"}}
 
     def callbacks(self) -> endpoints.Callbacks:
@@ -168,7 +168,7 @@ def test_approving_always_needs_the_token_even_on_loopback(path: str) -> None:
     assert r.decided == []
     code, body = call(a, "POST", path, query=query + "&by=alice", headers={"Authorization": "Bearer t0ken"})
     assert code == 200 and json.loads(body)["watch"] == "stack-production"
-    assert r.decided == [("stack-production", r.waiting, path == "/approve", "alice")]
+    assert r.decided == [("stack-production", r.waiting, path == "/approve", "alice", None)]
 
 
 def test_a_decision_names_one_watch_and_a_well_formed_digest() -> None:
@@ -178,6 +178,11 @@ def test_a_decision_names_one_watch_and_a_well_formed_digest() -> None:
         ("", 400),
         ("watch=", 400),
         ("watch=a&watch=b", 400),
+        ("watch=stack-production&digest=", 400),  # blank is not absent: it would decide whatever waits
+        (f"watch=stack-production&digest={r.waiting}&digest={r.waiting}", 400),
+        ("watch=stack-production&by=", 400),
+        ("watch=stack-production&by=a%0Ab", 400),
+        ("watch=stack-production&action=x", 400),
         ("watch=stack-production&digest=latest", 400),
         ("watch=stack-production&by=" + "x" * 201, 400),
         ("watch=nosuch", 404),
@@ -187,8 +192,8 @@ def test_a_decision_names_one_watch_and_a_well_formed_digest() -> None:
         assert code == expected, (query, body)
         assert "error" in json.loads(body) and b"\n" not in json.loads(body)["error"].encode()
     assert r.decided == []
-    assert call(a, "POST", "/approve", query="watch=stack-production", headers=bearer)[0] == 200
-    assert r.decided == [("stack-production", None, True, "api")]  # no name given: recorded as the API's
+    assert call(a, "POST", "/approve", query="watch=stack-production&action=3", headers=bearer)[0] == 200
+    assert r.decided == [("stack-production", None, True, "api", 3)]  # no name given: recorded as the API's
     code, body = call(a, "POST", "/approve", query="watch=stack-production", headers=bearer)
     assert code == 409 and "does not wait for approval" in json.loads(body)["error"]
 

@@ -422,7 +422,12 @@ def test_approve_asks_for_the_token_once_and_posts_it_as_a_bearer(driver: Driver
         wait(driver).until(lambda d: server.posted(1))
         [got] = server.posts
         assert (got.method, got.path) == ("POST", "/approve")
-        assert got.query == {"watch": ["stack-production"], "digest": [waiting["digest"]], "by": ["alice"]}
+        assert got.query == {
+            "watch": ["stack-production"],
+            "digest": [waiting["digest"]],
+            "by": ["alice"],
+            "action": ["14"],  # the action shown: the daemon refuses it if another now waits in its place
+        }
         assert got.authorization == f"Bearer {TOKEN}"
         shown = notice(driver)
         wait(driver).until(ec.text_to_be_present_in_element((By.ID, "notice"), "Approved stack-production"))
@@ -437,7 +442,12 @@ def test_approve_asks_for_the_token_once_and_posts_it_as_a_bearer(driver: Driver
         assert not alert_open(driver), "asked for the token a second time"
         second = server.posts[1]
         assert second.path == "/reject" and second.authorization == f"Bearer {TOKEN}"
-        assert second.query == {"watch": ["stack-production"], "digest": [waiting["digest"]], "by": ["alice"]}
+        assert second.query == {
+            "watch": ["stack-production"],
+            "digest": [waiting["digest"]],
+            "by": ["alice"],
+            "action": ["14"],
+        }
         wait(driver).until(ec.text_to_be_present_in_element((By.ID, "notice"), "Rejected stack-production"))
         no_console_errors(driver)
 

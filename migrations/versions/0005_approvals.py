@@ -1,5 +1,6 @@
 """Approvals: an action may wait for a person (`awaiting_approval`, then planned, or `rejected`), and keeps who
-decided and when. A waiting action is open: the outbox rule (one open action per watch and digest) covers it.
+decided and when, and when an approved one was released to be launched. A waiting action is open: the outbox rule
+(one open action per watch and digest) covers it.
 
 Revision ID: 0005
 Revises: 0004
@@ -41,6 +42,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("approval", sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column("decided_by", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("released_at", sa.DateTime(timezone=True), nullable=True))
     _rebuild(NEW_STATUSES, NEW_OPEN)
 
 
@@ -49,5 +51,5 @@ def downgrade() -> None:
     op.execute("UPDATE actions SET status = 'superseded' WHERE status IN ('awaiting_approval', 'rejected')")
     _rebuild(OLD_STATUSES, OLD_OPEN)
     with op.batch_alter_table("actions", schema=None) as batch_op:
-        for column in ("decided_at", "decided_by", "approval"):
+        for column in ("released_at", "decided_at", "decided_by", "approval"):
             batch_op.drop_column(column)

@@ -158,7 +158,7 @@ class AwxActuator:
         wanted = dict(body.get("extra_vars") or {}) if isinstance(body, dict) else {}
         name = client.server.marker
         by_marker = bool(name) and name in wanted
-        since = record.created_at - (MARKER_WINDOW if by_marker else CLOCK_SKEW)
+        since = record.planned_at - (MARKER_WINDOW if by_marker else CLOCK_SKEW)
         collection, template_id = template
         if collection == "workflow_job_templates":
             lists = [("workflow_jobs", {"workflow_job_template": str(template_id)})]

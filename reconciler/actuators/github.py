@@ -133,7 +133,7 @@ class GithubActuator:
         if found is None:
             return None  # no dispatch was ever written for this record, so none was sent
         repository, workflow_id = found.group(1), int(found.group(2))
-        since = record.created_at - CLOCK_SKEW
+        since = record.planned_at - CLOCK_SKEW
         branch = branch_of(recorded(spec, record)[1])  # as dispatched: the configuration may have changed since
         runs = self._client(spec).runs(repository, workflow_id, since=since, branch=branch)
         candidates = [

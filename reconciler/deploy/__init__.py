@@ -177,6 +177,13 @@ class Deployer:
             return self._failed_by(watch, record, exc)
         return self._launched(watch, record, launch)
 
+    def withdraw(self, record: model.ActionRecord) -> model.ActionRecord:
+        """An action waiting for approval that has nothing left to do: the deployed digest is observed again."""
+        log.info("watch %s: action #%d withdrawn: the deployed digest is observed again", record.watch, record.id)
+        return self._outbox.superseded(
+            record.id, "withdrawn before it was launched: the deployed digest is observed again", self._clock()
+        )
+
     def _tell(self, watch: model.Watch) -> Tell:
         return lambda record: events.of_action(watch, record, self._clock())
 

@@ -63,9 +63,9 @@ class Lookup:
                 found, failure = None, str(exc)
             if found is not None:
                 return found
-            if failure is None and looked_at - record.created_at >= UNRESOLVED_GRACE:
+            if failure is None and looked_at - record.planned_at >= UNRESOLVED_GRACE:
                 return NotLaunched()
-            waited = self._clock() - record.created_at
+            waited = self._clock() - record.planned_at
             if waited >= 2 * UNRESOLVED_GRACE:  # looking kept failing: hand over to a later pass, still open
                 return Unknown(failure)
             self._keep_alive()

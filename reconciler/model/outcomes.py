@@ -205,6 +205,12 @@ class ActionRecord:
     approval: Approval | None = None  # None: no approval was needed
     decided_by: str | None = None  # who approved or rejected it
     decided_at: datetime | None = None
+    released_at: datetime | None = None  # when an approved action was planned, to be launched
+
+    @property
+    def planned_at(self) -> datetime:
+        """When it was planned: what it launches was sent after this (an approved action: once released)."""
+        return self.released_at or self.created_at
 
     @property
     def waiting(self) -> bool:

@@ -102,6 +102,9 @@
       return;
     }
     const query = new URLSearchParams({ watch: watch, digest: digest });
+    if (button.dataset.actionId) {
+      query.set("action", button.dataset.actionId); // the action shown: not another one waiting for the same digest
+    }
     const by = approver();
     if (by) {
       query.set("by", by);

@@ -7,6 +7,7 @@ action on by itself: the instance holding the lease releases the approved action
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -18,7 +19,8 @@ from reconciler.store.outbox import action_of
 
 SHORTEST_DIGEST = 12  # hex characters: as many as the short digest everything shows
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{12,64})")
-_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+MAX_NAME = 200
+_INVISIBLE = ("Cc", "Cf", "Zl", "Zp")  # controls, formatting (bidi overrides, zero widths), line and paragraph breaks
 
 
 def digest_prefix(text: str) -> str:
@@ -33,10 +35,14 @@ def digest_prefix(text: str) -> str:
 
 
 def checked_name(by: str) -> str:
-    """Who decides, as stored and shown: one line of at most 200 characters."""
-    if not _NAME.fullmatch(by.strip()):
-        raise errors.ConfigError("--by: expected a name of 1 to 200 characters on one line")
-    return by.strip()
+    """Who decides, as stored and shown: one line of at most MAX_NAME characters that shows as it is."""
+    name = by.strip()
+    hidden = any(unicodedata.category(c) in _INVISIBLE for c in name)
+    if not name or len(name) > MAX_NAME or hidden or not any(c.isprintable() and not c.isspace() for c in name):
+        raise errors.ConfigError(
+            f"--by: expected a name of 1 to {MAX_NAME} visible characters on one line, without control characters"
+        )
+    return name
 
 
 class Approvals:
@@ -63,12 +69,27 @@ class Approvals:
         """Approved, and not yet released by a pass: what the instance holding the lease acts on next."""
         return self._read(model.Approval.APPROVED, names)
 
-    def decide(self, watch: str, digest: str | None, *, approve: bool, by: str, now: datetime) -> model.ActionRecord:
-        """Approve or reject the watch's waiting action for this digest (or its only one); NotWaiting, changing
-        nothing, when there is no such action."""
+    def decide(
+        self,
+        watch: str,
+        digest: str | None,
+        *,
+        approve: bool,
+        by: str,
+        now: datetime,
+        action_id: int | None = None,
+    ) -> model.ActionRecord:
+        """Approve or reject the watch's waiting action for this digest (or its only one; with `action_id`, only
+        that one); NotWaiting, changing nothing, when there is no such action. An approval not yet acted on may
+        still be rejected."""
         by = checked_name(by)
         prefix = digest_prefix(digest) if digest is not None else None
-        candidates = [w for w in self.waiting([watch]) if prefix is None or w.digest.startswith(prefix)]
+        pending = self.waiting([watch]) + ([] if approve else self.approved([watch]))
+        candidates = [
+            w for w in pending if (prefix is None or w.digest.startswith(prefix)) and action_id in (None, w.id)
+        ]
+        if not candidates and action_id is not None and any(w.id != action_id for w in pending):
+            raise errors.NotWaiting(f"action #{action_id} of watch {watch} no longer waits for approval: another does")
         if not candidates:
             raise errors.NotWaiting(self._why_not(watch, prefix))
         if len(candidates) > 1:
@@ -95,7 +116,7 @@ class Approvals:
                 .where(
                     a.c.id == chosen.id,
                     a.c.status == model.ActionStatus.AWAITING_APPROVAL.value,
-                    a.c.approval == model.Approval.WAITING.value,
+                    a.c.approval == (chosen.approval or model.Approval.WAITING).value,
                 )
                 .values(**values)
             ).rowcount

@@ -51,6 +51,7 @@ def action_of(row: Any) -> model.ActionRecord:
         approval=model.Approval(row.approval) if row.approval else None,
         decided_by=row.decided_by,
         decided_at=row.decided_at,
+        released_at=row.released_at,
     )
 
 
@@ -86,6 +87,15 @@ class Outbox:
                 if kept is None or not kept.status.open:
                     found[action.watch] = action
         return found
+
+    def rejections(self, names: Sequence[str] | None = None) -> dict[tuple[str, str], model.ActionRecord]:
+        """The digests a person rejected, by (watch, digest), that `reconciler retry` has not offered again."""
+        a = tables.actions
+        query = select(a).where(a.c.status == model.ActionStatus.REJECTED.value, a.c.reset_at.is_(None))
+        if names is not None:
+            query = query.where(a.c.watch.in_(names))
+        with self._begin("read the rejected digests") as conn:
+            return {(r.watch, r.digest): action_of(r) for r in conn.execute(query.order_by(a.c.id))}
 
     def refs(self) -> set[str]:
         """The external references (AWX jobs, GitHub runs) already recorded on any action: a launch whose answer
@@ -135,6 +145,7 @@ class Outbox:
             "approval": model.Approval.WAITING.value if status else (approval.approval if approval else None),
             "decided_by": approval.decided_by if approval is not None else None,
             "decided_at": approval.decided_at if approval is not None else None,
+            "released_at": now if approval is not None else None,  # planned under an earlier approval
             "tag": target.tag,
             "digest": target.digest,
             "previous_tag": target.previous_tag,
@@ -163,8 +174,8 @@ class Outbox:
 
     def release(self, action_id: int, now: datetime) -> model.ActionRecord | None:
         """An approved action waiting for approval becomes planned, to be launched now; None when it no longer
-        waits (another process released it, or it was superseded). Its time restarts, so a launch whose answer
-        is lost is looked for as long as any other's."""
+        waits (another process released it, or it was superseded). It is planned from now (`released_at`), so a
+        launch whose answer is lost is looked for as any other's, among what was launched since."""
         a = tables.actions
         with self._begin("release an approved action") as conn:
             moved = conn.execute(
@@ -174,7 +185,7 @@ class Outbox:
                     a.c.status == model.ActionStatus.AWAITING_APPROVAL.value,
                     a.c.approval == model.Approval.APPROVED.value,
                 )
-                .values(status=model.ActionStatus.PLANNED.value, created_at=now)
+                .values(status=model.ActionStatus.PLANNED.value, released_at=now)
             ).rowcount
             return action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
 
@@ -250,14 +261,17 @@ class Outbox:
         )
 
     def reset(self, watch: str, now: datetime) -> model.ActionRecord | None:
-        """`reconciler retry`: the watch's newest action, if it failed (or was rejected), no longer holds it back (no
-        back-off, no used-up attempts; a rejected digest is offered again). Returns that action, or None when the
-        newest action neither failed nor was rejected."""
+        """`reconciler retry`: the watch's newest action, if it failed, no longer holds it back (no back-off, no
+        used-up attempts); every digest of the watch a person rejected is offered again. Returns the newest action
+        so reset, or None when there was none."""
         a = tables.actions
-        held = (model.ActionStatus.FAILED.value, model.ActionStatus.REJECTED.value)
+        rejected = model.ActionStatus.REJECTED.value
         with self._begin("reset the watch's failures") as conn:
             row = conn.execute(select(a).where(a.c.watch == watch).order_by(a.c.id.desc()).limit(1)).first()
-            if row is None or row.status not in held:
+            conn.execute(
+                update(a).where(a.c.watch == watch, a.c.status == rejected, a.c.reset_at.is_(None)).values(reset_at=now)
+            )
+            if row is None or row.status not in (model.ActionStatus.FAILED.value, rejected):
                 return None
             conn.execute(update(a).where(a.c.id == row.id).values(reset_at=now))
             return action_of(conn.execute(select(a).where(a.c.id == row.id)).one())

@@ -121,6 +121,7 @@ actions = Table(
     Column("approval", String(20)),  # a watch with `approve = true`: waiting | approved | rejected
     Column("decided_by", String(NAME)),  # who approved or rejected it
     Column("decided_at", UTCDateTime()),
+    Column("released_at", UTCDateTime()),  # an approved action, planned (to be launched) by a pass
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTION_STATUSES)})", name="status"),
     Index("ix_actions_watch_created", "watch", "created_at"),
     # The outbox rule: one open (awaiting approval, planned or launched) action per watch and digest, never two.
