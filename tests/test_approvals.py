@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import create_engine
 
 from reconciler import app, errors, model
-from reconciler.store import outbox
+from reconciler.store import approvals, outbox
 from tests.fakes.awx import FakeAwx
 from tests.support.awx_scenario import STAGING, Scenario, baseline, make_scenario
 from tests.support.daemon import wait_until
 from tests.support.databases import TestDatabase
+from tests.support.receiver import Receiver
 from tests.support.registry import LocalRegistry
 
 
@@ -334,9 +335,36 @@ def test_an_approval_names_the_action_it_was_shown(gated: Scenario) -> None:
     assert decided.approved and decided.id == row["id"]
 
 
-@pytest.mark.parametrize("by", ["", "   ", "a\nb", "a\u2028b", "\u202eevil", "\u200b", "x" * 201])
-def test_the_name_recorded_is_one_visible_line(gated: Scenario, by: str) -> None:
-    s = gated
-    done = s.cli("approve", "staging", "--by", by)
-    assert done.returncode == 2 and "--by: expected a name" in done.stderr  # refused before the database is read
+@pytest.mark.parametrize("by", ["", "   ", "a\nb", "a\u2028b", "a\x85b", "\u202eevil", "\u200b", "x" * 201])
+def test_the_name_recorded_is_one_visible_line(by: str) -> None:
+    with pytest.raises(errors.ConfigError, match="--by: expected a name of 1 to 200 visible characters"):
+        approvals.checked_name(by)
+
+
+def test_a_name_that_is_not_one_line_is_refused_before_the_database_is_read(gated: Scenario) -> None:
+    done = gated.cli("approve", "staging", "--by", "alice\nroot")
+    assert done.returncode == 2 and "--by: expected a name" in done.stderr
     assert done.stderr.strip().count("\n") == 0
+    assert approvals.checked_name("  Zoë O'Brien (on call) ") == "Zoë O'Brien (on call)"
+
+
+def test_waiting_for_approval_is_notified_once(gated: Scenario, tmp_path: Path) -> None:
+    s = gated
+    (tmp_path / "hook-secret").write_text("notify-secret-9")
+    with Receiver() as hook:
+        notify = f'\n[[notify]]\nname = "audit"\nkind = "webhook"\nurl = "{hook.url}"\nsecret_file = "hook-secret"\n'
+        s.path.write_text(s.path.read_text().replace("\n[[watch]]", notify + "\n[[watch]]", 1))
+        baseline(s)
+        second = s.push("two")
+        s.outcome()
+        s.time.advance(60)
+        s.outcome()  # still waiting: not told again
+        [waiting] = hook.wait_for(1)  # (drift is not among a target's default events)
+        assert waiting.json()["event"] == "awaiting_approval"
+        body = waiting.json()
+        assert (body["watch"], body["digest"], body["action"]["status"]) == ("staging", second, "awaiting_approval")
+        assert "reconciler approve staging --digest" in body["message"]
+        assert s.cli("approve", "staging").returncode == 0
+        s.outcome()
+        told = [r.json()["event"] for r in hook.wait_for(3)]
+        assert told == ["awaiting_approval", "started", "succeeded"]

@@ -460,7 +460,8 @@ def test_the_query_is_encoded_and_an_empty_name_is_left_out(driver: Driver) -> N
         answer_prompt(driver, TOKEN)
         answer_prompt(driver, "")
         wait(driver).until(lambda d: server.posted(1))
-        assert server.posts[0].query == {"watch": [odd], "digest": [server.document["approvals"][0]["digest"]]}
+        waiting = server.document["approvals"][0]
+        assert server.posts[0].query == {"watch": [odd], "digest": [waiting["digest"]], "action": ["14"]}
         assert driver.execute_script("return sessionStorage.getItem('reconciler-by')") == ""
 
 
