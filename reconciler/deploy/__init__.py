@@ -107,7 +107,7 @@ class Deployer:
                 return self._release(watch, last)
             self._keep_alive()
             why = f"superseded by {target.tag} ({events.short(target.digest)}) before it was approved"
-            self._outbox.superseded(last.id, why, self._clock())
+            self._outbox.superseded(last.id, why, self._clock(), waiting=True)
         actuator = self._actuator(spec)
         carried = last if decide.carries_approval(watch, last, target) else None
 
@@ -180,9 +180,8 @@ class Deployer:
     def withdraw(self, record: model.ActionRecord) -> model.ActionRecord:
         """An action waiting for approval that has nothing left to do: the deployed digest is observed again."""
         log.info("watch %s: action #%d withdrawn: the deployed digest is observed again", record.watch, record.id)
-        return self._outbox.superseded(
-            record.id, "withdrawn before it was launched: the deployed digest is observed again", self._clock()
-        )
+        why = "withdrawn before it was launched: the deployed digest is observed again"
+        return self._outbox.superseded(record.id, why, self._clock(), waiting=True)
 
     def _tell(self, watch: model.Watch) -> Tell:
         return lambda record: events.of_action(watch, record, self._clock())

@@ -63,7 +63,9 @@ class Outbox(Protocol):
 
     def note(self, action_id: int, detail: str) -> model.ActionRecord: ...
 
-    def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord: ...
+    def superseded(
+        self, action_id: int, detail: str, now: datetime, *, waiting: bool = False
+    ) -> model.ActionRecord: ...
 
     def failed(
         self,

@@ -190,15 +190,21 @@ class Outbox:
             return action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
 
     def _transition(
-        self, action_id: int, doing: str, *, tell: Tell | None = None, now: datetime | None = None, **values: Any
+        self,
+        action_id: int,
+        doing: str,
+        *,
+        tell: Tell | None = None,
+        now: datetime | None = None,
+        only: Sequence[str] = tables.OPEN_STATUSES,
+        **values: Any,
     ) -> model.ActionRecord:
-        """Move an open action on; one that another writer closed meanwhile stays as it is (and is returned so)."""
+        """Move an open action (in one of the `only` statuses) on; one that another writer moved meanwhile stays as
+        it is (and is returned so)."""
         a = tables.actions
         told = 0
         with self._begin(doing) as conn:
-            moved = conn.execute(
-                update(a).where(a.c.id == action_id, a.c.status.in_(tables.OPEN_STATUSES)).values(**values)
-            ).rowcount
+            moved = conn.execute(update(a).where(a.c.id == action_id, a.c.status.in_(only)).values(**values)).rowcount
             row = action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
             if moved:
                 told = self._tell(conn, tell, row, now)
@@ -233,9 +239,17 @@ class Outbox:
         """Keep what an open action is waiting for (a cancel not yet effective); it stays open."""
         return self._transition(action_id, "record an action's progress", detail=detail)
 
-    def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord:
+    def superseded(self, action_id: int, detail: str, now: datetime, *, waiting: bool = False) -> model.ActionRecord:
+        """Close an open action without an outcome of its own; `waiting`: only if it still waits for approval (one a
+        pass released meanwhile is being launched, and is left to it)."""
+        only = (model.ActionStatus.AWAITING_APPROVAL.value,) if waiting else tables.OPEN_STATUSES
         return self._transition(
-            action_id, "supersede an action", status=model.ActionStatus.SUPERSEDED.value, detail=detail, finished_at=now
+            action_id,
+            "supersede an action",
+            only=only,
+            status=model.ActionStatus.SUPERSEDED.value,
+            detail=detail,
+            finished_at=now,
         )
 
     def failed(
