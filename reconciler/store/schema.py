@@ -15,17 +15,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import ColumnElement, Connection, Engine, func, inspect, literal, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import errors
 
+if TYPE_CHECKING:  # Alembic (a third of a second) is imported only to migrate: `status` reads the revision itself
+    from alembic.config import Config
+
+HEAD = "0005"  # the newest migration's revision (tests/test_migrations.py checks that Alembic agrees)
 _ALEMBIC = threading.Lock()
 MIGRATION_LOCK = 0x7265636F6E63  # "reconc": the PostgreSQL advisory lock that serialises migrations
 _SOURCE_TREE = Path(__file__).resolve().parents[2] / "migrations"  # a checkout run without installing it
@@ -60,23 +60,24 @@ def _quiet_alembic() -> None:
 
 
 def _config() -> Config:
+    from alembic.config import Config  # noqa: PLC0415
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def head() -> str:
-    revision = ScriptDirectory.from_config(_config()).get_current_head()
-    assert revision is not None
-    return revision
+    return HEAD
 
 
 def current(engine: Engine) -> str | None:
-    """The revision the database is at, or None when it has never been migrated."""
-    _quiet_alembic()
+    """The revision the database is at (as Alembic records it), or None when it has never been migrated."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
         raise errors.StoreError(f"cannot read the database {safe_url(engine)}: {reason(exc)}") from None
 
@@ -92,6 +93,8 @@ def _lock(conn: Connection) -> None:
 
 def upgrade(engine: Engine) -> None:
     """Apply every migration up to head (a no-op when already there), under the database's migration lock."""
+    from alembic import command  # noqa: PLC0415
+
     config = _config()
     _quiet_alembic()
     try:
