@@ -118,7 +118,7 @@ def decide(
         running = f"{last.tag}@{_short(last.digest)}"
         waits = "" if last.targets(result.tag, result.digest) else f"; {target} waits for it"
         return model.Decision(Verdict.BUSY, f"action #{last.id} for {running} is {last.status.value}{waits}")
-    if rejection is not None:
+    if rejection is not None and not (last is not None and last.status.open and last.id > rejection.id):
         return model.Decision(
             Verdict.REJECTED,
             f"{target} was rejected by {rejection.decided_by} (action #{rejection.id}); not offered again: a newer "
@@ -173,17 +173,18 @@ def carries_approval(
     )
 
 
-def withdrawn(state: model.WatchState | None, last: model.ActionRecord | None) -> bool:
-    """An action waiting for approval (approved or not) that no longer has anything to do: the deployed digest is
-    observed again."""
-    observed, deployed = (state.observed, state.deployed) if state is not None else (None, None)
-    return (
-        last is not None
-        and last.status is model.ActionStatus.AWAITING_APPROVAL
-        and observed is not None
-        and deployed is not None
-        and (observed.tag, observed.digest) == (deployed.tag, deployed.digest)
-    )
+def withdrawn(state: model.WatchState | None, last: model.ActionRecord | None) -> str | None:
+    """Why an action waiting for approval (approved or not) no longer stands for what is observed: the deployed
+    digest is observed again, or another one (the pass that acts on it records its own); None when it stands."""
+    observed = state.observed if state is not None and state.last_error is None else None
+    if last is None or last.status is not model.ActionStatus.AWAITING_APPROVAL or observed is None:
+        return None
+    deployed = state.deployed if state is not None else None
+    if deployed is not None and (observed.tag, observed.digest) == (deployed.tag, deployed.digest):
+        return "the deployed digest is observed again"
+    if not last.targets(observed.tag, observed.digest):
+        return f"{observed.tag}@{_short(observed.digest)} is observed now"
+    return None
 
 
 def _awaiting(watch: model.Watch, last: model.ActionRecord, seen: model.Observation) -> model.Decision | None:
@@ -243,9 +244,9 @@ def state_of(
     last_action: model.ActionRecord | None = None,
 ) -> model.State:
     """What `status` shows, from the stored state (and the watch's newest action) alone."""
-    if last_action is not None and last_action.waiting and not withdrawn(state, last_action):
+    if last_action is not None and last_action.waiting and withdrawn(state, last_action) is None:
         return model.State.AWAITING_APPROVAL
-    if last_action is not None and last_action.status.open and not withdrawn(state, last_action):
+    if last_action is not None and last_action.status.open and withdrawn(state, last_action) is None:
         return model.State.DEPLOYING
     if state is None or state.checked_at is None:
         return model.State.UNKNOWN

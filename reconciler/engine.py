@@ -139,7 +139,7 @@ class Engine:
             previews = {o.watch.name: self._preview(o) for o in due}
             outcomes = [dataclasses.replace(o, preview=previews.get(o.watch.name)) for o in outcomes]
         elif acting:
-            outcomes = [self._withdraw(o) if decide.withdrawn(o.state, o.action) else o for o in outcomes]
+            outcomes = [self._withdraw(o) if decide.withdrawn(o.state, o.action) is not None else o for o in outcomes]
             acted = {o.watch.name: o for o in self._map(self._act, due, "act", heartbeat=False)}
             outcomes = [acted.get(o.watch.name) or self._after(o, resumed.get(o.watch.name)) for o in outcomes]
         report = model.RunReport(started, self._clock(), dry_run, tuple(outcomes))
@@ -176,10 +176,12 @@ class Engine:
         return self._actions.rejections(names) if self._actions is not None else {}
 
     def _withdraw(self, outcome: model.WatchOutcome) -> model.WatchOutcome:
-        """An action waiting for approval while the deployed digest is observed again: closed, under the lease."""
+        """An action waiting for approval that no longer stands for what is observed: closed, under the lease."""
         assert self._deployer is not None and outcome.action is not None
+        why = decide.withdrawn(outcome.state, outcome.action)
+        assert why is not None
         self._confirm()
-        return self._after(outcome, self._deployer.withdraw(outcome.action))
+        return self._after(outcome, self._deployer.withdraw(outcome.action, why))
 
     def _preview(self, outcome: model.WatchOutcome) -> dict[str, object]:
         assert self._deployer is not None and isinstance(outcome.result, model.Observation)

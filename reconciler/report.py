@@ -28,7 +28,7 @@ def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
         "tag": action.tag,
         "digest": action.digest,
         "attempt": action.attempt,
-        "started_at": iso(action.launched_at or action.created_at),
+        "started_at": iso(action.launched_at or action.planned_at),
         "finished_at": iso(action.finished_at),
         "ref": action.link or action.external_ref,
         "detail": action.detail,
@@ -184,7 +184,7 @@ def history_document(
         for e in entries
     ]
     for a in actions:
-        at = a.finished_at or a.launched_at or a.created_at
+        at = a.finished_at or a.launched_at or a.planned_at
         events.append(
             (
                 at,

@@ -154,7 +154,7 @@ def test_a_newer_digest_supersedes_a_waiting_approval(gated: Scenario) -> None:
     assert outcome.action.digest == third
     old, new = s.actions()
     assert (old["status"], old["digest"]) == ("superseded", second)
-    assert "before it was approved" in old["detail"]
+    assert "withdrawn before it was launched" in old["detail"] and "is observed now" in old["detail"]
     assert (new["status"], new["digest"]) == ("awaiting_approval", third)
 
     late = s.cli("approve", "staging", "--digest", second)
@@ -191,6 +191,7 @@ def test_a_retry_of_an_approved_digest_needs_no_new_approval(gated: Scenario) ->
     retried = s.outcome()
     assert retried.action is not None and retried.action.status is model.ActionStatus.SUCCEEDED
     assert retried.action.attempt == 2 and retried.action.decided_by == "alice"
+    assert retried.action.released_at is not None  # planned under an approval: a crash before launching carries it
     assert [extra["stack_digest"] for _, extra in s.awx.launches] == [second, second]
 
 
@@ -298,9 +299,43 @@ def test_a_rejected_digest_is_not_offered_again_even_after_another_one(gated: Sc
     assert s.push("two") == second  # the rejected digest comes back
     outcome = s.outcome()
     assert outcome.decision.verdict is model.Verdict.REJECTED, outcome.decision
-    assert [a["status"] for a in s.actions()] == ["rejected", "awaiting_approval"]  # three still waits
-    assert s.awx.launches == []
-    assert _status(s)["state"] == "awaiting_approval"
+    statuses = [(a["status"], a["detail"]) for a in s.actions()]
+    assert statuses[0][0] == "rejected"  # three, no longer observed, is withdrawn: it waits for nothing
+    assert statuses[1][0] == "superseded" and "is observed now" in statuses[1][1]
+    assert len(statuses) == 2 and s.awx.launches == []
+    assert _status(s)["state"] == "drifted"
+    assert s.outcome().decision.verdict is model.Verdict.REJECTED  # and stays so, exit 0, nothing stuck
+
+
+def test_retry_offers_every_rejected_digest_again(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    second = s.push("two")
+    s.outcome()
+    assert s.cli("reject", "staging").returncode == 0
+    s.push("three")
+    s.outcome()  # three waits: the newest action is not the rejection
+    done = s.cli("retry", "staging")
+    assert done.returncode == 0 and "offers it for approval again" in done.stdout, done.stdout
+    assert s.push("two") == second
+    again = s.outcome()
+    assert again.action is not None and again.action.status is model.ActionStatus.AWAITING_APPROVAL
+    assert again.action.digest == second
+
+
+def test_a_lost_launch_answer_after_a_late_approval_is_looked_for_not_launched_again(gated: Scenario) -> None:
+    s = gated
+    baseline(s)
+    s.push("two")
+    s.outcome()
+    s.time.advance(3600)  # approved an hour after it was recorded: its lookups count from its release
+    assert s.cli("approve", "staging").returncode == 0
+    s.awx.gateway_error_next(504, creates=True, after_requests=3)  # AWX creates the job a little later
+    done = s.outcome()
+    assert done.action is not None and done.action.status is model.ActionStatus.SUCCEEDED, done.action
+    s.time.advance(3600)
+    s.outcome()
+    assert len(s.awx.jobs) == 1
 
 
 def test_an_approval_not_yet_acted_on_can_still_be_rejected(gated: Scenario) -> None:
@@ -335,7 +370,24 @@ def test_an_approval_names_the_action_it_was_shown(gated: Scenario) -> None:
     assert decided.approved and decided.id == row["id"]
 
 
-@pytest.mark.parametrize("by", ["", "   ", "a\nb", "a\u2028b", "a\x85b", "\u202eevil", "\u200b", "x" * 201])
+@pytest.mark.parametrize(
+    "by",
+    [
+        "",
+        "   ",
+        "a\nb",
+        "a\u2028b",
+        "a\x85b",
+        "\u202eevil",
+        "\u200b",
+        "\u3164",
+        "\u2800",
+        "\u034f\u034f",
+        "a\ue000",
+        "a\udcff",
+        "x" * 201,
+    ],
+)
 def test_the_name_recorded_is_one_visible_line(by: str) -> None:
     with pytest.raises(errors.ConfigError, match="--by: expected a name of 1 to 200 visible characters"):
         approvals.checked_name(by)

@@ -5,8 +5,10 @@ Time is always a parameter: every test uses fixed datetimes derived from `T0`, n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -440,3 +442,90 @@ def test_giving_up_counts_the_attempts_grammatically(max_attempts: int, said: st
     )
     assert decision.verdict is Verdict.GAVE_UP
     assert decision.reason.startswith(f"{said} latest@bbbbbbbbbbbb failed"), decision.reason
+
+
+# --- approvals ------------------------------------------------------------------------------------------------------
+
+
+def gated() -> model.Watch:
+    return dataclasses.replace(watch(), approve=True)
+
+
+def action(status: model.ActionStatus, char: str, *, approval: model.Approval | None = None, **fields: Any) -> Any:
+    values: dict[str, Any] = {
+        "id": 7,
+        "watch": "app",
+        "kind": model.ActionKind.AWX,
+        "status": status,
+        "tag": "latest",
+        "digest": digest(char),
+        "attempt": 1,
+        "created_at": T0,
+        "approval": approval,
+        "fingerprint": model.fingerprint(AWX),
+    }
+    values.update(fields)
+    return model.ActionRecord(**values)
+
+
+def drifted_state(char: str) -> model.WatchState:
+    state = in_sync_state()
+    return dataclasses.replace(state, observed=model.Seen(tag="latest", digest=digest(char), since=T0))
+
+
+def test_a_new_digest_on_a_gated_watch_needs_approval_and_a_waiting_one_waits() -> None:
+    w, result = gated(), seen("latest", "b", at(60))
+    first = decide.decide(watch=w, result=result, state=drifted_state("b"), now=at(60))
+    assert first.verdict is Verdict.DRIFT and "needs approval" in first.reason
+    waiting = action(model.ActionStatus.AWAITING_APPROVAL, "b", approval=model.Approval.WAITING)
+    later = decide.decide(watch=w, result=result, state=drifted_state("b"), now=at(90), last_action=waiting)
+    assert later.verdict is Verdict.AWAITING_APPROVAL and "reconciler approve app --digest bbbbbbbbbbbb" in later.reason
+    assert (
+        decide.state_of(watch=w, state=drifted_state("b"), now=at(90), last_action=waiting) is State.AWAITING_APPROVAL
+    )
+    approved = dataclasses.replace(waiting, approval=model.Approval.APPROVED, decided_by="alice")
+    released = decide.decide(watch=w, result=result, state=drifted_state("b"), now=at(90), last_action=approved)
+    assert released.verdict is Verdict.DRIFT and "approved by alice" in released.reason
+    assert decide.state_of(watch=w, state=drifted_state("b"), now=at(90), last_action=approved) is State.DEPLOYING
+
+
+def test_a_waiting_action_is_withdrawn_when_it_no_longer_stands_for_what_is_observed() -> None:
+    waiting = action(model.ActionStatus.AWAITING_APPROVAL, "b", approval=model.Approval.APPROVED)
+    assert decide.withdrawn(drifted_state("b"), waiting) is None
+    assert decide.withdrawn(in_sync_state(), waiting) == "the deployed digest is observed again"
+    assert decide.withdrawn(drifted_state("c"), waiting) == "latest@cccccccccccc is observed now"
+    assert decide.withdrawn(dataclasses.replace(drifted_state("c"), last_error="503"), waiting) is None
+    assert decide.withdrawn(drifted_state("c"), dataclasses.replace(waiting, status=model.ActionStatus.PLANNED)) is None
+    w = gated()
+    assert decide.state_of(watch=w, state=in_sync_state(), now=T0, last_action=waiting) is State.IN_SYNC
+    assert decide.state_of(watch=w, state=drifted_state("c"), now=T0, last_action=waiting) is State.DRIFTED
+
+
+@pytest.mark.parametrize(
+    ("fields", "carries"),
+    [
+        ({"status": model.ActionStatus.FAILED}, True),
+        ({"status": model.ActionStatus.SUPERSEDED, "released_at": T0}, True),  # released, never launched
+        ({"status": model.ActionStatus.SUPERSEDED}, False),  # withdrawn before it was released
+        ({"status": model.ActionStatus.SUPERSEDED, "released_at": T0, "external_ref": "4242"}, False),
+        ({"status": model.ActionStatus.SUCCEEDED}, False),
+        ({"status": model.ActionStatus.FAILED, "fingerprint": "another configuration"}, False),
+        ({"status": model.ActionStatus.FAILED, "approval": model.Approval.REJECTED}, False),
+        ({"status": model.ActionStatus.FAILED, "digest": digest("c")}, False),
+    ],
+)
+def test_only_a_retry_of_the_approved_digest_and_configuration_carries_its_approval(
+    fields: dict[str, Any], carries: bool
+) -> None:
+    last = action(fields.pop("status"), "b", approval=fields.pop("approval", model.Approval.APPROVED), **fields)
+    assert decide.carries_approval(gated(), last, seen("latest", "b", T0)) is carries
+
+
+def test_a_rejected_digest_is_held_back_unless_a_newer_action_for_it_is_open() -> None:
+    w, result, state = gated(), seen("latest", "b", at(60)), drifted_state("b")
+    rejection = action(model.ActionStatus.REJECTED, "b", approval=model.Approval.REJECTED, decided_by="bob")
+    held = decide.decide(watch=w, result=result, state=state, now=at(60), last_action=rejection, rejection=rejection)
+    assert held.verdict is Verdict.REJECTED and "rejected by bob" in held.reason
+    newer = action(model.ActionStatus.AWAITING_APPROVAL, "b", approval=model.Approval.APPROVED, id=9, decided_by="al")
+    released = decide.decide(watch=w, result=result, state=state, now=at(60), last_action=newer, rejection=rejection)
+    assert released.verdict is Verdict.DRIFT

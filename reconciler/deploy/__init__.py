@@ -106,8 +106,9 @@ class Deployer:
             if last.approved and decide.awaits_this(watch, last, target):
                 return self._release(watch, last)
             self._keep_alive()
-            why = f"superseded by {target.tag} ({events.short(target.digest)}) before it was approved"
-            self._outbox.superseded(last.id, why, self._clock(), waiting=True)
+            why = f"superseded by {target.tag} ({events.short(target.digest)}) before it was launched"
+            if self._outbox.withdrawn(last.id, why, self._clock()) is None:
+                return None  # released meanwhile (being launched) or rejected: a later pass sees what to do
         actuator = self._actuator(spec)
         carried = last if decide.carries_approval(watch, last, target) else None
 
@@ -177,11 +178,13 @@ class Deployer:
             return self._failed_by(watch, record, exc)
         return self._launched(watch, record, launch)
 
-    def withdraw(self, record: model.ActionRecord) -> model.ActionRecord:
-        """An action waiting for approval that has nothing left to do: the deployed digest is observed again."""
-        log.info("watch %s: action #%d withdrawn: the deployed digest is observed again", record.watch, record.id)
-        why = "withdrawn before it was launched: the deployed digest is observed again"
-        return self._outbox.superseded(record.id, why, self._clock(), waiting=True)
+    def withdraw(self, record: model.ActionRecord, why: str) -> model.ActionRecord | None:
+        """An action waiting for approval that no longer stands for what is observed: closed, nothing sent; None
+        when it no longer waits (released meanwhile, or rejected)."""
+        withdrawn = self._outbox.withdrawn(record.id, f"withdrawn before it was launched: {why}", self._clock())
+        if withdrawn is not None:
+            log.info("watch %s: action #%d withdrawn: %s", record.watch, record.id, why, extra=_extra(record))
+        return withdrawn
 
     def _tell(self, watch: model.Watch) -> Tell:
         return lambda record: events.of_action(watch, record, self._clock())

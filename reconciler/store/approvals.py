@@ -20,7 +20,9 @@ from reconciler.store.outbox import action_of
 SHORTEST_DIGEST = 12  # hex characters: as many as the short digest everything shows
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{12,64})")
 MAX_NAME = 200
-_INVISIBLE = ("Cc", "Cf", "Zl", "Zp")  # controls, formatting (bidi overrides, zero widths), line and paragraph breaks
+# controls, formatting (bidi overrides, zero widths), surrogates, private use, unassigned, line and paragraph breaks
+_INVISIBLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+_FILLERS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}  # letters and symbols that show as blank
 
 
 def digest_prefix(text: str) -> str:
@@ -38,7 +40,8 @@ def checked_name(by: str) -> str:
     """Who decides, as stored and shown: one line of at most MAX_NAME characters that shows as it is."""
     name = by.strip()
     hidden = any(unicodedata.category(c) in _INVISIBLE for c in name)
-    if not name or len(name) > MAX_NAME or hidden or not any(c.isprintable() and not c.isspace() for c in name):
+    seen = any(unicodedata.category(c)[0] in "LNPS" and c not in _FILLERS for c in name)
+    if not name or len(name) > MAX_NAME or hidden or not seen:
         raise errors.ConfigError(
             f"--by: expected a name of 1 to {MAX_NAME} visible characters on one line, without control characters"
         )

@@ -196,15 +196,15 @@ class Outbox:
         *,
         tell: Tell | None = None,
         now: datetime | None = None,
-        only: Sequence[str] = tables.OPEN_STATUSES,
         **values: Any,
     ) -> model.ActionRecord:
-        """Move an open action (in one of the `only` statuses) on; one that another writer moved meanwhile stays as
-        it is (and is returned so)."""
+        """Move an open action on; one that another writer closed meanwhile stays as it is (and is returned so)."""
         a = tables.actions
         told = 0
         with self._begin(doing) as conn:
-            moved = conn.execute(update(a).where(a.c.id == action_id, a.c.status.in_(only)).values(**values)).rowcount
+            moved = conn.execute(
+                update(a).where(a.c.id == action_id, a.c.status.in_(tables.OPEN_STATUSES)).values(**values)
+            ).rowcount
             row = action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
             if moved:
                 told = self._tell(conn, tell, row, now)
@@ -239,18 +239,20 @@ class Outbox:
         """Keep what an open action is waiting for (a cancel not yet effective); it stays open."""
         return self._transition(action_id, "record an action's progress", detail=detail)
 
-    def superseded(self, action_id: int, detail: str, now: datetime, *, waiting: bool = False) -> model.ActionRecord:
-        """Close an open action without an outcome of its own; `waiting`: only if it still waits for approval (one a
-        pass released meanwhile is being launched, and is left to it)."""
-        only = (model.ActionStatus.AWAITING_APPROVAL.value,) if waiting else tables.OPEN_STATUSES
+    def superseded(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord:
         return self._transition(
-            action_id,
-            "supersede an action",
-            only=only,
-            status=model.ActionStatus.SUPERSEDED.value,
-            detail=detail,
-            finished_at=now,
+            action_id, "supersede an action", status=model.ActionStatus.SUPERSEDED.value, detail=detail, finished_at=now
         )
+
+    def withdrawn(self, action_id: int, detail: str, now: datetime) -> model.ActionRecord | None:
+        """Close an action that waits for approval (decided or not) without sending anything; None when it no longer
+        waits (a pass released it meanwhile, to be launched; a person rejected it): it is left as it is."""
+        a = tables.actions
+        values = {"status": model.ActionStatus.SUPERSEDED.value, "detail": detail, "finished_at": now}
+        waits = model.ActionStatus.AWAITING_APPROVAL.value
+        with self._begin("withdraw an action waiting for approval") as conn:
+            moved = conn.execute(update(a).where(a.c.id == action_id, a.c.status == waits).values(**values)).rowcount
+            return action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
 
     def failed(
         self,
@@ -277,15 +279,22 @@ class Outbox:
     def reset(self, watch: str, now: datetime) -> model.ActionRecord | None:
         """`reconciler retry`: the watch's newest action, if it failed, no longer holds it back (no back-off, no
         used-up attempts); every digest of the watch a person rejected is offered again. Returns the newest action
-        so reset, or None when there was none."""
+        so reset (a failure, else a rejection), or None when there was none."""
         a = tables.actions
         rejected = model.ActionStatus.REJECTED.value
         with self._begin("reset the watch's failures") as conn:
             row = conn.execute(select(a).where(a.c.watch == watch).order_by(a.c.id.desc()).limit(1)).first()
+            if row is None or row.status != model.ActionStatus.FAILED.value:
+                row = conn.execute(
+                    select(a)
+                    .where(a.c.watch == watch, a.c.status == rejected, a.c.reset_at.is_(None))
+                    .order_by(a.c.id.desc())
+                    .limit(1)
+                ).first()
             conn.execute(
                 update(a).where(a.c.watch == watch, a.c.status == rejected, a.c.reset_at.is_(None)).values(reset_at=now)
             )
-            if row is None or row.status not in (model.ActionStatus.FAILED.value, rejected):
+            if row is None:
                 return None
             conn.execute(update(a).where(a.c.id == row.id).values(reset_at=now))
             return action_of(conn.execute(select(a).where(a.c.id == row.id)).one())
