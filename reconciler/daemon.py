@@ -163,8 +163,10 @@ class Daemon:
         deadline = self._monotonic() + STOP_WAIT
         while self._busy() and self._monotonic() < deadline:
             time.sleep(0.05)  # waiting for the passes' own threads to notice the stop
+        # The requests being served end first: a handler finishing after close() writes to its closed trigger
+        # (EBADF), which waitress logs with a traceback.
+        self._http.task_dispatcher.shutdown(timeout=2)
         self._http.close()
-        self._http.task_dispatcher.shutdown()
         if self._acting and not self._busy():
             releasing = threading.Thread(target=self._release, name="release", daemon=True)
             releasing.start()
