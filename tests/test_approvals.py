@@ -27,6 +27,14 @@ def gated(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> Scenario:
     return make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/reconciler.db", approve=True)
 
 
+def waiting_for(s: Scenario) -> str:
+    """A baseline, then a second digest pushed and recorded waiting for approval: that digest."""
+    baseline(s)
+    second = s.push("two")
+    assert s.outcome().action.status is model.ActionStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
+    return second
+
+
 def _staging(awx: FakeAwx) -> int:
     return next(t["id"] for t in awx.templates.values() if t["name"] == STAGING)
 
@@ -96,9 +104,7 @@ def test_drift_waits_for_approval_with_the_exact_request_then_launches_once_appr
 
 def test_a_rejected_digest_is_not_offered_again_and_the_next_one_is(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    second = s.push("two")
-    s.outcome()
+    second = waiting_for(s)
     done = s.cli("reject", "staging", "--digest", second[:19], "--by", "bob", "--json")
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
@@ -132,9 +138,7 @@ def test_a_rejected_digest_is_not_offered_again_and_the_next_one_is(gated: Scena
 
 def test_retry_offers_a_rejected_digest_again(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     assert s.cli("reject", "staging").returncode == 0
     assert s.outcome().decision.verdict is model.Verdict.REJECTED
     done = s.cli("retry", "staging")
@@ -145,9 +149,7 @@ def test_retry_offers_a_rejected_digest_again(gated: Scenario) -> None:
 
 def test_a_newer_digest_supersedes_a_waiting_approval(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    second = s.push("two")
-    s.outcome()
+    second = waiting_for(s)
     third = s.push("three")
     outcome = s.outcome()
     assert outcome.action is not None and outcome.action.status is model.ActionStatus.AWAITING_APPROVAL
@@ -166,9 +168,7 @@ def test_a_newer_digest_supersedes_a_waiting_approval(gated: Scenario) -> None:
 
 def test_a_newer_digest_supersedes_an_approval_not_yet_acted_on(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     assert s.cli("approve", "staging").returncode == 0
     third = s.push("three")  # before any pass released the approved one
     outcome = s.outcome()
@@ -179,9 +179,7 @@ def test_a_newer_digest_supersedes_an_approval_not_yet_acted_on(gated: Scenario)
 
 def test_a_retry_of_an_approved_digest_needs_no_new_approval(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    second = s.push("two")
-    s.outcome()
+    second = waiting_for(s)
     assert s.cli("approve", "staging", "--by", "alice").returncode == 0
     s.awx.script(outcome="failed", count=1)
     failed = s.outcome()
@@ -201,9 +199,7 @@ def test_deciding_names_one_watch_and_one_digest(gated: Scenario) -> None:
     assert nothing.returncode == 1 and "nothing of watch staging waits for approval" in nothing.stderr
     early = s.cli("approve", "staging", "--digest", "latest")  # malformed: a usage error with or without a database
     assert early.returncode == 2 and "--digest: expected a digest" in early.stderr
-    baseline(s)
-    second = s.push("two")
-    s.outcome()
+    second = waiting_for(s)
     unknown = s.cli("approve", "staging", "--digest", "sha256:" + "f" * 64)
     assert unknown.returncode == 1 and "does not wait for approval" not in unknown.stdout
     assert "has no action" in unknown.stderr
@@ -232,9 +228,7 @@ def test_dry_run_says_the_action_needs_approval_and_records_nothing(gated: Scena
 
 def test_an_approved_action_is_released_once(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> None:
     s = make_scenario(tmp_path, registry, awx, f"sqlite:///{tmp_path}/r.db", approve=True)
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     assert s.cli("approve", "staging").returncode == 0
     [row] = s.actions()
     engine = create_engine(s.database)
@@ -249,9 +243,7 @@ def test_an_approved_action_is_released_once(tmp_path: Path, registry: LocalRegi
 
 def test_sigkill_right_after_an_approval_launches_exactly_once(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     assert s.cli("approve", "staging").returncode == 0
     s.awx.clock = lambda: datetime.now(UTC)  # the process killed plans by the real clock: so does AWX
     s.awx.hang_next("launch", after_create=True)  # AWX creates the job; its answer never comes
@@ -290,9 +282,7 @@ def test_a_waiting_action_is_withdrawn_when_the_deployed_digest_is_observed_agai
 
 def test_a_rejected_digest_is_not_offered_again_even_after_another_one(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    second = s.push("two")
-    s.outcome()
+    second = waiting_for(s)
     assert s.cli("reject", "staging").returncode == 0
     s.push("three")
     assert s.outcome().action.status is model.ActionStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
@@ -309,9 +299,7 @@ def test_a_rejected_digest_is_not_offered_again_even_after_another_one(gated: Sc
 
 def test_retry_offers_every_rejected_digest_again(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    second = s.push("two")
-    s.outcome()
+    second = waiting_for(s)
     assert s.cli("reject", "staging").returncode == 0
     s.push("three")
     s.outcome()  # three waits: the newest action is not the rejection
@@ -325,9 +313,7 @@ def test_retry_offers_every_rejected_digest_again(gated: Scenario) -> None:
 
 def test_a_lost_launch_answer_after_a_late_approval_is_looked_for_not_launched_again(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     s.time.advance(3600)  # approved an hour after it was recorded: its lookups count from its release
     assert s.cli("approve", "staging").returncode == 0
     s.awx.gateway_error_next(504, creates=True, after_requests=3)  # AWX creates the job a little later
@@ -340,9 +326,7 @@ def test_a_lost_launch_answer_after_a_late_approval_is_looked_for_not_launched_a
 
 def test_an_approval_not_yet_acted_on_can_still_be_rejected(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     assert s.cli("approve", "staging", "--by", "alice").returncode == 0
     done = s.cli("reject", "staging", "--by", "bob")
     assert done.returncode == 0, done.stderr
@@ -356,9 +340,7 @@ def test_an_approval_not_yet_acted_on_can_still_be_rejected(gated: Scenario) -> 
 
 def test_an_approval_names_the_action_it_was_shown(gated: Scenario) -> None:
     s = gated
-    baseline(s)
-    s.push("two")
-    s.outcome()
+    waiting_for(s)
     [row] = s.actions()
     application = app.App(s.settings())
     try:
