@@ -1,5 +1,9 @@
 """Composition root: the operations the command line and the daemon call, wired from settings and the clients
-`clients` builds (the only module that builds them).
+`clients` builds (the only module that builds them) over the engine `database` builds.
+
+The commands people type most (`status`, `history`) only read the database: the HTTP clients (`clients`,
+`actuation`, the registry client: requests, urllib3, docker) are imported by the operations that use them, so
+those commands start without them.
 """
 
 from __future__ import annotations
@@ -11,21 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import requests
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from reconciler import actuation, clients, config, deploy, engine, errors, lease, model, notifications, report, said
+from reconciler import config, database, deploy, engine, errors, lease, model, notifications, report, said
 from reconciler.progress import Progress
-from reconciler.registry import client
 from reconciler.store import approvals, leases, outbox, queries, schema
 
 if TYPE_CHECKING:
+    import requests
     from kubernetes import client as k8s
 
+    from reconciler.registry import client
+
 log = logging.getLogger(__name__)
-WORKERS = clients.WORKERS
 NOTIFY_ON_STOP = 2.0  # seconds a stopping daemon gives due notifications; the next process sends what is left
 
 
@@ -50,7 +54,7 @@ class App:
     @property
     def db(self) -> Engine:
         if self._db is None:
-            self._db = clients.database_engine(self.settings.database)
+            self._db = database.database_engine(self.settings.database)
         return self._db
 
     def upgrade(self) -> str:
@@ -59,7 +63,7 @@ class App:
 
     def reader(self) -> queries.Store | None:
         """The store for reading without writing anything: None when no database (or schema) exists yet."""
-        if clients.sqlite_file_missing(self.settings.database):
+        if database.sqlite_file_missing(self.settings.database):
             return None
         if not schema.has_tables(self.db):
             return None
@@ -77,6 +81,8 @@ class App:
     def actuators(
         self, *, clock: engine.Clock, sleep: Callable[[float], object]
     ) -> dict[model.ActionKind, deploy.Actuator]:
+        from reconciler import actuation  # noqa: PLC0415  (the HTTP clients: see the module's docstring)
+
         return actuation.actuators(
             self.settings,
             awx_session=lambda: self.awx_session,
@@ -89,17 +95,24 @@ class App:
     @property
     def kube_api(self) -> k8s.ApiClient:
         if self._kube_api is None:
+            from reconciler import clients  # noqa: PLC0415
+
             self._kube_api = clients.kube_api(self.settings.kube_context)
         return self._kube_api
 
     @property
     def awx_session(self) -> requests.Session:
         if self._awx_session is None:
+            from reconciler import clients  # noqa: PLC0415
+
             self._awx_session = clients.awx_session(stop=self.stop)
         return self._awx_session
 
     def _registry(self) -> client.RegistryClient:
-        self.registry = self.registry or clients.registry_client(self.settings, stop=self.stop)
+        if self.registry is None:
+            from reconciler import clients  # noqa: PLC0415
+
+            self.registry = clients.registry_client(self.settings, stop=self.stop)
         return self.registry
 
     def _stop_check(self) -> None:
@@ -131,7 +144,7 @@ class App:
                 registry=registry,
                 store=store,
                 clock=clock,
-                workers=WORKERS,
+                workers=engine.WORKERS,
                 actions=outbox.Outbox(self.db) if store else None,
                 deployer=deployer,
             )
@@ -170,7 +183,7 @@ class App:
                 registry=registry,
                 store=queries.Store(self.db, box),
                 clock=clock,
-                workers=WORKERS,
+                workers=engine.WORKERS,
                 actions=outbox.Outbox(self.db),
                 deployer=deployer,
                 keep_alive=keep_alive,
@@ -260,7 +273,7 @@ class App:
     def serve(self) -> None:
         """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
         # APScheduler, waitress and prometheus_client: only the daemon needs them (~0.1 s of every command's start)
-        from reconciler import approval_desk, daemon, endpoints, metrics  # noqa: PLC0415
+        from reconciler import approval_desk, clients, daemon, endpoints, metrics  # noqa: PLC0415
 
         self.settings.require_registry_secrets()
         said.missing_secrets(self.settings, self.settings.watches)

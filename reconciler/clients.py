@@ -1,6 +1,6 @@
 """The clients built from settings, for the composition root (`app`) alone: HTTP sessions whose retries honour
 `Retry-After` and end at once on the process's stop request, the registry client, the AWX server's credentials,
-the Kubernetes API client and the database engine. Builds; decides nothing.
+the Kubernetes API client (the database engine: `database`). Builds; decides nothing.
 """
 
 from __future__ import annotations
@@ -8,25 +8,22 @@ from __future__ import annotations
 import base64
 import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
 from urllib3.util import Retry
 
-from reconciler import config, errors
+from reconciler import config, engine, errors
 from reconciler.actuators import awx, github_client
+from reconciler.registry import auth, client
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
-from reconciler.registry import auth, client
 
 _PROXY_VARIABLES = tuple(v for n in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY") for v in (n, n.lower()))
 USER_AGENT = "reconciler/0.1 (+https://github.com/xchem)"
-WORKERS = 16
+WORKERS = engine.WORKERS
 
 
 class _StoppableRetry(Retry):
@@ -193,30 +190,3 @@ def kube_api(context: str | None) -> k8s.ApiClient:
     # itself, through its injected sleep.
     configuration.retries = Retry(total=3, read=0, respect_retry_after_header=False)
     return k8s.ApiClient(configuration)
-
-
-def database_engine(url: str) -> Engine:
-    if make_url(url).get_backend_name() == "sqlite":
-        return create_engine(url, connect_args={"timeout": 30})  # wait for a concurrent writer, don't fail
-    # A stalled link must end in an error, not a hang that holds the lease job and a stop request: libpq gives
-    # up on a connect after 10 s and on unacknowledged data after 20 s, and probes idle connections.
-    stalled = {
-        "connect_timeout": 10,
-        "tcp_user_timeout": 20_000,
-        "keepalives": 1,
-        "keepalives_idle": 30,
-        "keepalives_interval": 10,
-        "keepalives_count": 3,
-    }
-    return create_engine(url, pool_pre_ping=True, connect_args=stalled)
-
-
-def sqlite_file_missing(url: str) -> bool:
-    parsed = make_url(url)
-    database = parsed.database
-    return (
-        parsed.get_backend_name() == "sqlite"
-        and bool(database)
-        and database != ":memory:"
-        and not Path(database or "").exists()
-    )

@@ -25,6 +25,7 @@ from reconciler import decide, deploy, errors, events, model, policy
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 HEARTBEAT = 1.0  # seconds between lease renewals (and stop checks) while the registry is being asked
+WORKERS = 16  # watches a pass checks at once (the registry session pools as many connections)
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 

@@ -9,12 +9,15 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from reconciler import clients, config, errors, events, model
-from reconciler.notify import deliver, targets
+from reconciler import config, errors, events, model
 from reconciler.store import notices
+
+if TYPE_CHECKING:
+    from reconciler.notify import deliver, targets
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class Notifications:
     ) -> deliver.Courier:
         """A courier on `clock` (the clock the notices are recorded by), the one each recording wakes from now;
         `halt` (the process's stop request) ends its drain at once."""
+        from reconciler.notify import deliver  # noqa: PLC0415  (requests: not for the commands that only read)
+
         self._courier = deliver.Courier(
             box=self.box(engine), targets=self.targets(), clock=clock, counted=self.counted, halt=halt
         )
@@ -102,11 +107,16 @@ class Notifications:
                 created_at=now,
             )
 
+        from reconciler.notify import deliver  # noqa: PLC0415
+
         results.update(deliver.sent_now(ready, item_for))
         return [(s.name, results[s.name]) for s in chosen]
 
 
 def _target(s: config.NotifySettings) -> targets.Target:
+    from reconciler import clients  # noqa: PLC0415  (requests: not for the commands that only read)
+    from reconciler.notify import targets  # noqa: PLC0415
+
     assert s.url is not None
     timeout = s.timeout.total_seconds()
     if s.kind is model.NotifyKind.APPRISE:

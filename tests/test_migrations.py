@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import DateTime, Engine, Integer, Text, insert, inspect, select
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 
 from reconciler.store import schema, tables
 from tests.support.databases import TestDatabase
@@ -110,3 +113,61 @@ def test_processes_migrating_a_fresh_database_together_never_crash(db: TestDatab
         assert _diff(engine) == []
     finally:
         engine.dispose()
+
+
+def _alembic(engine: Engine, verb: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(schema.MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, verb)(config, revision)
+
+
+def test_0006_rolls_the_per_pass_runs_up_into_hours_and_back(db_engine: Engine) -> None:
+    """Before 0006 every pass wrote a `runs` row; after it, one row per instance and hour holds their sums, the
+    changes observed in that hour, and the newest pass's summary."""
+    _alembic(db_engine, "upgrade", "0005")
+    old = sa_table(
+        "runs",
+        sa_column("started_at", DateTime(timezone=True)),
+        sa_column("finished_at", DateTime(timezone=True)),
+        sa_column("checked", Integer()),
+        sa_column("errors", Integer()),
+        sa_column("summary", Text()),
+    )
+    seen = sa_table(
+        "observations",
+        sa_column("watch", Text()),
+        sa_column("at", DateTime(timezone=True)),
+        sa_column("verdict", Text()),
+        sa_column("reason", Text()),
+    )
+    sqlite = db_engine.dialect.name == "sqlite"
+
+    def at(hour: int, minute: int) -> datetime:
+        value = datetime(2026, 11, 27, hour, minute, tzinfo=UTC)
+        return value.replace(tzinfo=None) if sqlite else value
+
+    with db_engine.begin() as conn:
+        conn.execute(
+            insert(old),
+            [
+                {"started_at": at(9, m), "finished_at": at(9, m + 1), "checked": 3, "errors": e, "summary": f"p{m}"}
+                for m, e in ((10, 0), (20, 1), (58, 2))
+            ]
+            + [{"started_at": at(10, 5), "finished_at": at(10, 6), "checked": 4, "errors": 0, "summary": "ten"}],
+        )
+        conn.execute(insert(seen), [{"watch": "w", "at": at(9, 21), "verdict": "drift", "reason": "r"}] * 2)
+    _alembic(db_engine, "upgrade", "0006")
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(tables.runs).order_by(tables.runs.c.hour)).all()
+    assert [(r.instance, r.hour, r.passes, r.checked, r.changed, r.errors, r.last_summary) for r in rows] == [
+        ("default", datetime(2026, 11, 27, 9, tzinfo=UTC), 3, 9, 2, 3, "p58"),
+        ("default", datetime(2026, 11, 27, 10, tzinfo=UTC), 1, 4, 0, 0, "ten"),
+    ]
+    assert rows[0].first_started_at == datetime(2026, 11, 27, 9, 10, tzinfo=UTC)
+    assert rows[0].last_finished_at == datetime(2026, 11, 27, 9, 59, tzinfo=UTC)
+    _alembic(db_engine, "downgrade", "0005")
+    with db_engine.connect() as conn:
+        back = conn.execute(select(old.c.checked, old.c.errors, old.c.summary).order_by(old.c.summary)).all()
+    assert [tuple(r) for r in back] == [(9, 3, "p58"), (4, 0, "ten")]

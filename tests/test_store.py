@@ -111,7 +111,7 @@ def test_second_pass_updates_rather_than_duplicates(store: queries.Store) -> Non
     assert store.states() == {"app": second.state}
     with store.engine.connect() as conn:
         assert conn.execute(select(tables.watch_state.c.watch)).scalars().all() == ["app"]
-        assert len(conn.execute(select(tables.runs)).all()) == 2
+        assert conn.execute(select(tables.runs.c.passes)).scalars().all() == [2]  # one row per hour, not per pass
 
 
 def test_upsert_can_clear_columns(store: queries.Store) -> None:
@@ -215,8 +215,40 @@ def test_last_run(store: queries.Store) -> None:
     store.record_pass(second)
 
     assert store.last_run() == queries.RunRecord(
-        started_at=at(300), finished_at=at(300.25), checked=2, errors=1, summary=second.summary()
+        instance="default",
+        hour=T0.replace(minute=0, second=0, microsecond=0),
+        passes=2,
+        checked=3,
+        changed=len(store.history()),  # the rows the passes wrote to the change log
+        errors=1,
+        first_started_at=at(0),
+        last_finished_at=at(300.25),
+        last_summary=second.summary(),
     )
+
+
+def test_runs_are_one_row_per_instance_and_hour(migrated_engine: Engine) -> None:
+    """A pass adds itself to its instance's row of the hour it finished in; one that finished before the newest
+    (passes run concurrently) is counted but does not speak for the hour."""
+    mine, theirs = queries.Store(migrated_engine), queries.Store(migrated_engine, instance="europe")
+    w = watch()
+    late = report(outcome(w, seen("a", at(1000))), started=at(1000))
+    mine.record_pass(late)
+    mine.record_pass(report(outcome(w, seen("a", at(10))), started=at(10)))  # finished earlier, recorded later
+    theirs.record_pass(report(outcome(watch("other"), seen("b", at(20))), started=at(20)))
+    next_hour = report(outcome(w, seen("a", at(3600))), started=at(3600))
+    mine.record_pass(next_hour)
+    with migrated_engine.connect() as conn:
+        rows = conn.execute(select(tables.runs).order_by(tables.runs.c.instance, tables.runs.c.hour)).all()
+    hour = T0.replace(minute=0, second=0, microsecond=0)
+    assert [(r.instance, r.hour, r.passes, r.last_summary) for r in rows] == [
+        ("default", hour, 2, late.summary()),
+        ("default", hour + timedelta(hours=1), 1, next_hour.summary()),
+        ("europe", hour, 1, rows[2].last_summary),
+    ]
+    assert rows[0].first_started_at == at(10) and rows[0].last_finished_at == late.finished_at
+    last = mine.last_run()
+    assert last is not None and last.hour == hour + timedelta(hours=1)
 
 
 def test_empty_pass_records_nothing(store: queries.Store) -> None:
@@ -264,7 +296,7 @@ def test_timestamps_round_trip_exactly_as_aware_utc(store: queries.Store, moment
         assert value.tzinfo is UTC
         assert value.replace(tzinfo=None) == expected.replace(tzinfo=None)  # the wall time too, not only the instant
     run = store.last_run()
-    assert run is not None and run.started_at == expected and run.started_at.tzinfo is UTC
+    assert run is not None and run.first_started_at == expected and run.first_started_at.tzinfo is UTC
 
 
 def test_naive_datetime_is_refused(store: queries.Store) -> None:

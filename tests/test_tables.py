@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import pytest
 from rich.cells import cell_len
 
-from reconciler import cli, clients, decide, model, render, report
+from reconciler import cli, database, decide, model, render, report
 from reconciler.store import outbox, queries, schema
 
 T0 = datetime(2026, 8, 3, 12, 0, 0, tzinfo=UTC)
@@ -633,10 +633,10 @@ def _pass(now: datetime, *results: tuple[model.Watch, model.CheckResult, model.W
 def filled(tmp_path: Path) -> Path:
     """A configuration and its SQLite database: a baseline 20 minutes ago; 3 minutes ago a new digest for
     stack-staging, whose AWX job then failed, and a 300-character error for the long-named watch."""
-    database = f"sqlite:///{tmp_path / 'reconciler.db'}"
+    url = f"sqlite:///{tmp_path / 'reconciler.db'}"
     now = datetime.now(UTC)
     staging, long = watch("stack-staging"), watch(LONG_NAME, action=None)
-    engine = clients.database_engine(database)
+    engine = database.database_engine(url)
     try:
         schema.upgrade(engine)
         store = queries.Store(engine)
@@ -661,7 +661,7 @@ def filled(tmp_path: Path) -> Path:
     finally:
         engine.dispose()
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(database=database, long_name=LONG_NAME), encoding="utf-8")
+    path.write_text(CONFIG.format(database=url, long_name=LONG_NAME), encoding="utf-8")
     return path
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Table, case, insert, select, update
 
 from reconciler import errors, model
 from reconciler.store import notices, schema, tables
@@ -32,11 +31,17 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    started_at: datetime
-    finished_at: datetime
+    """One instance's passes in one hour, rolled up."""
+
+    instance: str
+    hour: datetime
+    passes: int
     checked: int
+    changed: int
     errors: int
-    summary: str
+    first_started_at: datetime
+    last_finished_at: datetime
+    last_summary: str
 
 
 def _state(row: Any) -> model.WatchState:
@@ -90,9 +95,10 @@ def _observation_row(outcome: model.WatchOutcome) -> dict[str, Any]:
 class Store:
     """The state store on one database (SQLite or PostgreSQL); a pass's notices are recorded in its transaction."""
 
-    def __init__(self, engine: Engine, box: notices.NoticeBox | None = None) -> None:
+    def __init__(self, engine: Engine, box: notices.NoticeBox | None = None, *, instance: str = "default") -> None:
         self.engine = engine
         self._box = box
+        self._instance = instance  # whose hourly `runs` row the passes add themselves to
 
     def _begin(self, doing: str) -> AbstractContextManager[Connection]:
         return schema.transaction(self.engine, doing)
@@ -135,30 +141,59 @@ class Store:
                 )
             if changes:
                 conn.execute(insert(tables.observations), changes)
-            conn.execute(
-                insert(tables.runs).values(
-                    started_at=report.started_at,
-                    finished_at=report.finished_at,
-                    checked=len(report.outcomes),
-                    errors=failures,
-                    summary=report.summary(),
-                )
-            )
+            conn.execute(self._add_run(report, changed=len(changes), failures=failures))
             told = [n for o in report.outcomes for n in o.notices]
             told_rows = self._box.record(conn, told, report.finished_at) if self._box and told else 0
         if told_rows and self._box is not None:
             self._box.announce()
 
+    def _insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which can say what to do ON CONFLICT."""
+        # Here, not at the top: a dialect's package costs ~20 ms to import, and the commands that only read need
+        # none but their database's.
+        from sqlalchemy.dialects import postgresql, sqlite  # noqa: PLC0415
+
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return sqlite.insert(table)
+        if dialect == "postgresql":
+            return postgresql.insert(table)
+        raise errors.StoreError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+
+    def _add_run(self, report: model.RunReport, *, changed: int, failures: int) -> Any:
+        """This pass, added to its instance's row of the hour it finished in (the row made by the first)."""
+        finished = report.finished_at.astimezone(UTC)
+        stmt = self._insert(tables.runs).values(
+            instance=self._instance,
+            hour=finished.replace(minute=0, second=0, microsecond=0),
+            passes=1,
+            checked=len(report.outcomes),
+            changed=changed,
+            errors=failures,
+            first_started_at=report.started_at,
+            last_finished_at=report.finished_at,
+            last_summary=report.summary(),
+        )
+        r, new = tables.runs, stmt.excluded
+        later = new.last_finished_at >= r.c.last_finished_at  # passes may end out of order: the newest one speaks
+        return stmt.on_conflict_do_update(
+            index_elements=[r.c.instance, r.c.hour],
+            set_={
+                "passes": r.c.passes + 1,
+                "checked": r.c.checked + new.checked,
+                "changed": r.c.changed + new.changed,
+                "errors": r.c.errors + new.errors,
+                "first_started_at": case(
+                    (new.first_started_at < r.c.first_started_at, new.first_started_at), else_=r.c.first_started_at
+                ),
+                "last_finished_at": case((later, new.last_finished_at), else_=r.c.last_finished_at),
+                "last_summary": case((later, new.last_summary), else_=r.c.last_summary),
+            },
+        )
+
     def _upsert_observed(self) -> Any:
         """Insert a new watch's whole row; for a known watch, update what was observed and nothing else."""
-        dialect = self.engine.dialect.name
-        stmt: sqlite.Insert | postgresql.Insert
-        if dialect == "sqlite":
-            stmt = sqlite.insert(tables.watch_state)
-        elif dialect == "postgresql":
-            stmt = postgresql.insert(tables.watch_state)
-        else:
-            raise errors.StoreError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+        stmt = self._insert(tables.watch_state)
         columns = [
             c.name for c in tables.watch_state.columns if c.name != "watch" and not c.name.startswith("deployed")
         ]
@@ -187,15 +222,22 @@ class Store:
             ]
 
     def last_run(self) -> RunRecord | None:
+        """This instance's newest hour of passes, if it ran any."""
         r = tables.runs
         with self._begin("read the last run") as conn:
-            row = conn.execute(select(r).order_by(r.c.id.desc()).limit(1)).first()
+            row = conn.execute(
+                select(r).where(r.c.instance == self._instance).order_by(r.c.hour.desc()).limit(1)
+            ).first()
         if row is None:
             return None
         return RunRecord(
-            started_at=row.started_at,
-            finished_at=row.finished_at,
+            instance=row.instance,
+            hour=row.hour,
+            passes=row.passes,
             checked=row.checked,
+            changed=row.changed,
             errors=row.errors,
-            summary=row.summary,
+            first_started_at=row.first_started_at,
+            last_finished_at=row.last_finished_at,
+            last_summary=row.last_summary,
         )

@@ -2,7 +2,7 @@
 
 Observed and deployed are kept apart in `watch_state`; `observations` is the change log; `actions` is the outbox
 (docs/how-it-works.md), where at most one action per watch and digest may be open; `leases` holds the one-acting-
-instance lease; `runs` records each pass; `notifications` is the notification outbox, one row per notice and
+instance lease; `runs` rolls the passes up, one row per instance and hour; `notifications` is the notification outbox, one row per notice and
 target. Times are stored as UTC and always come back timezone-aware.
 """
 
@@ -91,6 +91,7 @@ observations = Table(
     Column("verdict", String(20), nullable=False),
     Column("reason", Text(), nullable=False),
     Index("ix_observations_watch_at", "watch", "at"),
+    Index("ix_observations_at", "at"),  # the newest of every watch (`history`), and the oldest (the prune)
 )
 
 actions = Table(
@@ -124,6 +125,8 @@ actions = Table(
     Column("released_at", UTCDateTime()),  # an approved action, planned (to be launched) by a pass
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTION_STATUSES)})", name="status"),
     Index("ix_actions_watch_created", "watch", "created_at"),
+    Index("ix_actions_watch_id", "watch", "id"),  # a watch's newest actions (`status`, `history --watch`)
+    Index("ix_actions_finished_at", "finished_at"),  # the oldest finished (the prune)
     # The outbox rule: one open (awaiting approval, planned or launched) action per watch and digest, never two.
     Index(
         "uq_actions_open_watch_digest",
@@ -144,15 +147,22 @@ leases = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
 )
 
+# One row per instance and hour, not per pass: the daemon's passes (one per watch and interval) add themselves to
+# it, so a year of them is 8,760 rows, whatever the number of watches.
 runs = Table(
     "runs",
     metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
-    Column("started_at", UTCDateTime(), nullable=False),
-    Column("finished_at", UTCDateTime(), nullable=False),
-    Column("checked", Integer(), nullable=False),
-    Column("errors", Integer(), nullable=False),
-    Column("summary", Text(), nullable=False),
+    Column("instance", String(NAME), nullable=False),  # `[reconciler].instance` of the process that ran them
+    Column("hour", UTCDateTime(), nullable=False),  # the hour the passes finished in (its start, UTC)
+    Column("passes", Integer(), nullable=False),
+    Column("checked", Integer(), nullable=False),  # watches checked, over all the passes
+    Column("changed", Integer(), nullable=False),  # changes observed (rows written to `observations`)
+    Column("errors", Integer(), nullable=False),  # failed checks
+    Column("first_started_at", UTCDateTime(), nullable=False),
+    Column("last_finished_at", UTCDateTime(), nullable=False),
+    Column("last_summary", Text(), nullable=False),  # the newest pass's one-line summary
+    Index("uq_runs_instance_hour", "instance", "hour", unique=True),
 )
 
 NOTICE_STATUSES = ("pending", "delivered", "dropped")
@@ -176,4 +186,5 @@ notifications = Table(
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in NOTICE_STATUSES)})", name="status"),
     Index("uq_notifications_id_target", "id", "target", unique=True),
     Index("ix_notifications_status_target", "status", "target"),
+    Index("ix_notifications_finished_at", "finished_at"),  # the oldest delivered or dropped (the prune)
 )

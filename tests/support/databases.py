@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from reconciler import clients
+from reconciler import database
 from reconciler.store import schema
 
 BACKENDS = (
@@ -36,7 +36,7 @@ BACKENDS = (
 @dataclass(frozen=True, slots=True)
 class TestDatabase:
     """One empty database. `url` is self-contained (the PostgreSQL schema travels as `?options=`), so
-    `clients.database_engine(url)` and the CLI's `--database` reach the same isolated database."""
+    `database.database_engine(url)` and the CLI's `--database` reach the same isolated database."""
 
     __test__ = False  # not a test class, despite the name
 
@@ -45,10 +45,10 @@ class TestDatabase:
     schema: str | None = None  # PostgreSQL only
 
     def engine(self) -> Engine:
-        """A new engine on this database: `clients.database_engine` for SQLite; for PostgreSQL `create_engine`
+        """A new engine on this database: `database.database_engine` for SQLite; for PostgreSQL `create_engine`
         with the schema as `search_path`. The caller disposes of it."""
         if self.schema is None:
-            return clients.database_engine(self.url)
+            return database.database_engine(self.url)
         base = make_url(self.url).difference_update_query(["options"])
         return create_engine(base, connect_args={"options": f"-csearch_path={self.schema}"})
 
