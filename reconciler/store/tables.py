@@ -1,9 +1,9 @@
 """SQLAlchemy 2.0 table definitions; `migrations/env.py` imports `metadata`, and a test proves they agree.
 
 Observed and deployed are kept apart in `watch_state`; `observations` is the change log; `actions` is the outbox
-(docs/how-it-works.md), where at most one action per watch and digest may be open; `leases` holds the one-acting-
-instance lease; `runs` rolls the passes up, one row per instance and hour; `notifications` is the notification outbox, one row per notice and
-target. Times are stored as UTC and always come back timezone-aware.
+(docs/how-it-works.md), where at most one action per watch and digest may be open; `leases` holds the lease of each
+instance; `runs` rolls the passes up, one row per instance and hour; `notifications` is the notification outbox,
+one row per notice and target. Times are stored as UTC and always come back timezone-aware.
 """
 
 from __future__ import annotations
