@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import config, database, deploy, engine, errors, lease, model, notifications, report, said
 from reconciler.progress import Progress
-from reconciler.store import approvals, leases, outbox, queries, schema
+from reconciler.store import approvals, leases, outbox, prune, queries, schema
 
 if TYPE_CHECKING:
     import requests
@@ -181,7 +181,7 @@ class App:
             )
             runner = engine.Engine(
                 registry=registry,
-                store=queries.Store(self.db, box),
+                store=queries.Store(self.db, box, instance=self.settings.instance),
                 clock=clock,
                 workers=engine.WORKERS,
                 actions=outbox.Outbox(self.db),
@@ -200,7 +200,23 @@ class App:
                 courier.stop(courier.longest_timeout)  # at once on a stop request
 
     def new_lease(self) -> lease.Lease:
-        return lease.Lease(store=leases.Leases(self.db), ttl=self.settings.lease_ttl)
+        """This instance's lease (`[reconciler].instance`): daemons of other instances hold their own."""
+        name = lease.name_of(self.settings.instance)
+        return lease.Lease(store=leases.Leases(self.db), ttl=self.settings.lease_ttl, name=name)
+
+    def prune(
+        self,
+        *,
+        now: datetime,
+        dry_run: bool = False,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> prune.Pruned:
+        """`reconciler db prune` (and the daemon, hourly): what is older than `[reconciler].keep` goes, in small
+        batches; a stop request ends it between two. Nothing when no database exists yet."""
+        if self.reader() is None:
+            return prune.Pruned()
+        pruner = prune.Pruner(self.db, on_batch=on_batch, should_stop=self.stop.is_set)
+        return pruner.prune(now - self.settings.keep, dry_run=dry_run)
 
     def retry(self, name: str, *, now: datetime) -> model.ActionRecord | None:
         """`reconciler retry WATCH`: the watch's failed action no longer holds it back; None if it has none."""
@@ -312,6 +328,7 @@ class App:
                 ),
                 approved=decisions.approved,
             ),
+            prune=lambda: self._prune_logged(clock()),
             stop=self.stop,
             server=endpoints.Server(
                 host=host,
@@ -322,6 +339,12 @@ class App:
         ).run_forever()
         if courier is not None:
             courier.stop(min(courier.longest_timeout, NOTIFY_ON_STOP))
+
+    def _prune_logged(self, now: datetime) -> None:
+        pruned = self.prune(now=now)
+        if pruned.total:
+            kept = ", ".join(f"{n} {kind}" for kind, n in pruned.counts().items() if n)
+            log.info("pruned what is older than %s: %s", config.duration_text(self.settings.keep), kept)
 
     def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
         return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}

@@ -191,6 +191,15 @@ def build() -> argparse.ArgumentParser:
     db = command(commands, "db", "database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND", parser_class=_Parser)
     command(db_commands, "upgrade", "apply the migrations", help_of="db")
+    prune = command(
+        db_commands,
+        "prune",
+        "remove what is older than [reconciler].keep (never a watch's newest, an open action or an undelivered "
+        "notification)",
+        help_of="db",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would be removed, remove nothing")
+    prune.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     cfg = command(commands, "config", "configuration")
     cfg_commands = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND", parser_class=_Parser)

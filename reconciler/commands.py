@@ -10,12 +10,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, NoReturn
 
-from reconciler import app, config_view, engine, errors, model, render, report
+from reconciler import app, config, config_view, engine, errors, model, render, report
 from reconciler.output import (
     EXIT_ACTION_FAILED,
     EXIT_OK,
@@ -25,6 +26,8 @@ from reconciler.output import (
     say,
 )
 from reconciler.progress import Progress
+
+PROGRESS_EVERY = 2.0  # seconds between the progress lines of a long prune
 
 
 @contextmanager
@@ -162,9 +165,40 @@ def cmd_reject(args: argparse.Namespace, application: app.App) -> int:
 
 
 def cmd_db(args: argparse.Namespace, application: app.App) -> int:
+    if args.db_command == "prune":
+        return _prune(args, application)
     revision = application.upgrade()
     print(f"database {application.db.url.render_as_string(hide_password=True)} is at revision {revision}")
     return EXIT_OK
+
+
+def _prune(args: argparse.Namespace, application: app.App) -> int:
+    """`db prune [--dry-run]`: what went (or would go), by kind; a line on stderr every few seconds while it works."""
+    now = engine.utc_now()
+    said_at = [time.monotonic()]
+
+    def on_batch(kind: str, removed: int) -> None:
+        if time.monotonic() - said_at[0] >= PROGRESS_EVERY:
+            said_at[0] = time.monotonic()
+            print(f"pruning {kind}: {removed:,} removed so far …", file=sys.stderr, flush=True)
+
+    with _stoppable(application, args.log_format) as received:
+        pruned = application.prune(now=now, dry_run=args.dry_run, on_batch=on_batch)
+    document = report.prune_document(pruned, keep=application.settings.keep, now=now, dry_run=args.dry_run)
+    if received:
+        document["interrupted"] = True
+    if args.json:
+        print_json(document)
+    else:
+        counts = ", ".join(f"{n:,} {kind}" for kind, n in pruned.counts().items())
+        cutoff = f"older than {config.duration_text(application.settings.keep)} (before {document['before']})"
+        if args.dry_run:
+            print(f"would remove what is {cutoff}: {counts}; nothing was removed (--dry-run)")
+        elif received:
+            print(f"interrupted: removed what is {cutoff}, so far: {counts}; the next prune goes on")
+        else:
+            print(f"removed what is {cutoff}: {counts}")
+    return 128 + received[0] if received else EXIT_OK
 
 
 def cmd_config(args: argparse.Namespace, application: app.App) -> int:

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from reconciler import config, model
-
-
-def _duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    if seconds == 0:
-        return "0s"
-    parts = [(seconds // 3600, "h"), (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
-    return "".join(f"{n}{unit}" for n, unit in parts if n)
 
 
 def resolved(settings: config.Settings) -> dict[str, Any]:
@@ -48,15 +39,15 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
                 "container": w.action.container,
                 "mode": w.action.mode.value,
                 "on_delete": w.action.on_delete.value,
-                "timeout": _duration(w.action.timeout),
+                "timeout": config.duration_text(w.action.timeout),
             }
         return {
             "name": w.name,
             "image": str(w.image),
             "selector": w.selector.describe(),
-            "interval": _duration(w.interval),
-            "jitter": _duration(w.jitter),
-            "settle": _duration(w.settle),
+            "interval": config.duration_text(w.interval),
+            "jitter": config.duration_text(w.jitter),
+            "settle": config.duration_text(w.settle),
             "first_seen": w.first_seen.value,
             "max_attempts": w.max_attempts,
             "environment": w.environment,
@@ -78,13 +69,15 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
             "secret": secret(n.secret),
             "events": sorted(e.value for e in n.route.events),
             "watches": sorted(n.route.watches) if n.route.watches is not None else None,
-            "timeout": _duration(n.timeout),
+            "timeout": config.duration_text(n.timeout),
             "missing": [str(m) for m in n.missing],
         }
 
     return {
         "source": settings.source,
         "database": make_url(settings.database).render_as_string(hide_password=True),
+        "instance": settings.instance,
+        "keep": config.duration_text(settings.keep),
         "server": {
             "listen": settings.server.listen,
             "token": secret(settings.server.token),
@@ -100,17 +93,22 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
                 "token": secret(a.token),
                 "username": secret(a.username),
                 "password": secret(a.password),
-                "timeout": _duration(a.timeout),
-                "poll": _duration(a.poll),
+                "timeout": config.duration_text(a.timeout),
+                "poll": config.duration_text(a.poll),
                 "marker": a.marker,
             }
             for name, a in settings.awx.items()
         },
         "github": {
-            name: {"url": g.url, "token": secret(g.token), "timeout": _duration(g.timeout), "poll": _duration(g.poll)}
+            name: {
+                "url": g.url,
+                "token": secret(g.token),
+                "timeout": config.duration_text(g.timeout),
+                "poll": config.duration_text(g.poll),
+            }
             for name, g in settings.github.items()
         },
-        "kubernetes": {"context": settings.kube_context, "poll": _duration(settings.kube_poll)},
+        "kubernetes": {"context": settings.kube_context, "poll": config.duration_text(settings.kube_poll)},
         "watch": [watch(w) for w in settings.watches],
         "notify": [notify(n) for n in settings.notify],
     }

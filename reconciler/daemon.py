@@ -42,6 +42,8 @@ class _SkippedRuns(logging.Filter):
 
 logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
 LEASE_JOB = "_lease"
+PRUNE_JOB = "_prune"
+PRUNE_EVERY = 3600.0  # seconds between prunes (`[reconciler].keep`); the first when the lease is taken
 OUTAGE_LOG_EVERY = 60.0  # seconds between the warnings while the database does not answer
 STOP_WAIT = 8.0  # seconds a stop waits for running passes to leave their actions resumable
 PassRunner = Callable[[Sequence[str]], model.RunReport]
@@ -59,6 +61,7 @@ class Daemon:
         counters: metrics.Metrics,
         server: endpoints.Server,
         approvals: approval_desk.Approvals,
+        prune: Callable[[], object] = lambda: None,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -68,6 +71,7 @@ class Daemon:
         self._lease = holder
         self._lease_ttl = holder.ttl
         self._status = status
+        self._prune = prune
         self._database_ok = database_ok
         self._metrics = counters
         self._server_settings = server
@@ -137,6 +141,10 @@ class Daemon:
             id=LEASE_JOB,
             next_run_time=self._clock(),
             executor="lease",
+        )
+        self._scheduler.add_executor(ThreadPoolExecutor(1), "housekeeping")  # a long first prune delays no pass
+        self._scheduler.add_job(
+            self._housekeeping, IntervalTrigger(seconds=PRUNE_EVERY), id=PRUNE_JOB, executor="housekeeping"
         )
         if any(w.approve for w in self._watches.values()):
             every = IntervalTrigger(seconds=approval_desk.APPROVALS_EVERY)
@@ -224,6 +232,17 @@ class Daemon:
     def _hold_lease(self) -> None:
         self._guarded("lease", self._hold_lease_now)
 
+    def _housekeeping(self) -> None:
+        """The prune, by the instance that acts (another's standby would only repeat it)."""
+        if self._acting and not self.stop.is_set():
+            self._guarded("prune", self._prune_now)
+
+    def _prune_now(self) -> None:
+        try:
+            self._prune()
+        except errors.StoreError as exc:  # the database is away: the lease job says so; the next hour tries again
+            log.warning("the prune did not finish: %s", exc)
+
     def _hold_lease_now(self) -> None:
         if self.stop.is_set():
             return
@@ -255,7 +274,8 @@ class Daemon:
         log.info("holding the lease as %s: acting", self._lease.holder)
         try:
             self.trigger(list(self._watches))  # a pass for every watch now, then on schedule
-        except errors.Stopped:  # stopping meanwhile: nothing to start
+            self._scheduler.modify_job(PRUNE_JOB, next_run_time=self._clock())  # and a prune, then hourly
+        except (errors.Stopped, JobLookupError):  # stopping meanwhile: nothing to start
             return
 
     def _database_away(self, exc: errors.StoreError) -> None:

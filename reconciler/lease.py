@@ -1,4 +1,5 @@
-"""The lease that lets one instance act on a database at a time (SQLite and PostgreSQL alike).
+"""The lease that lets one process of an instance (`[reconciler].instance`) act at a time (SQLite and PostgreSQL
+alike); each instance has its own (`name_of`).
 
 A row in `leases` names its holder (`host:pid:nonce`) and when it expires, on the database's clock. The holder
 renews it while it acts; `confirm` renews it at once and is called right before anything is planned. An expired
@@ -22,8 +23,14 @@ from typing import Protocol
 from reconciler import errors
 
 log = logging.getLogger(__name__)
-NAME = "actions"
+NAME = "actions"  # the default instance's lease: the name it had before instances, so old and new never both act
 TTL = timedelta(seconds=60)
+
+
+def name_of(instance: str) -> str:
+    """The lease an instance (`[reconciler].instance`) holds: daemons of different instances act side by side on
+    one database, each for its own watches; two of the same instance take turns."""
+    return NAME if instance == "default" else f"{NAME}:{instance}"
 
 
 class LeaseStore(Protocol):

@@ -5,11 +5,11 @@ contract), built from model values. Pure: `now` is a parameter; the tables are r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler import decide, model
-from reconciler.store import queries
+from reconciler.store import prune, queries
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -220,3 +220,14 @@ def waiting_document(waiting: Sequence[model.ActionRecord], watches: Sequence[mo
             }
         )
     return found
+
+
+def prune_document(pruned: prune.Pruned, *, keep: timedelta, now: datetime, dry_run: bool) -> dict[str, Any]:
+    """`db prune --json`: the cut-off, and the rows of each kind removed (or that would be, in a dry run)."""
+    return {
+        "dry_run": dry_run,
+        "keep_seconds": int(keep.total_seconds()),
+        "before": iso(now - keep),
+        "would_remove" if dry_run else "removed": pruned.counts(),
+        "total": pruned.total,
+    }

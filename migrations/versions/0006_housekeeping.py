@@ -23,10 +23,10 @@ branch_labels = None
 depends_on = None
 
 INDEXES = (
-    ("observations", "ix_observations_at", ["at"]),
+    ("observations", "ix_observations_at", ["at", "id"]),
     ("actions", "ix_actions_watch_id", ["watch", "id"]),
-    ("actions", "ix_actions_finished_at", ["finished_at"]),
-    ("notifications", "ix_notifications_finished_at", ["finished_at"]),
+    ("actions", "ix_actions_finished_at", ["finished_at", "id"]),
+    ("notifications", "ix_notifications_finished_at", ["finished_at", "seq"]),
 )
 _TIME = sa.DateTime(timezone=True)
 _OLD_RUNS = sa.table(

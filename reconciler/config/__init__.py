@@ -23,6 +23,7 @@ from reconciler.config.settings import (
     ServerSettings,
     Settings,
 )
+from reconciler.config.table import duration_text
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -36,6 +37,7 @@ __all__ = [
     "Secret",
     "ServerSettings",
     "Settings",
+    "duration_text",
     "load",
     "resolve_path",
 ]

@@ -13,7 +13,9 @@ from typing import Any
 from reconciler import errors, model
 from reconciler.config import notify, sections, watches
 from reconciler.config import table as config_table
-from reconciler.config.settings import DEFAULT_DATABASE, Settings
+from reconciler.config.settings import DEFAULT_DATABASE, DEFAULT_INSTANCE, DEFAULT_KEEP, Settings
+
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -75,10 +77,17 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         "reconciler", "server", "registries", "awx", "github", "kubernetes", "watch", "notify"
     )
     main = top.table("reconciler") or config_table.Table({}, "reconciler", env, path.parent)
-    main.expect("database", "lease", *watches.SCHEDULE_KEYS)
+    main.expect("database", "lease", "keep", "instance", *watches.SCHEDULE_KEYS)
     lease_ttl = main.duration("lease", timedelta(seconds=60))
     if lease_ttl < timedelta(seconds=3):
         raise errors.ConfigError("reconciler.lease: must be at least 3s")
+    instance = main.text("instance", DEFAULT_INSTANCE)
+    assert instance is not None
+    if not _INSTANCE.fullmatch(instance):
+        raise errors.ConfigError(
+            f"reconciler.instance: expected a name of letters, digits, '.', '_' or '-' (at most 63), got "
+            f"{instance[:70]!r}"
+        )
     file_database = main.text("database", DEFAULT_DATABASE)
     assert file_database is not None
     defaults = watches.schedule_of(main, watches.Defaults())
@@ -117,6 +126,8 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
         kube_context=context,
         kube_poll=kube_poll,
         lease_ttl=lease_ttl,
+        keep=main.duration("keep", DEFAULT_KEEP),
+        instance=instance,
         watches=specs,
         notify=targets,
     )

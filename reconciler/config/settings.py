@@ -16,6 +16,8 @@ DEFAULT_MARKER = "reconciler_action"
 PLACEHOLDERS = ("image", "tag", "digest", "previous_tag", "previous_digest", "watch")
 _SCHEDULE_KEYS = ("interval", "jitter", "settle", "first_seen", "max_attempts")
 DEFAULT_NOTIFY_TIMEOUT = timedelta(seconds=10)
+DEFAULT_KEEP = timedelta(days=90)
+DEFAULT_INSTANCE = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class Settings:
     kube_context: str | None = None
     kube_poll: timedelta = timedelta(seconds=5)
     lease_ttl: timedelta = timedelta(seconds=60)
+    keep: timedelta = DEFAULT_KEEP  # how long runs, observations and finished actions are kept (`db prune`)
+    instance: str = DEFAULT_INSTANCE  # names the lease: daemons with disjoint watches may share one database
     watches: tuple[model.Watch, ...] = ()
     notify: tuple[NotifySettings, ...] = ()
 

@@ -55,6 +55,15 @@ class MissingSecret:
         return f"{self.what} ({self.key})"
 
 
+def duration_text(value: timedelta) -> str:
+    """A duration as the configuration writes it: `90d`, `1h30m`, `45s` (what `parse_duration` reads back)."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"), (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n)
+
+
 def parse_duration(text: object, path: str) -> timedelta:
     """`90s`, `5m`, `1h30m`, `250ms`, `2d`, at most ten years; plain numbers are refused so that units are never
     guessed."""

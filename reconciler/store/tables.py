@@ -91,7 +91,7 @@ observations = Table(
     Column("verdict", String(20), nullable=False),
     Column("reason", Text(), nullable=False),
     Index("ix_observations_watch_at", "watch", "at"),
-    Index("ix_observations_at", "at"),  # the newest of every watch (`history`), and the oldest (the prune)
+    Index("ix_observations_at", "at", "id"),  # the newest of every watch (`history`), and the oldest (the prune)
 )
 
 actions = Table(
@@ -126,7 +126,7 @@ actions = Table(
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTION_STATUSES)})", name="status"),
     Index("ix_actions_watch_created", "watch", "created_at"),
     Index("ix_actions_watch_id", "watch", "id"),  # a watch's newest actions (`status`, `history --watch`)
-    Index("ix_actions_finished_at", "finished_at"),  # the oldest finished (the prune)
+    Index("ix_actions_finished_at", "finished_at", "id"),  # the oldest finished (the prune)
     # The outbox rule: one open (awaiting approval, planned or launched) action per watch and digest, never two.
     Index(
         "uq_actions_open_watch_digest",
@@ -186,5 +186,5 @@ notifications = Table(
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in NOTICE_STATUSES)})", name="status"),
     Index("uq_notifications_id_target", "id", "target", unique=True),
     Index("ix_notifications_status_target", "status", "target"),
-    Index("ix_notifications_finished_at", "finished_at"),  # the oldest delivered or dropped (the prune)
+    Index("ix_notifications_finished_at", "finished_at", "seq"),  # the oldest delivered or dropped (the prune)
 )
