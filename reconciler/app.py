@@ -259,13 +259,15 @@ class App:
         """The `status --json` document, from the database alone."""
         watches = self.select(selected)
         store = self.reader()
-        states = store.states([w.name for w in watches]) if store is not None else {}
+        # Every watch: every row, read whole (naming 10,000 watches in the query costs more than the rows it saves).
+        names = [w.name for w in watches] if selected else None
+        states = store.states(names) if store is not None else {}
         backlog = self.notifications.box(self.db).backlog(self.notifications.names) if store is not None else {}
         return report.status_document(
             watches,
             states,
             now=now,
-            last_actions=self.last_actions([w.name for w in watches]),
+            last_actions=outbox.Outbox(self.db).last_actions(names) if store is not None else {},
             notifications=backlog or {n: model.Backlog(target=n) for n in self.notifications.names},
             cannot_send=self.notifications.cannot_send(),
         )
@@ -345,9 +347,6 @@ class App:
         if pruned.total:
             kept = ", ".join(f"{n} {kind}" for kind, n in pruned.counts().items() if n)
             log.info("pruned what is older than %s: %s", config.duration_text(self.settings.keep), kept)
-
-    def last_actions(self, names: Sequence[str]) -> dict[str, model.ActionRecord]:
-        return outbox.Outbox(self.db).last_actions(names) if self.reader() is not None else {}
 
     def actions(self, *, watch: Sequence[str] = (), limit: int = 50) -> list[model.ActionRecord]:
         """The newest `limit` actions of these watches (all when empty), newest first."""

@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from reconciler import app, commands, config  # noqa: PLC0415  (the heavy part, once the arguments are good)
 
-        settings = config.load(config.resolve_path(args.config, os.environ), database=args.database)
+        about = getattr(args, "watch", None) if args.command in ("status", "history") else None  # a few watches
+        settings = config.load(config.resolve_path(args.config, os.environ), database=args.database, only=about or None)
         application = app.App(settings)
         return commands.COMMANDS[args.command](args, application)
     except errors.ReconcilerError as exc:

@@ -14,6 +14,8 @@ The examples and exit codes below each command's options are in `cli_help`.
 from __future__ import annotations
 
 import argparse
+import functools
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,6 +125,19 @@ def _global_options() -> _Parser:
     return common
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, asking the terminal's width once: argparse builds one for every argument added, and
+    each asked (~0.5 ms, a tenth of the start of `--version`)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, width or _width())
+
+
+@functools.cache
+def _width() -> int:
+    return shutil.get_terminal_size().columns - 2  # what argparse takes by default
+
+
 def build() -> argparse.ArgumentParser:
     common = _global_options()
     parsing = _Parsing()
@@ -137,7 +152,7 @@ def build() -> argparse.ArgumentParser:
             description=summary[0].upper() + summary[1:] + ".",
             epilog=cli_help.epilog(help_of or name),
             parents=[common],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_Formatter,
             parsing=parsing,
         )
 
@@ -146,7 +161,7 @@ def build() -> argparse.ArgumentParser:
         description="Keeps deployments in step with container images.",
         epilog=f"{cli_help.MAIN_EXAMPLES}\n\n{cli_help.MAIN_EXIT_CODES}",
         parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         parsing=parsing,
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from reconciler import errors, model
-from reconciler.config import notify, sections, watches
+from reconciler.config import cache, notify, sections, watches
 from reconciler.config import table as config_table
 from reconciler.config.settings import DEFAULT_DATABASE, DEFAULT_INSTANCE, DEFAULT_KEEP, Settings
 
 _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+OVERRIDES = tuple(f"RECONCILER_{key.upper()}" for key in watches.SCHEDULE_KEYS)
 
 
 def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -42,8 +46,16 @@ def resolve_path(explicit: str | None, env: Mapping[str, str]) -> Path:
     return Path(explicit or env.get("RECONCILER_CONFIG") or "config.toml")
 
 
-def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | None = None) -> Settings:
-    """Read and validate the configuration; `database` (from --database) wins over everything."""
+def load(
+    path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    database: str | None = None,
+    only: Sequence[str] | None = None,
+) -> Settings:
+    """Read and validate the configuration; `database` (from --database) wins over everything. Given `only` (some
+    watch names), a large configuration known valid (`cache`) builds only those watches: every other part is
+    read and checked as always."""
     env = os.environ if env is None else env
     try:
         raw = path.read_bytes()
@@ -53,17 +65,19 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
         ) from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise errors.ConfigError(f"{path}: cannot read the configuration: {getattr(exc, 'strerror', exc)}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise errors.ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise errors.ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    except RecursionError:
-        raise errors.ConfigError(f"{path}: TOML nested too deep to read") from None
+    kept = cache.key(raw, env, OVERRIDES) if len(raw) >= cache.SMALLEST else None
+    data = cache.read(kept, env) if kept else None
+    blob = None
+    if data is None:
+        only = None  # not known valid: every watch is checked
+        data = _parsed(raw, path)
+        blob = marshal.dumps(data) if kept else None  # before the overrides change it
     try:
         _env_overrides(data, env)
-        return _settings(data, path=path, env=env, database=database)
+        settings = _settings(data, path=path, env=env, database=database, only=only)
+        if kept and blob is not None:
+            cache.write(kept, blob, env)
+        return settings
     except errors.ConfigError as exc:
         raise errors.ConfigError(f"{path}: {exc}") from None
     except (ValueError, OverflowError, RecursionError, UnicodeError, LookupError, TypeError) as exc:
@@ -72,7 +86,20 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, database: str | No
         raise errors.ConfigError(f"{path}: a value cannot be used ({type(exc).__name__}: {reason})") from None
 
 
-def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None) -> Settings:
+def _parsed(raw: bytes, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise errors.ConfigError(f"{path}: TOML nested too deep to read") from None
+
+
+def _settings(
+    data: dict[str, Any], *, path: Path, env: Mapping[str, str], database: str | None, only: Sequence[str] | None
+) -> Settings:
     top = config_table.Table(data, "", env, path.parent).expect(
         "reconciler", "server", "registries", "awx", "github", "kubernetes", "watch", "notify"
     )
@@ -99,16 +126,21 @@ def _settings(data: dict[str, Any], *, path: Path, env: Mapping[str, str], datab
     watch_list = top.get("watch") or []
     if not isinstance(watch_list, list):
         raise errors.ConfigError("watch: expected [[watch]] tables")
+    base_dir = path.parent
+    names = [w.get("name") if isinstance(w, dict) else None for w in watch_list]
+    chosen: Sequence[int] = range(len(watch_list))
+    if only is not None and set(only) <= set(names):  # known valid: build just these (an unknown name: all, to list)
+        chosen = [i for i, name in enumerate(names) if name in only]
     specs = tuple(
-        watches.watch(config_table.Table(w, f"watch[{i}]", env, path.parent), defaults, awx, github)
-        for i, w in enumerate(watch_list)
+        watches.watch(config_table.Table(watch_list[i], f"watch[{i}]", env, base_dir), defaults, awx, github)
+        for i in chosen
     )
     seen: set[str] = set()
     for i, w in enumerate(specs):
         if w.name in seen:
             raise errors.ConfigError(f"watch[{i}].name: {w.name!r} is used by another watch")
         seen.add(w.name)
-    targets = notify.targets(top, [w.name for w in specs])
+    targets = notify.targets(top, [str(n) for n in names] if len(specs) < len(watch_list) else [w.name for w in specs])
     base = Path(os.path.abspath(path)).parent
     settings = Settings(
         source=str(path),

@@ -6,6 +6,7 @@ Pure apart from reading the secret files and the environment mapping it is given
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -76,6 +77,11 @@ def parse_duration(text: object, path: str) -> timedelta:
     raise errors.ConfigError(f'{path}: expected a duration such as "90s", "5m" or "1h", got {shown}')
 
 
+@functools.lru_cache(maxsize=256)  # the same few key names, once per watch of a large configuration
+def _shown(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)  # keeps odd keys on one line
+
+
 class Table:
     """A TOML table being read: typed getters that name the key path, and a check for unknown keys."""
 
@@ -86,7 +92,7 @@ class Table:
         self.path, self.env, self.base = path, env, base
 
     def key(self, name: str) -> str:
-        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)  # keeps odd keys on one line
+        shown = _shown(name)
         return f"{self.path}.{shown}" if self.path else shown
 
     def get(self, name: str) -> Any:

@@ -76,6 +76,8 @@ class Outbox:
         """Each watch's open action if it has one (nothing may run beside it), else its newest action."""
         a = tables.actions
         newest = select(func.max(a.c.id)).group_by(a.c.watch)
+        if names is not None:  # just these watches' rows, through ix_actions_watch_id
+            newest = newest.where(a.c.watch.in_(names))
         query = select(a).where(a.c.id.in_(newest) | a.c.status.in_(tables.OPEN_STATUSES))
         if names is not None:
             query = query.where(a.c.watch.in_(names))
