@@ -345,8 +345,8 @@ class App:
     def _prune_logged(self, now: datetime) -> None:
         pruned = self.prune(now=now)
         if pruned.total:
-            kept = ", ".join(f"{n} {kind}" for kind, n in pruned.counts().items() if n)
-            log.info("pruned what is older than %s: %s", config.duration_text(self.settings.keep), kept)
+            gone = ", ".join(f"{n} {kind}" for kind, n in pruned.counts().items() if n)
+            log.info("pruned what is older than %s: %s", config.duration_text(self.settings.keep), gone)
 
     def actions(self, *, watch: Sequence[str] = (), limit: int = 50) -> list[model.ActionRecord]:
         """The newest `limit` actions of these watches (all when empty), newest first."""

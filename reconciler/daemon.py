@@ -233,7 +233,7 @@ class Daemon:
         self._guarded("lease", self._hold_lease_now)
 
     def _housekeeping(self) -> None:
-        """The prune, by the instance that acts (another's standby would only repeat it)."""
+        """The prune, by the daemon that holds the lease (a standby's would only repeat it)."""
         if self._acting and not self.stop.is_set():
             self._guarded("prune", self._prune_now)
 
