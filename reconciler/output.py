@@ -53,7 +53,9 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def print_json(document: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    """Indented for a person at a terminal; on one line for a program (json's C encoder: a third of the time for
+    10,000 watches, where `indent` takes the pure-Python one)."""
+    sys.stdout.write(json.dumps(document, indent=2 if sys.stdout.isatty() else None) + "\n")
 
 
 def say(message: str, fmt: str, *, level: int = logging.ERROR) -> None:

@@ -203,3 +203,23 @@ def test_a_small_configuration_is_parsed_every_time_and_kept_nowhere(
     done, _ = _run(config, "status", env=cache_home)
     assert done.returncode == 0, done.stderr
     assert not (Path(cache_home["XDG_CACHE_HOME"]) / "reconciler").exists()
+
+
+def test_the_daemon_migrates_in_a_child_process_and_never_imports_alembic_itself(tmp_path: Path) -> None:
+    """Alembic stays resident once imported (~8 MiB of the daemon): `run` migrates a database that needs it in a
+    child process, and one already at head without it."""
+    config = _config(tmp_path, 2, notify=False)
+    script = """
+import sys
+from pathlib import Path
+from reconciler import app, config
+from reconciler.store import schema
+application = app.App(config.load(Path(sys.argv[1])))
+for _ in range(2):  # a fresh database, then one at head
+    application._upgrade_apart()
+    assert schema.current(application.db) == schema.head()
+print("alembic" in sys.modules, "mako" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
