@@ -45,18 +45,19 @@ class RunRecord:
 
 
 def _state(row: Any) -> model.WatchState:
+    row = row._mapping  # by key: faster than a Row's attributes
     observed = deployed = None
-    if row.observed_tag is not None and row.observed_digest is not None:
-        observed = model.Seen(tag=row.observed_tag, digest=row.observed_digest, since=row.observed_since)
-    if row.deployed_tag is not None and row.deployed_digest is not None:
-        deployed = model.Deployed(tag=row.deployed_tag, digest=row.deployed_digest, at=row.deployed_at)
+    if row["observed_tag"] is not None and row["observed_digest"] is not None:
+        observed = model.Seen(tag=row["observed_tag"], digest=row["observed_digest"], since=row["observed_since"])
+    if row["deployed_tag"] is not None and row["deployed_digest"] is not None:
+        deployed = model.Deployed(tag=row["deployed_tag"], digest=row["deployed_digest"], at=row["deployed_at"])
     return model.WatchState(
-        watch=row.watch,
+        watch=row["watch"],
         observed=observed,
-        checked_at=row.checked_at,
-        last_error=row.last_error,
+        checked_at=row["checked_at"],
+        last_error=row["last_error"],
         deployed=deployed,
-        failures=row.check_failures,
+        failures=row["check_failures"],
     )
 
 
