@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,8 @@ from reconciler.progress import Progress
 from reconciler.store import approvals, leases, outbox, prune, queries, schema
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     import requests
     from kubernetes import client as k8s
 
@@ -48,7 +50,9 @@ class App:
         self._db: Engine | None = None
         self._awx_session: requests.Session | None = None
         self._kube_api: k8s.ApiClient | None = None
-        self.notifications = notifications.Notifications(self.settings.notify, clock=engine.utc_now)
+        self.notifications = notifications.Notifications(
+            self.settings.notify, clock=engine.utc_now, instance=self.settings.instance
+        )
         self.stop = threading.Event()
         log.info("database: %s", make_url(self.settings.database).render_as_string(hide_password=True))
         said.stray_database(self.settings.database)
@@ -242,13 +246,11 @@ class App:
 
     def page(self, *, now: datetime, recent: int = 50) -> dict[str, Any]:
         """What the daemon's status page shows: the status, the newest history events, what waits for approval."""
-        store = self.reader()
-        entries = store.history(limit=recent) if store is not None else []
         names = [w.name for w in self.settings.watches]  # another configuration's waiting actions are not ours
-        waiting = approvals.Approvals(self.db).waiting(names) if store is not None else []
+        waiting = approvals.Approvals(self.db).waiting(names) if self.reader() is not None else []
         return {
             "status": self.status([], now=now),
-            "history": report.history_document(entries, self.actions(limit=recent), limit=recent),
+            "history": self.history([], limit=recent),
             "approvals": report.waiting_document(waiting, self.settings.watches),
         }
 
@@ -350,8 +352,14 @@ class App:
         if schema.current(self.db) == schema.head():
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this one is copied
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:  # the URL travels by pipe, not argv
-            child.submit(_upgrade, self.settings.database).result()
+        answer, told = context.Pipe(duplex=False)
+        child = context.Process(target=_upgrade, args=(self.settings.database, told), name="migrate", daemon=True)
+        child.start()  # the URL travels by the pipe, not in argv
+        told.close()
+        child.join()
+        why = answer.recv() if answer.poll() else None
+        if why is not None or child.exitcode != 0:
+            raise errors.StoreError(why or f"the migration's process ended abruptly (exit code {child.exitcode})")
 
     def _prune_logged(self, now: datetime) -> None:
         pruned = self.prune(now=now)
@@ -359,26 +367,33 @@ class App:
             gone = ", ".join(f"{n} {kind}" for kind, n in pruned.counts().items() if n)
             log.info("pruned what is older than %s: %s", config.duration_text(self.settings.keep), gone)
 
-    def actions(self, *, watch: Sequence[str] = (), limit: int = 50) -> list[model.ActionRecord]:
-        """The newest `limit` actions of these watches (all when empty), newest first."""
-        if self.reader() is None:
-            return []
-        box = outbox.Outbox(self.db)
-        if not watch:
-            return box.actions(limit=limit)
-        found = [a for name in dict.fromkeys(watch) for a in box.actions(watch=name, limit=limit)]
-        return sorted(found, key=lambda a: a.id, reverse=True)[:limit]
+    def history(self, selected: Sequence[str], *, limit: int = 50) -> dict[str, Any]:
+        """The `history --json` document: the newest changes and actions of these watches (by default, of every
+        watch of this configuration; another instance's sharing the database are not ours to show)."""
+        names = [w.name for w in self.select(selected)]
+        store = self.reader()
+        if store is None:
+            return report.history_document([], [], limit=limit)
+        entries = store.history(watch=names, limit=limit)
+        return report.history_document(entries, outbox.Outbox(self.db).actions(watch=names, limit=limit), limit=limit)
 
     def close(self) -> None:
         if self._db is not None:
             self._db.dispose()
 
 
-def _upgrade(url: str) -> str:
-    """`App._upgrade_apart`'s child: migrate the database at `url` to head."""
+def _upgrade(url: str, told: Connection) -> None:
+    """`App._upgrade_apart`'s child: migrate the database at `url` to head; tell the parent why not, if not. A stop
+    request is the parent's to act on: a migration is one transaction, left to end whichever way it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     db = database.database_engine(url)
     try:
         schema.upgrade(db)
+        told.send(None)
+    except errors.ReconcilerError as exc:
+        told.send(str(exc))
+    except Exception as exc:  # e.g. Alembic's: a revision this version does not know (a newer one migrated it)
+        told.send(f"cannot migrate the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
         db.dispose()
-    return schema.head()

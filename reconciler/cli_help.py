@@ -68,7 +68,13 @@ examples:
     "db": """\
 examples:
   reconciler db upgrade
-  reconciler db upgrade --database postgresql://db/reconciler""",
+  reconciler db upgrade --database postgresql://db/reconciler
+  reconciler db prune --dry-run""",
+    "db prune": """\
+examples:
+  reconciler db prune --dry-run     # count what is older than [reconciler].keep
+  reconciler db prune               # remove it, in batches; prints what went
+  reconciler db prune --json""",
     "notify": """\
 examples:
   reconciler notify test
@@ -128,6 +134,14 @@ exit codes:
   1        the database failed: unreachable, or a migration failed
   2        bad configuration or usage
 {_INTERRUPTED}""",
+    "db prune": f"""\
+exit codes:
+  0        what was older than [reconciler].keep was removed (or counted),
+           or there was no database yet
+  1        the database failed, or is old (then: `reconciler db upgrade`)
+  2        bad configuration or usage
+  130, 143 interrupted: the batches removed so far stay removed, whole
+{_CLOSED}""",
     "config": f"""\
 exit codes:
   0        the configuration is valid (an unset secret is only a warning)

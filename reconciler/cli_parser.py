@@ -211,7 +211,7 @@ def build() -> argparse.ArgumentParser:
         "prune",
         "remove what is older than [reconciler].keep (never a watch's newest, an open action or an undelivered "
         "notification)",
-        help_of="db",
+        help_of="db prune",
     )
     prune.add_argument("--dry-run", action="store_true", help="count what would be removed, remove nothing")
     prune.add_argument("--json", action="store_true", help=_JSON_HELP)

@@ -117,11 +117,7 @@ def cmd_status(args: argparse.Namespace, application: app.App) -> int:
 
 
 def cmd_history(args: argparse.Namespace, application: app.App) -> int:
-    names = [w.name for w in application.select(args.watch)] if args.watch else []  # unknown: usage error, not empty
-    store = application.reader()
-    entries = store.history(watch=names or None, limit=args.limit) if store is not None else []
-    actions = application.actions(watch=names, limit=args.limit)
-    document = report.history_document(entries, actions, limit=args.limit)
+    document = application.history(args.watch, limit=args.limit)  # an unknown watch: a usage error, not empty
     if args.json:
         print_json(document)
     else:
@@ -195,7 +191,7 @@ def _prune(args: argparse.Namespace, application: app.App) -> int:
     def on_batch(kind: str, removed: int) -> None:
         if time.monotonic() - said_at[0] >= PROGRESS_EVERY:
             said_at[0] = time.monotonic()
-            print(f"pruning {kind}: {removed:,} removed so far …", file=sys.stderr, flush=True)
+            say(f"pruning {kind}: {removed:,} removed so far …", args.log_format, level=logging.INFO)
 
     with _stoppable(application, args.log_format) as received:
         pruned = application.prune(now=now, dry_run=args.dry_run, on_batch=on_batch)
@@ -208,7 +204,8 @@ def _prune(args: argparse.Namespace, application: app.App) -> int:
         counts = ", ".join(f"{n:,} {kind}" for kind, n in pruned.counts().items())
         cutoff = f"older than {config.duration_text(application.settings.keep)} (before {document['before']})"
         if args.dry_run:
-            print(f"would remove what is {cutoff}: {counts}; nothing was removed (--dry-run)")
+            counted = "counted so far" if received else "would remove"
+            print(f"{'interrupted: ' if received else ''}{counted} what is {cutoff}: {counts}; nothing was removed")
         elif received:
             print(f"interrupted: removed what is {cutoff}, so far: {counts}; the next prune goes on")
         else:

@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 class Notifications:
     """What one process needs to record and deliver notifications."""
 
-    def __init__(self, settings: Sequence[config.NotifySettings], *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, settings: Sequence[config.NotifySettings], *, clock: Callable[[], datetime], instance: str = "default"
+    ) -> None:
         self.settings = tuple(settings)
+        self._instance = instance
         self._clock = clock
         self._targets: dict[str, targets.Target] | None = None
         self._unusable: dict[str, str] = {}  # target -> why it cannot send (a URL Apprise cannot use)
@@ -39,7 +42,7 @@ class Notifications:
 
     def box(self, engine: Engine) -> notices.NoticeBox:
         """The outbox the stores record notices in; each commit that recorded some wakes the courier."""
-        return notices.NoticeBox(engine, [s.route for s in self.settings], recorded=self.wake)
+        return notices.NoticeBox(engine, [s.route for s in self.settings], recorded=self.wake, instance=self._instance)
 
     def wake(self) -> None:
         if self._courier is not None:

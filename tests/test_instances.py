@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import Engine, create_engine, insert, select
 
-from reconciler.store import tables
+from reconciler import model
+from reconciler.store import notices, tables
 from tests.fakes.awx import FakeAwx
 from tests.support.daemon import AWX_TOKEN, Daemon, configure, repo_of, wait_until
 from tests.support.databases import TestDatabase
@@ -92,7 +93,7 @@ def test_two_instances_share_one_database_each_acting_for_its_own_watches(
         try:
             with engine.connect() as conn:
                 leases = sorted(conn.execute(select(tables.leases.c.name)).scalars())
-                instances = set(conn.execute(select(tables.runs.c.instance)).scalars())
+                instances = set(conn.execute(select(tables.runs_hourly.c.instance)).scalars())
         finally:
             engine.dispose()
         assert leases == ["actions:americas", "actions:europe"]
@@ -138,3 +139,76 @@ def test_the_daemon_prunes_when_it_takes_the_lease(tmp_path: Path, registry: Loc
     finally:
         engine.dispose()
         _stop_all(d)
+
+
+# --- what an instance reads and delivers of a shared database --------------------------------------------------
+
+
+def test_each_instance_delivers_counts_and_drops_only_its_own_notifications(migrated_engine: Engine) -> None:
+    """Two instances may both name a target "slack" (with different URLs): a notice goes out through the instance
+    that recorded it, and only its `status` counts it."""
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    europe, americas = (
+        notices.NoticeBox(migrated_engine, [model.Route(target="slack")], instance=name)
+        for name in ("europe", "americas")
+    )
+    with migrated_engine.begin() as conn:
+        europe.record(conn, [model.Notice(event=model.Event.STARTED, at=now, message="eu", watch="eu-web")], now)
+    hold = {"hold": lambda _target: timedelta(minutes=1)}
+    assert americas.claim(now, targets=["slack"], **hold) == []
+    assert americas.backlog(["slack"])["slack"].undelivered == 0
+    assert americas.expired(now + timedelta(days=2), now + timedelta(days=2)) == []
+    assert europe.backlog(["slack"])["slack"].undelivered == 1
+    [mine] = europe.claim(now, targets=["slack"], **hold)
+    assert mine.watch == "eu-web"
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("watches", [2, 150])  # named in the query; picked out from the newest rows
+def test_history_shows_the_watches_of_its_configuration_only(tmp_path: Path, watches: int) -> None:
+    config = tmp_path / "config.toml"
+    lines = ["[reconciler]", f'database = "sqlite:///{tmp_path}/r.db"']
+    for n in range(watches):
+        lines += ["[[watch]]", f'name = "w{n}"', f'image = "example/app{n}"', 'tag = "latest"']
+    config.write_text("\n".join(lines) + "\n")
+    assert _cli(config, "db", "upgrade").returncode == 0
+    engine = create_engine(f"sqlite:///{tmp_path}/r.db")
+    at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(tables.observations),
+                [{"watch": "w1", "at": at, "verdict": "follow", "reason": "mine"}]
+                + [
+                    {"watch": f"other{n}", "at": at + timedelta(seconds=n), "verdict": "follow", "reason": "theirs"}
+                    for n in range(1, 700)  # newer than ours: more than one chunk of them
+                ],
+            )
+            conn.execute(
+                insert(tables.actions),
+                [
+                    {
+                        "watch": watch,
+                        "kind": "awx",
+                        "status": "succeeded",
+                        "tag": "latest",
+                        "digest": "sha256:" + "a" * 64,
+                    }
+                    | {"created_at": at, "finished_at": at}
+                    for watch in ("w1", *(f"other{n}" for n in range(1, 700)))
+                ],
+            )
+    finally:
+        engine.dispose()
+    done = _cli(config, "history", "--json", "--limit", "5")
+    assert done.returncode == 0, done.stderr
+    events = json.loads(done.stdout)["events"]
+    assert {e["watch"] for e in events} == {"w1"} and len(events) == 2  # its change and its action

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,18 @@ print("alembic" in sys.modules, "mako" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_migration_that_fails_in_the_child_is_one_line_from_run(tmp_path: Path) -> None:
+    """A database a newer version migrated (a revision this one does not know): `run` says so in one line."""
+    config = _config(tmp_path, 2, notify=False)
+    upgrade = [sys.executable, "-m", "reconciler.cli", "--config", str(config), "db", "upgrade"]
+    assert subprocess.run(upgrade, capture_output=True, timeout=60).returncode == 0
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    run = [sys.executable, "-m", "reconciler.cli", "--config", str(config), "run"]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("reconciler: cannot migrate the database") and "9999" in last, done.stderr
+    assert "Traceback" not in done.stderr

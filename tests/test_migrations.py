@@ -16,10 +16,11 @@ from sqlalchemy import DateTime, Engine, Integer, Text, insert, inspect, select
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 
-from reconciler.store import schema, tables
+from reconciler import model
+from reconciler.store import queries, schema, tables
 from tests.support.databases import TestDatabase
 
-TABLES = {"watch_state", "observations", "actions", "leases", "runs", "notifications"}
+TABLES = {"watch_state", "observations", "actions", "leases", "runs", "runs_hourly", "notifications"}
 
 
 def _diff(engine: Engine) -> list[object]:
@@ -123,9 +124,18 @@ def _alembic(engine: Engine, verb: str, revision: str) -> None:
         getattr(command, verb)(config, revision)
 
 
+def _outcome(at: datetime) -> model.WatchOutcome:
+    watch = model.Watch(name="w", image=model.ImageRef.parse("example/app"), selector=model.TagSelector("latest"))
+    seen = model.Observation(tag="latest", digest="sha256:" + "a" * 64, checked_at=at)
+    state = model.WatchState(watch="w", observed=model.Seen(tag="latest", digest=seen.digest, since=at), checked_at=at)
+    decision = model.Decision(model.Verdict.BASELINE, "first")
+    return model.WatchOutcome(watch=watch, result=seen, decision=decision, state=state, changed=True)
+
+
 def test_0006_rolls_the_per_pass_runs_up_into_hours_and_back(db_engine: Engine) -> None:
-    """Before 0006 every pass wrote a `runs` row; after it, one row per instance and hour holds their sums, the
-    changes observed in that hour, and the newest pass's summary."""
+    """Before 0006 every pass wrote a `runs` row; after it, one `runs_hourly` row per instance and hour holds their
+    sums, the changes observed in that hour, and the newest pass's summary. `runs` stays as it was, and takes a
+    0.1 process's passes still; a downgrade puts the hours recorded since back into it."""
     _alembic(db_engine, "upgrade", "0005")
     old = sa_table(
         "runs",
@@ -159,15 +169,23 @@ def test_0006_rolls_the_per_pass_runs_up_into_hours_and_back(db_engine: Engine) 
         )
         conn.execute(insert(seen), [{"watch": "w", "at": at(9, 21), "verdict": "drift", "reason": "r"}] * 2)
     _alembic(db_engine, "upgrade", "0006")
+    hourly = tables.runs_hourly
     with db_engine.connect() as conn:
-        rows = conn.execute(select(tables.runs).order_by(tables.runs.c.hour)).all()
+        rows = conn.execute(select(hourly).order_by(hourly.c.hour)).all()
     assert [(r.instance, r.hour, r.passes, r.checked, r.changed, r.errors, r.last_summary) for r in rows] == [
         ("default", datetime(2026, 11, 27, 9, tzinfo=UTC), 3, 9, 2, 3, "p58"),
         ("default", datetime(2026, 11, 27, 10, tzinfo=UTC), 1, 4, 0, 0, "ten"),
     ]
     assert rows[0].first_started_at == datetime(2026, 11, 27, 9, 10, tzinfo=UTC)
     assert rows[0].last_finished_at == datetime(2026, 11, 27, 9, 59, tzinfo=UTC)
+    with db_engine.begin() as conn:  # a 0.1 daemon still running records a pass the old way; a new one, the new way
+        old_pass = {"started_at": at(11, 1), "finished_at": at(11, 2), "checked": 5, "errors": 0, "summary": "old"}
+        conn.execute(insert(old), [old_pass])
+    noon = datetime(2026, 11, 27, 12, 1, tzinfo=UTC)
+    new_pass = model.RunReport(started_at=noon, finished_at=noon, dry_run=False, outcomes=(_outcome(noon),))
+    queries.Store(db_engine).record_pass(new_pass)
     _alembic(db_engine, "downgrade", "0005")
     with db_engine.connect() as conn:
-        back = conn.execute(select(old.c.checked, old.c.errors, old.c.summary).order_by(old.c.summary)).all()
-    assert [tuple(r) for r in back] == [(9, 3, "p58"), (4, 0, "ten")]
+        back = conn.execute(select(old.c.checked, old.c.errors, old.c.summary).order_by(old.c.started_at)).all()
+    assert [tuple(r) for r in back][:5] == [(3, 0, "p10"), (3, 1, "p20"), (3, 2, "p58"), (4, 0, "ten"), (5, 0, "old")]
+    assert len(back) == 6 and back[5].summary.startswith("checked 1 watch")

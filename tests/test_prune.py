@@ -60,6 +60,11 @@ def _run(instance: str, hour: datetime) -> dict[str, Any]:
     }
 
 
+def _pass(at: datetime) -> dict[str, Any]:
+    summary = "recent pass" if at == RECENT else "old pass"
+    return {"started_at": at, "finished_at": at + timedelta(seconds=2), "checked": 2, "errors": 0, "summary": summary}
+
+
 def _seed(engine: Engine) -> None:
     """Old and recent rows of every kind, and the old ones that must stay."""
     with engine.begin() as conn:
@@ -94,7 +99,8 @@ def _seed(engine: Engine) -> None:
                 _notice(4, "delivered", RECENT),  # stays
             ],
         )
-        conn.execute(insert(tables.runs), [_run("default", OLD), _run("default", RECENT), _run("europe", OLD)])
+        conn.execute(insert(tables.runs_hourly), [_run("default", OLD), _run("default", RECENT), _run("europe", OLD)])
+        conn.execute(insert(tables.runs), [_pass(OLD), _pass(RECENT)])  # version 0.1's, one per pass
 
 
 def _left(engine: Engine) -> dict[str, list[Any]]:
@@ -108,7 +114,8 @@ def _left(engine: Engine) -> dict[str, list[Any]]:
                 )
             ],
             "notifications": conn.execute(select(tables.notifications.c.id).order_by("seq")).scalars().all(),
-            "runs": conn.execute(select(tables.runs.c.instance).order_by("id")).scalars().all(),
+            "runs": conn.execute(select(tables.runs_hourly.c.instance).order_by("id")).scalars().all()
+            + conn.execute(select(tables.runs.c.summary).order_by("id")).scalars().all(),
         }
 
 
@@ -121,7 +128,7 @@ KEPT = {
         ("quiet", "succeeded", "a"),
     ],
     "notifications": ["n3", "n4"],
-    "runs": ["default"],
+    "runs": ["default", "recent pass"],
 }
 
 
@@ -129,7 +136,7 @@ def test_the_prune_keeps_what_must_stay_and_removes_the_rest(migrated_engine: En
     _seed(migrated_engine)
     cutoff = NOW - timedelta(days=90)
     would = prune.Pruner(migrated_engine).prune(cutoff, dry_run=True)
-    assert would == prune.Pruned(runs=2, observations=2, actions=4, notifications=2)
+    assert would == prune.Pruned(runs=3, observations=2, actions=4, notifications=2)
     assert len(_left(migrated_engine)["actions"]) == 8  # a dry run removes nothing
 
     done = prune.Pruner(migrated_engine).prune(cutoff)
@@ -188,14 +195,14 @@ def test_db_prune_prints_what_it_removed_and_a_dry_run_removes_nothing(db: TestD
         dry = _cli(config, "db", "prune", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.startswith("would remove what is older than 90d (before ")
-        assert "2 runs, 2 observations, 4 actions, 2 notifications; nothing was removed" in dry.stdout
+        assert "3 runs, 2 observations, 4 actions, 2 notifications; nothing was removed" in dry.stdout
         assert len(_left(engine)["actions"]) == 8
 
         done = _cli(config, "db", "prune", "--json")
         assert done.returncode == 0, done.stderr
         document = json.loads(done.stdout)
-        assert document["removed"] == {"runs": 2, "observations": 2, "actions": 4, "notifications": 2}
-        assert document["dry_run"] is False and document["total"] == 10 and document["keep_seconds"] == 90 * 86400
+        assert document["removed"] == {"runs": 3, "observations": 2, "actions": 4, "notifications": 2}
+        assert document["dry_run"] is False and document["total"] == 11 and document["keep_seconds"] == 90 * 86400
         assert datetime.fromisoformat(document["before"]) < NOW - timedelta(days=89)
         assert _left(engine) == KEPT
 
@@ -218,7 +225,7 @@ def test_keep_is_read_from_the_configuration(db: TestDatabase, tmp_path: Path) -
         engine.dispose()
 
 
-@pytest.mark.parametrize("keep", ["90", "-1d", "forever"])
+@pytest.mark.parametrize("keep", ["90", "-1d", "forever", "59m"])
 def test_a_bad_keep_is_one_clear_line(tmp_path: Path, keep: str) -> None:
     done = _cli(_config(tmp_path, f"sqlite:///{tmp_path}/r.db", f'keep = "{keep}"'), "db", "prune")
     assert done.returncode == 2

@@ -212,7 +212,7 @@ def _row_counts(url: str) -> dict[str, int]:
     with engine.connect() as conn:
         counts = {
             t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (tables.watch_state, tables.observations, tables.runs)
+            for t in (tables.watch_state, tables.observations, tables.runs_hourly)
         }
     engine.dispose()
     return counts

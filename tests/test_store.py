@@ -111,7 +111,9 @@ def test_second_pass_updates_rather_than_duplicates(store: queries.Store) -> Non
     assert store.states() == {"app": second.state}
     with store.engine.connect() as conn:
         assert conn.execute(select(tables.watch_state.c.watch)).scalars().all() == ["app"]
-        assert conn.execute(select(tables.runs.c.passes)).scalars().all() == [2]  # one row per hour, not per pass
+        assert conn.execute(select(tables.runs_hourly.c.passes)).scalars().all() == [
+            2
+        ]  # one row per hour, not per pass
 
 
 def test_upsert_can_clear_columns(store: queries.Store) -> None:
@@ -239,7 +241,8 @@ def test_runs_are_one_row_per_instance_and_hour(migrated_engine: Engine) -> None
     next_hour = report(outcome(w, seen("a", at(3600))), started=at(3600))
     mine.record_pass(next_hour)
     with migrated_engine.connect() as conn:
-        rows = conn.execute(select(tables.runs).order_by(tables.runs.c.instance, tables.runs.c.hour)).all()
+        h = tables.runs_hourly
+        rows = conn.execute(select(h).order_by(h.c.instance, h.c.hour)).all()
     hour = T0.replace(minute=0, second=0, microsecond=0)
     assert [(r.instance, r.hour, r.passes, r.last_summary) for r in rows] == [
         ("default", hour, 2, late.summary()),

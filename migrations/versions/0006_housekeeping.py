@@ -1,8 +1,11 @@
-"""Housekeeping: `runs` becomes one row per instance and hour (the passes rolled up), and the indexes the prune and
-the commands that read one watch use.
+"""Housekeeping: `runs_hourly`, the passes rolled up into one row per instance and hour, and the indexes the prune
+and the commands that read one watch use.
 
-The old per-pass rows are rolled up into the new table, hour by hour: how many passes, the watches they checked,
-their failed checks, the changes observed in that hour (counted from `observations`), and the newest pass's summary.
+The per-pass rows of `runs` are rolled up into the new table, hour by hour: how many passes, the watches they
+checked, their failed checks, the changes observed in that hour (counted from `observations`), and the newest pass's
+summary. `runs` itself stays as it was, so that a 0.1 daemon still running while the database is upgraded goes on
+recording its passes (and holding its lease) rather than failing every one; its rows go with the prune.
+`notifications.instance` names the instance that recorded a notice (0.1's, by default, "default").
 
 Revision ID: 0006
 Revises: 0005
@@ -23,6 +26,7 @@ branch_labels = None
 depends_on = None
 
 INDEXES = (
+    ("runs", "ix_runs_started_at", ["started_at", "id"]),
     ("observations", "ix_observations_at", ["at", "id"]),
     ("actions", "ix_actions_watch_id", ["watch", "id"]),
     ("actions", "ix_actions_finished_at", ["finished_at", "id"]),
@@ -39,7 +43,7 @@ _OLD_RUNS = sa.table(
     sa.column("summary", sa.Text()),
 )
 _NEW_RUNS = sa.table(
-    "runs",
+    "runs_hourly",
     sa.column("instance", sa.String()),
     sa.column("hour", _TIME),
     sa.column("passes", sa.Integer()),
@@ -106,9 +110,8 @@ def upgrade() -> None:
     conn = op.get_bind()
     sqlite = conn.dialect.name == "sqlite"
     rows = _rolled_up(conn, sqlite)
-    op.drop_table("runs")
     op.create_table(
-        "runs",
+        "runs_hourly",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("instance", sa.String(length=200), nullable=False),
         sa.Column("hour", _TIME, nullable=False),
@@ -119,41 +122,33 @@ def upgrade() -> None:
         sa.Column("first_started_at", _TIME, nullable=False),
         sa.Column("last_finished_at", _TIME, nullable=False),
         sa.Column("last_summary", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_runs_hourly")),
     )
-    op.create_index("uq_runs_instance_hour", "runs", ["instance", "hour"], unique=True)
+    op.create_index("uq_runs_hourly_instance_hour", "runs_hourly", ["instance", "hour"], unique=True)
     if rows:
         op.bulk_insert(_NEW_RUNS, rows)
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("instance", sa.String(length=200), server_default="default", nullable=False))
     for table, name, columns in INDEXES:
         op.create_index(name, table, columns)
 
 
 def downgrade() -> None:
-    # The hourly rows become one row each, as if the hour had been one pass.
+    # The hours recorded since the upgrade go back into `runs` as one row each, as if each had been one pass.
     for table, name, _columns in INDEXES:
         op.drop_index(name, table_name=table)
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_column("instance")
     conn = op.get_bind()
+    r = _NEW_RUNS
+    since = sa.select(sa.func.max(_OLD_RUNS.c.finished_at)).scalar_subquery()
     hours = conn.execute(
-        sa.select(
-            _NEW_RUNS.c.first_started_at,
-            _NEW_RUNS.c.last_finished_at,
-            _NEW_RUNS.c.checked,
-            _NEW_RUNS.c.errors,
-            _NEW_RUNS.c.last_summary,
+        sa.select(r.c.first_started_at, r.c.last_finished_at, r.c.checked, r.c.errors, r.c.last_summary).where(
+            sa.or_(since.is_(None), r.c.last_finished_at > since)
         )
     ).all()
-    op.drop_index("uq_runs_instance_hour", table_name="runs")
-    op.drop_table("runs")
-    op.create_table(
-        "runs",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("started_at", _TIME, nullable=False),
-        sa.Column("finished_at", _TIME, nullable=False),
-        sa.Column("checked", sa.Integer(), nullable=False),
-        sa.Column("errors", sa.Integer(), nullable=False),
-        sa.Column("summary", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
-    )
+    op.drop_index("uq_runs_hourly_instance_hour", table_name="runs_hourly")
+    op.drop_table("runs_hourly")
     if hours:
         op.bulk_insert(
             _OLD_RUNS,

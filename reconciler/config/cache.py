@@ -6,12 +6,14 @@ A copy is keyed by a hash of the file's bytes, of the environment variables that
 version, so an edited file or other overrides are read afresh. Copies live in `$XDG_CACHE_HOME/reconciler` (else
 `~/.cache/reconciler`), a directory only its owner may write, and are used only from there; the newest few are
 kept. A file smaller than `SMALLEST` is parsed every time (it takes less than a millisecond). Where no copy can be
-kept (no writable home), nothing is, and nothing else changes. The file holds what the configuration file holds:
-names of secrets, never their values.
+kept (no writable home), nothing is, and nothing else changes. A copy holds what the configuration file holds
+(the names of secrets, which are read from the environment or files each time; but a password written in the file,
+in a database URL say, too): it is as private as its directory, readable by its owner alone.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import marshal
 import os
@@ -33,8 +35,15 @@ def key(raw: bytes, env: Mapping[str, str], overrides: Sequence[str]) -> str:
     digest = hashlib.sha256(raw)
     for name in overrides:
         digest.update(f"\0{name}={env.get(name, '')}".encode("utf-8", "surrogateescape"))
-    digest.update(f"\0{__version__}\0{FORMAT}\0{sys.version_info[:2]}".encode())
+    digest.update(f"\0{__version__}\0{FORMAT}\0{sys.version_info[:2]}\0{_rules()}".encode())
     return digest.hexdigest()
+
+
+@functools.cache
+def _rules() -> int:
+    """When the code that checks a configuration last changed: a copy found valid by other rules is not used."""
+    here = Path(__file__).resolve().parent
+    return max(p.stat().st_mtime_ns for folder in (here, here.parent / "model") for p in folder.glob("*.py"))
 
 
 def _directory(env: Mapping[str, str]) -> Path | None:

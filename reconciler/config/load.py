@@ -17,6 +17,7 @@ from reconciler.config import table as config_table
 from reconciler.config.settings import DEFAULT_DATABASE, DEFAULT_INSTANCE, DEFAULT_KEEP, Settings
 
 _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+MIN_KEEP = timedelta(hours=1)
 
 
 OVERRIDES = tuple(f"RECONCILER_{key.upper()}" for key in watches.SCHEDULE_KEYS)
@@ -71,7 +72,7 @@ def load(
     if data is None:
         only = None  # not known valid: every watch is checked
         data = _parsed(raw, path)
-        blob = marshal.dumps(data) if kept else None  # before the overrides change it
+        blob = _kept(data) if kept else None  # before the overrides change it
     try:
         _env_overrides(data, env)
         settings = _settings(data, path=path, env=env, database=database, only=only)
@@ -84,6 +85,15 @@ def load(
         # The net under the checks above: whatever else a value does to a library, one line, never a traceback.
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise errors.ConfigError(f"{path}: a value cannot be used ({type(exc).__name__}: {reason})") from None
+
+
+def _kept(data: dict[str, Any]) -> bytes | None:
+    """What `cache` keeps of a parsed configuration; None for one marshal cannot write (a TOML date or time, which
+    no key accepts: the checks that follow say where)."""
+    try:
+        return marshal.dumps(data)
+    except ValueError:
+        return None
 
 
 def _parsed(raw: bytes, path: Path) -> dict[str, Any]:
@@ -108,6 +118,9 @@ def _settings(
     lease_ttl = main.duration("lease", timedelta(seconds=60))
     if lease_ttl < timedelta(seconds=3):
         raise errors.ConfigError("reconciler.lease: must be at least 3s")
+    keep = main.duration("keep", DEFAULT_KEEP)
+    if keep < MIN_KEEP:  # the hour's runs row, and an action a launch's lost answer is looked up against
+        raise errors.ConfigError("reconciler.keep: must be at least 1h")
     instance = main.text("instance", DEFAULT_INSTANCE)
     assert instance is not None
     if not _INSTANCE.fullmatch(instance):
@@ -158,7 +171,7 @@ def _settings(
         kube_context=context,
         kube_poll=kube_poll,
         lease_ttl=lease_ttl,
-        keep=main.duration("keep", DEFAULT_KEEP),
+        keep=keep,
         instance=instance,
         watches=specs,
         notify=targets,

@@ -3,7 +3,9 @@ the one that makes the state change it tells of — so a crash never loses one. 
 pending rows of one watch one at a time, oldest first, and records each delivery, retry or drop.
 
 A claim expires (`hold`): a process that died while sending leaves the row to be sent again by the next, which is
-why a receiver may see a notice twice, with the same `id`. Only the target's name is stored, never its URL.
+why a receiver may see a notice twice, with the same `id`. Only the target's name is stored, never its URL. Each
+row names the instance (`[reconciler].instance`) that recorded it, and only that instance's processes deliver it,
+count it or drop it: two instances on one database may each have a target called "slack", with different URLs.
 Receives its `sqlalchemy.Engine`; builds none.
 """
 
@@ -15,7 +17,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, type_coerce, update
+from sqlalchemy import ColumnElement, Connection, Engine, func, insert, select, type_coerce, update
 
 from reconciler import model
 from reconciler.store import schema, tables
@@ -47,10 +49,15 @@ class NoticeBox:
         routes: Sequence[model.Route] = (),
         *,
         recorded: Callable[[], None] = lambda: None,
+        instance: str = "default",
     ) -> None:
         self.engine = engine
         self._routes = tuple(routes)
         self._recorded = recorded
+        self._instance = instance
+
+    def _ours(self) -> ColumnElement[bool]:
+        return tables.notifications.c.instance == self._instance
 
     def _begin(self, doing: str) -> AbstractContextManager[Connection]:
         return schema.transaction(self.engine, doing)
@@ -74,6 +81,7 @@ class NoticeBox:
                     "body": body,
                     "status": PENDING,
                     "created_at": now,
+                    "instance": self._instance,
                 }
                 for target in wanted
             ]
@@ -100,7 +108,7 @@ class NoticeBox:
         `busy` here, waits whole: a later notice never overtakes an earlier one of the same watch."""
         n = tables.notifications
         queue = func.coalesce(n.c.watch, "")
-        pending = (n.c.status == PENDING) & n.c.target.in_(list(targets))
+        pending = (n.c.status == PENDING) & n.c.target.in_(list(targets)) & self._ours()
         if only is not None:
             pending = pending & (n.c.target == only[0]) & (queue == only[1])
         oldest = select(func.min(n.c.seq)).where(pending).group_by(n.c.target, queue)
@@ -121,7 +129,7 @@ class NoticeBox:
         waiting = n.c.next_attempt_at.is_not(None) | n.c.claimed_until.is_not(None)
         database = type_coerce(schema.database_now(self.engine), tables.UTCDateTime())
         query = select(n.c.next_attempt_at, n.c.claimed_until, database).where(
-            n.c.status == PENDING, n.c.target.in_(list(targets)), waiting
+            n.c.status == PENDING, n.c.target.in_(list(targets)), waiting, self._ours()
         )
         zero = timedelta(0)
         with self._begin("read when notifications fall due") as conn:
@@ -166,7 +174,7 @@ class NoticeBox:
         """Drop the pending, unclaimed rows recorded before `before` (a day of retries gone by, or a target that
         cannot deliver); returns those this call dropped (not another's), to be warned of and counted."""
         n = tables.notifications
-        stale = (n.c.status == PENDING) & (n.c.created_at < before)
+        stale = (n.c.status == PENDING) & (n.c.created_at < before) & self._ours()
         free = n.c.claimed_until.is_(None) | (n.c.claimed_until <= schema.database_now(self.engine))
         drop = update(n).where(stale & free).values(status=DROPPED, finished_at=now, claimed_until=None)
         with self._begin("drop expired notifications") as conn:
@@ -179,19 +187,19 @@ class NoticeBox:
         with self._begin("read the notification backlog") as conn:
             pending = conn.execute(
                 select(n.c.target, func.count(), func.min(n.c.created_at), func.min(n.c.next_attempt_at))
-                .where(n.c.status == PENDING)
+                .where(n.c.status == PENDING, self._ours())
                 .group_by(n.c.target)
             ).all()
             dropped = {
                 t: c
                 for t, c in conn.execute(
-                    select(n.c.target, func.count()).where(n.c.status == DROPPED).group_by(n.c.target)
+                    select(n.c.target, func.count()).where(n.c.status == DROPPED, self._ours()).group_by(n.c.target)
                 )
             }
             last_error: dict[str, str] = {}
             for target, error in conn.execute(
                 select(n.c.target, n.c.last_error)
-                .where(n.c.status == PENDING, n.c.last_error.is_not(None))
+                .where(n.c.status == PENDING, n.c.last_error.is_not(None), self._ours())
                 .order_by(n.c.seq.desc())
             ):
                 last_error[target] = error  # the oldest row's error wins: it holds its queue

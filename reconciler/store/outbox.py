@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler import errors, model
-from reconciler.store import notices, schema, tables
+from reconciler.store import notices, queries, schema, tables
 
 log = logging.getLogger(__name__)
 Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
@@ -108,13 +108,13 @@ class Outbox:
             rows = conn.execute(select(a.c.external_ref).where(a.c.external_ref.is_not(None)))
             return {str(r.external_ref) for r in rows}
 
-    def actions(self, *, watch: str | None = None, limit: int = 50) -> list[model.ActionRecord]:
+    def actions(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[model.ActionRecord]:
+        """The newest `limit` actions of these watches (one name or several; every watch when None)."""
         a = tables.actions
-        query = select(a).order_by(a.c.id.desc()).limit(limit)
-        if watch is not None:
-            query = query.where(a.c.watch == watch)
         with self._begin("read the actions") as conn:
-            return [action_of(r) for r in conn.execute(query)]
+            return [
+                action_of(r) for r in queries.newest(conn, select(a).order_by(a.c.id.desc()), a.c.watch, watch, limit)
+            ]
 
     def plan(
         self,

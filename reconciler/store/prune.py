@@ -1,6 +1,7 @@
 """Housekeeping: the rows older than `[reconciler].keep` go, in small batches.
 
-What goes: `runs` hours, observations and finished actions older than the cut-off, and delivered or dropped
+What goes: `runs_hourly` hours (and version 0.1's `runs` rows), observations and finished actions older than the
+cut-off, and delivered or dropped
 notifications finished before it. What never goes, however old: a watch's newest observation and newest action,
 an open action, a rejection that `reconciler retry` has not lifted (it still holds its digest back) and an
 undelivered notification.
@@ -73,18 +74,24 @@ def _old_notifications(before: datetime) -> ColumnElement[bool]:
     return and_(n.c.finished_at < before, n.c.status.in_(("delivered", "dropped")))
 
 
-def _old_runs(before: datetime) -> ColumnElement[bool]:
-    return tables.runs.c.last_finished_at < before
+def _old_hours(before: datetime) -> ColumnElement[bool]:
+    return tables.runs_hourly.c.last_finished_at < before
 
 
-_KINDS = {
-    "runs": _Kind(tables.runs, tables.runs.c.id, tables.runs.c.last_finished_at, _old_runs),
-    "observations": _Kind(tables.observations, tables.observations.c.id, tables.observations.c.at, _old_observations),
-    "actions": _Kind(tables.actions, tables.actions.c.id, tables.actions.c.finished_at, _old_actions),
-    "notifications": _Kind(
-        tables.notifications, tables.notifications.c.seq, tables.notifications.c.finished_at, _old_notifications
+def _old_passes(before: datetime) -> ColumnElement[bool]:
+    return tables.runs.c.started_at < before
+
+
+_KINDS = (  # (what it is counted as, how it is found)
+    ("runs", _Kind(tables.runs_hourly, tables.runs_hourly.c.id, tables.runs_hourly.c.last_finished_at, _old_hours)),
+    ("runs", _Kind(tables.runs, tables.runs.c.id, tables.runs.c.started_at, _old_passes)),  # version 0.1's
+    ("observations", _Kind(tables.observations, tables.observations.c.id, tables.observations.c.at, _old_observations)),
+    ("actions", _Kind(tables.actions, tables.actions.c.id, tables.actions.c.finished_at, _old_actions)),
+    (
+        "notifications",
+        _Kind(tables.notifications, tables.notifications.c.seq, tables.notifications.c.finished_at, _old_notifications),
     ),
-}
+)
 
 
 class Pruner:
@@ -105,13 +112,14 @@ class Pruner:
         self._should_stop = should_stop
 
     def prune(self, before: datetime, *, dry_run: bool = False) -> Pruned:
-        """Remove (or, in a dry run, count) every kind's rows older than `before`."""
-        if dry_run:
-            return Pruned(**{name: self._count(kind, before) for name, kind in _KINDS.items()})
-        removed: dict[str, int] = {}
-        for name, kind in _KINDS.items():
-            removed[name] = self._remove(name, kind, before)
-        return Pruned(**removed)
+        """Remove (or, in a dry run, count) every kind's rows older than `before`; a stop request ends it between two
+        batches (or two counts)."""
+        counted = dict.fromkeys(KINDS, 0)
+        for name, kind in _KINDS:
+            if self._should_stop():
+                break
+            counted[name] += self._count(kind, before) if dry_run else self._remove(name, kind, before, counted[name])
+        return Pruned(**counted)
 
     def _count(self, kind: _Kind, before: datetime) -> int:
         with schema.transaction(self.engine, "count what the prune would remove") as conn:
@@ -119,11 +127,11 @@ class Pruner:
                 conn.execute(select(func.count()).select_from(kind.table).where(kind.prunable(before))).scalar_one()
             )
 
-    def _remove(self, name: str, kind: _Kind, before: datetime) -> int:
+    def _remove(self, name: str, kind: _Kind, before: datetime, earlier: int) -> int:
         """Batch after batch, oldest first: a read of the next `BATCH` rows older than `before` by the time index
         (going on after the last row the previous read saw, so a row kept is not read again), then one DELETE of
         those of them that may go."""
-        removed = 0
+        removed = 0  # of this table (`earlier`: of another table of the same kind)
         after: tuple[Any, Any] | None = None  # (time, key) of the last row read
         while not self._should_stop():
             query = select(kind.time, kind.key).where(kind.time < before)
@@ -137,5 +145,5 @@ class Pruner:
             keys = [row[1] for row in found]
             with schema.transaction(self.engine, f"prune {name}") as conn:
                 removed += conn.execute(delete(kind.table).where(kind.key.in_(keys), kind.prunable(before))).rowcount
-            self._on_batch(name, removed)
+            self._on_batch(name, earlier + removed)
         return removed

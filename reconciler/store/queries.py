@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, case, insert, select, update
+from sqlalchemy import Connection, Engine, Select, Table, case, insert, select, update
 
 from reconciler import errors, model
 from reconciler.store import notices, schema, tables
@@ -42,6 +42,31 @@ class RunRecord:
     first_started_at: datetime
     last_finished_at: datetime
     last_summary: str
+
+
+FEW = 100  # watches named in a query; more (a whole configuration) are picked out here
+
+
+def newest(
+    conn: Connection, query: Select[Any], column: Any, watch: str | Sequence[str] | None, limit: int
+) -> list[Any]:
+    """The first `limit` rows of `query` (newest first) whose `column` names one of these watches (every row when
+    None). A few names go into the query, each watch's index finding its rows; many (every watch of a
+    configuration of thousands) are picked out here from the newest rows, read a chunk at a time, since naming
+    them all makes the database gather and sort every row of every one of them."""
+    names = [watch] if isinstance(watch, str) else watch
+    if names is None or len(names) <= FEW:
+        chosen = query if names is None else query.where(column.in_(list(names)))
+        return list(conn.execute(chosen.limit(limit)))
+    wanted, chunk, offset = set(names), max(limit * 4, 500), 0
+    found: list[Any] = []
+    while len(found) < limit:
+        rows = conn.execute(query.limit(chunk).offset(offset)).all()
+        found += [r for r in rows if r._mapping[column.name] in wanted]
+        if len(rows) < chunk:
+            break
+        offset += chunk
+    return found[:limit]
 
 
 def _state(row: Any) -> model.WatchState:
@@ -164,7 +189,7 @@ class Store:
     def _add_run(self, report: model.RunReport, *, changed: int, failures: int) -> Any:
         """This pass, added to its instance's row of the hour it finished in (the row made by the first)."""
         finished = report.finished_at.astimezone(UTC)
-        stmt = self._insert(tables.runs).values(
+        stmt = self._insert(tables.runs_hourly).values(
             instance=self._instance,
             hour=finished.replace(minute=0, second=0, microsecond=0),
             passes=1,
@@ -175,7 +200,7 @@ class Store:
             last_finished_at=report.finished_at,
             last_summary=report.summary(),
         )
-        r, new = tables.runs, stmt.excluded
+        r, new = tables.runs_hourly, stmt.excluded
         later = new.last_finished_at >= r.c.last_finished_at  # passes may end out of order: the newest one speaks
         return stmt.on_conflict_do_update(
             index_elements=[r.c.instance, r.c.hour],
@@ -205,9 +230,7 @@ class Store:
     def history(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[HistoryEntry]:
         """The newest `limit` observed changes of these watches (one name or several; every watch when None)."""
         o = tables.observations
-        query = select(o).order_by(o.c.at.desc(), o.c.id.desc()).limit(limit)
-        if watch is not None:
-            query = query.where(o.c.watch.in_([watch] if isinstance(watch, str) else list(watch)))
+        query = select(o).order_by(o.c.at.desc(), o.c.id.desc())
         with self._begin("read the history") as conn:
             return [
                 HistoryEntry(
@@ -219,12 +242,12 @@ class Store:
                     error=r.error,
                     reason=r.reason,
                 )
-                for r in conn.execute(query)
+                for r in newest(conn, query, o.c.watch, watch, limit)
             ]
 
     def last_run(self) -> RunRecord | None:
         """This instance's newest hour of passes, if it ran any."""
-        r = tables.runs
+        r = tables.runs_hourly
         with self._begin("read the last run") as conn:
             row = conn.execute(
                 select(r).where(r.c.instance == self._instance).order_by(r.c.hour.desc()).limit(1)

@@ -2,8 +2,9 @@
 
 Observed and deployed are kept apart in `watch_state`; `observations` is the change log; `actions` is the outbox
 (docs/how-it-works.md), where at most one action per watch and digest may be open; `leases` holds the lease of each
-instance; `runs` rolls the passes up, one row per instance and hour; `notifications` is the notification outbox,
-one row per notice and target. Times are stored as UTC and always come back timezone-aware.
+instance; `runs_hourly` rolls the passes up, one row per instance and hour (`runs` is version 0.1's);
+`notifications` is the notification outbox, one row per notice and target. Times are stored as UTC and always come
+back timezone-aware.
 """
 
 from __future__ import annotations
@@ -147,10 +148,25 @@ leases = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
 )
 
-# One row per instance and hour, not per pass: the daemon's passes (one per watch and interval) add themselves to
-# it, so a year of them is 8,760 rows, whatever the number of watches.
+# Version 0.1's log of passes, one row per pass (so one per watch and interval of the daemon). Nothing of this
+# version writes it: it stays for a 0.1 process still running while the database is upgraded (migration 0006 is
+# additive), and its rows go with the prune. A later migration drops it.
 runs = Table(
     "runs",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=False),
+    Column("checked", Integer(), nullable=False),
+    Column("errors", Integer(), nullable=False),
+    Column("summary", Text(), nullable=False),
+    Index("ix_runs_started_at", "started_at", "id"),  # the oldest (the prune)
+)
+
+# The passes rolled up, one row per instance and hour: each pass (the daemon's, one per watch and interval, or a
+# `reconcile`) adds itself to it, so a year of them is 8,760 rows, whatever the number of watches.
+runs_hourly = Table(
+    "runs_hourly",
     metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
     Column("instance", String(NAME), nullable=False),  # `[reconciler].instance` of the process that ran them
@@ -162,7 +178,7 @@ runs = Table(
     Column("first_started_at", UTCDateTime(), nullable=False),
     Column("last_finished_at", UTCDateTime(), nullable=False),
     Column("last_summary", Text(), nullable=False),  # the newest pass's one-line summary
-    Index("uq_runs_instance_hour", "instance", "hour", unique=True),
+    Index("uq_runs_hourly_instance_hour", "instance", "hour", unique=True),
 )
 
 NOTICE_STATUSES = ("pending", "delivered", "dropped")
@@ -183,6 +199,8 @@ notifications = Table(
     Column("claimed_until", UTCDateTime()),  # a process is sending it; another takes it over after this
     Column("last_error", Text()),
     Column("finished_at", UTCDateTime()),
+    # The `[reconciler].instance` that recorded it: only its processes deliver it (another may name a target alike)
+    Column("instance", String(NAME), nullable=False, server_default="default"),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in NOTICE_STATUSES)})", name="status"),
     Index("uq_notifications_id_target", "id", "target", unique=True),
     Index("ix_notifications_status_target", "status", "target"),
