@@ -20,7 +20,12 @@ The daemon is stopped with SIGTERM (and its time to stop printed); the temp dir 
 Prints the figures; a measurement, not a test: exits 0 (1 only when no figure could be taken: the daemon never got
 in sync, "timed out", or exited; its last stderr lines are then printed).
 
+`--interval` sets every watch's interval (default 1h); at the end the script prints what the passes left in the
+database: the rows of `runs_hourly` (one per hour) and the passes they count, e.g. with `--watches 202 --interval
+5s --idle 150`.
+
     .venv/bin/python bench/daemon_figures.py [--pushes 10] [--idle 5] [--watches 1] [--soak 600] [--soak-every 3]
+        [--interval 1h]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,7 +54,7 @@ from tests.support.registry import LocalRegistry, free_port, push_many, push_sch
 CONFIG = """
 [reconciler]
 database = "sqlite:///{db}"
-interval = "1h"
+interval = "{interval}"
 jitter = "0s"
 [server]
 listen = "127.0.0.1:{port}"
@@ -116,9 +122,11 @@ def all_in_sync(port: int, count: int) -> bool:
     return len(found) == count and all(w.get("state") == "in_sync" for w in found)
 
 
-def write_config(path: Path, *, db: Path, port: int, registry: str, awx: str, tags: list[str]) -> None:
+def write_config(
+    path: Path, *, db: Path, port: int, registry: str, awx: str, tags: list[str], interval: str = "1h"
+) -> None:
     extra = "".join(f'[[watch]]\nname = "tag-{t}"\nimage = "{EXTRA_REPO}"\ntag = "{t}"\n' for t in tags)
-    path.write_text(CONFIG.format(db=db, port=port, registry=registry, awx=awx) + extra)
+    path.write_text(CONFIG.format(db=db, port=port, registry=registry, awx=awx, interval=interval) + extra)
 
 
 class Pusher:
@@ -207,6 +215,7 @@ def main() -> None:
     parser.add_argument("--watches", type=int, default=DEFAULT_WATCHES, help="watches in all (default: 1, AWX)")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of pushes while VmRSS is sampled")
     parser.add_argument("--soak-every", type=float, default=3.0, help="seconds between the soak's pushes")
+    parser.add_argument("--interval", default="1h", help="every watch's interval (default 1h: only webhooks)")
     args = parser.parse_args()
     count = max(args.watches, DEFAULT_WATCHES)
     # /status answers for every watch: with many, asked 200 times a second it would slow the passes it waits for
@@ -225,7 +234,13 @@ def main() -> None:
                 push_many(registry.base, EXTRA_REPO, tags, label="bench", threads=16)
                 print(f"seeded {len(tags)} tags of {EXTRA_REPO} in {time.monotonic() - seeded:.1f} s")
             write_config(
-                work / "config.toml", db=work / "r.db", port=port, registry=registry.base, awx=awx.base, tags=tags
+                work / "config.toml",
+                db=work / "r.db",
+                port=port,
+                registry=registry.base,
+                awx=awx.base,
+                tags=tags,
+                interval=args.interval,
             )
             push_schema2(registry.base, "bench/stack", "latest", label="start")
             env = {**os.environ, "BENCH_AWX_TOKEN": "bench-token", "RECONCILER_WEBHOOK_SECRET": "bench-secret"}
@@ -270,6 +285,9 @@ def main() -> None:
                     code = proc.wait()
                 stopped = time.monotonic() - stopping
         log_lines = log_path.read_text(errors="replace").splitlines()
+        with sqlite3.connect(work / "r.db") as db:  # what the passes left of themselves
+            hours, passes = db.execute("SELECT count(*), coalesce(sum(passes), 0) FROM runs_hourly").fetchone()
+            per_pass = db.execute("SELECT count(*) FROM runs").fetchone()[0]
 
     print(f"start-up pass over {count} watch{'es' if count > 1 else ''}: all in sync after {startup:.1f} s")
     print(
@@ -303,6 +321,10 @@ def main() -> None:
             f"  second half: last-quarter median - second-quarter median {quarters:+.2f} MiB, "
             f"slope {slope:+.2f} MiB/10 min -> {verdict} (flat: both < {FLAT_MIB:.0f} MiB)"
         )
+    print(
+        f"runs recorded over {stopping - started:.0f} s of the daemon (interval {args.interval}): {passes} passes in "
+        f"{hours} runs_hourly rows (and {per_pass} rows of 0.1's per-pass runs)"
+    )
     bad = [line for line in log_lines if any(w in line for w in (" WARNING ", " ERROR ", " CRITICAL ", "Traceback"))]
     print(
         f"daemon stopped by SIGTERM in {stopped:.2f} s (exit {code}); its stderr: {len(log_lines)} lines, "
