@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +17,7 @@ from sqlalchemy import Engine, create_engine, insert, select
 from reconciler import model
 from reconciler.store import notices, tables
 from tests.fakes.awx import FakeAwx
+from tests.support.cli import run_cli
 from tests.support.daemon import AWX_TOKEN, Daemon, configure, repo_of, wait_until
 from tests.support.databases import TestDatabase
 from tests.support.registry import LocalRegistry, push_schema2
@@ -105,12 +104,7 @@ def test_two_instances_share_one_database_each_acting_for_its_own_watches(
 
 def test_the_daemon_prunes_when_it_takes_the_lease(tmp_path: Path, registry: LocalRegistry, awx: FakeAwx) -> None:
     d = configure(tmp_path, registry, awx, interval="1h")
-    done = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "--config", str(d.config), "db", "upgrade"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(d.config, "db", "upgrade")
     assert done.returncode == 0, done.stderr
     old = datetime.now(UTC) - timedelta(days=120)
     engine = create_engine(d.database)
@@ -163,15 +157,6 @@ def test_each_instance_delivers_counts_and_drops_only_its_own_notifications(migr
     assert mine.watch == "eu-web"
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("watches", [2, 150])  # named in the query; picked out from the newest rows
 def test_history_shows_the_watches_of_its_configuration_only(tmp_path: Path, watches: int) -> None:
     config = tmp_path / "config.toml"
@@ -179,7 +164,7 @@ def test_history_shows_the_watches_of_its_configuration_only(tmp_path: Path, wat
     for n in range(watches):
         lines += ["[[watch]]", f'name = "w{n}"', f'image = "example/app{n}"', 'tag = "latest"']
     config.write_text("\n".join(lines) + "\n")
-    assert _cli(config, "db", "upgrade").returncode == 0
+    assert run_cli(config, "db", "upgrade").returncode == 0
     engine = create_engine(f"sqlite:///{tmp_path}/r.db")
     at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     try:
@@ -208,7 +193,7 @@ def test_history_shows_the_watches_of_its_configuration_only(tmp_path: Path, wat
             )
     finally:
         engine.dispose()
-    done = _cli(config, "history", "--json", "--limit", "5")
+    done = run_cli(config, "history", "--json", "--limit", "5")
     assert done.returncode == 0, done.stderr
     events = json.loads(done.stdout)["events"]
     assert {e["watch"] for e in events} == {"w1"} and len(events) == 2  # its change and its action

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, insert, select, text
 
 from reconciler.store import prune, tables
+from tests.support.cli import run_cli
 from tests.support.daemon import wait_until
 from tests.support.databases import TestDatabase
 
@@ -177,28 +178,19 @@ def _config(tmp_path: Path, database: str, extra: str = "") -> Path:
     return path
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_db_prune_prints_what_it_removed_and_a_dry_run_removes_nothing(db: TestDatabase, tmp_path: Path) -> None:
     config = _config(tmp_path, db.url)
-    assert _cli(config, "db", "upgrade").returncode == 0
+    assert run_cli(config, "db", "upgrade").returncode == 0
     engine = db.engine()
     try:
         _seed(engine)
-        dry = _cli(config, "db", "prune", "--dry-run")
+        dry = run_cli(config, "db", "prune", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.startswith("would remove what is older than 90d (before ")
         assert "3 runs, 2 observations, 4 actions, 2 notifications; nothing was removed" in dry.stdout
         assert len(_left(engine)["actions"]) == 8
 
-        done = _cli(config, "db", "prune", "--json")
+        done = run_cli(config, "db", "prune", "--json")
         assert done.returncode == 0, done.stderr
         document = json.loads(done.stdout)
         assert document["removed"] == {"runs": 3, "observations": 2, "actions": 4, "notifications": 2}
@@ -206,7 +198,7 @@ def test_db_prune_prints_what_it_removed_and_a_dry_run_removes_nothing(db: TestD
         assert datetime.fromisoformat(document["before"]) < NOW - timedelta(days=89)
         assert _left(engine) == KEPT
 
-        again = _cli(config, "db", "prune")
+        again = run_cli(config, "db", "prune")
         assert again.returncode == 0 and ": 0 runs, 0 observations, 0 actions, 0 notifications" in again.stdout
     finally:
         engine.dispose()
@@ -214,11 +206,11 @@ def test_db_prune_prints_what_it_removed_and_a_dry_run_removes_nothing(db: TestD
 
 def test_keep_is_read_from_the_configuration(db: TestDatabase, tmp_path: Path) -> None:
     config = _config(tmp_path, db.url, 'keep = "200d"')
-    assert _cli(config, "db", "upgrade").returncode == 0
+    assert run_cli(config, "db", "upgrade").returncode == 0
     engine = db.engine()
     try:
         _seed(engine)
-        done = _cli(config, "db", "prune", "--json")
+        done = run_cli(config, "db", "prune", "--json")
         assert json.loads(done.stdout)["total"] == 0  # the old rows are 100 days old
         assert len(_left(engine)["actions"]) == 8
     finally:
@@ -227,14 +219,14 @@ def test_keep_is_read_from_the_configuration(db: TestDatabase, tmp_path: Path) -
 
 @pytest.mark.parametrize("keep", ["90", "-1d", "forever", "59m"])
 def test_a_bad_keep_is_one_clear_line(tmp_path: Path, keep: str) -> None:
-    done = _cli(_config(tmp_path, f"sqlite:///{tmp_path}/r.db", f'keep = "{keep}"'), "db", "prune")
+    done = run_cli(_config(tmp_path, f"sqlite:///{tmp_path}/r.db", f'keep = "{keep}"'), "db", "prune")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "reconciler.keep" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r.db").exists()
 
 
 def test_db_prune_without_a_database_creates_none(tmp_path: Path) -> None:
-    done = _cli(_config(tmp_path, f"sqlite:///{tmp_path}/r.db"), "db", "prune")
+    done = run_cli(_config(tmp_path, f"sqlite:///{tmp_path}/r.db"), "db", "prune")
     assert done.returncode == 0, done.stderr
     assert ": 0 runs, 0 observations, 0 actions, 0 notifications" in done.stdout
     assert not (tmp_path / "r.db").exists()
@@ -257,7 +249,7 @@ def _observations(engine: Engine) -> list[int]:
 @pytest.fixture
 def crowded(db: TestDatabase, tmp_path: Path) -> Iterator[tuple[Path, Engine]]:
     config = _config(tmp_path, db.url)
-    assert _cli(config, "db", "upgrade").returncode == 0
+    assert run_cli(config, "db", "upgrade").returncode == 0
     engine = db.engine()
     with engine.begin() as conn:
         conn.execute(
@@ -299,7 +291,7 @@ def test_a_prune_killed_mid_way_removed_whole_batches_of_the_oldest_and_the_next
     assert removed % prune.BATCH == 0  # whole batches, never part of one
     assert after == before[removed:]  # the oldest went, and nothing else
 
-    rest = _cli(config, "db", "prune", "--json")
+    rest = run_cli(config, "db", "prune", "--json")
     assert rest.returncode == 0, rest.stderr
     assert json.loads(rest.stdout)["removed"]["observations"] == MANY - removed
     assert _observations(engine) == before[-1:]  # the newest stays
@@ -318,7 +310,7 @@ def test_a_prune_killed_while_its_delete_waits_undoes_that_batch_whole(
     """Deterministic: the test holds a lock on one row of the first batch, so the prune's DELETE has removed part of
     the batch (in its transaction) and waits; the process is killed there. PostgreSQL rolls the batch back whole."""
     config = _config(tmp_path, postgres_db.url)
-    assert _cli(config, "db", "upgrade").returncode == 0
+    assert run_cli(config, "db", "upgrade").returncode == 0
     engine = postgres_db.engine()
     try:
         with engine.begin() as conn:
@@ -347,7 +339,7 @@ def test_a_prune_killed_while_its_delete_waits_undoes_that_batch_whole(
         holder.close()
         assert _observations(engine) == before  # not one row of the interrupted batch went
 
-        rest = _cli(config, "db", "prune", "--json")
+        rest = run_cli(config, "db", "prune", "--json")
         assert json.loads(rest.stdout)["removed"]["observations"] == 1200
         assert _observations(engine) == before[-1:]
     finally:
