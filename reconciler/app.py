@@ -9,8 +9,6 @@ those commands start without them.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,15 +24,12 @@ from reconciler.progress import Progress
 from reconciler.store import approvals, leases, outbox, prune, queries, schema
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     import requests
     from kubernetes import client as k8s
 
     from reconciler.registry import client
 
 log = logging.getLogger(__name__)
-NOTIFY_ON_STOP = 2.0  # seconds a stopping daemon gives due notifications; the next process sends what is left
 
 
 @dataclass
@@ -114,7 +109,7 @@ class App:
             self._awx_session = clients.awx_session(stop=self.stop)
         return self._awx_session
 
-    def _registry(self) -> client.RegistryClient:
+    def registry_client(self) -> client.RegistryClient:
         if self.registry is None:
             from reconciler import clients  # noqa: PLC0415
 
@@ -141,7 +136,7 @@ class App:
             self.settings.require_registry_secrets()
             said.missing_secrets(self.settings, watches)
             self.notifications.targets()  # says, once, which targets cannot send and why
-        registry = self._registry()
+        registry = self.registry_client()
         actuators = self.actuators(clock=clock, sleep=sleep or self.stop.wait)
         if dry_run:
             store = self.reader()
@@ -292,81 +287,6 @@ class App:
             return False
         return True
 
-    def serve(self) -> None:
-        """`reconciler run`: migrate, then poll, act and serve the endpoints until SIGTERM/SIGINT."""
-        # APScheduler, waitress and prometheus_client: only the daemon needs them (~0.1 s of every command's start)
-        from reconciler import approval_desk, clients, daemon, endpoints, metrics  # noqa: PLC0415
-
-        self.settings.require_registry_secrets()
-        said.missing_secrets(self.settings, self.settings.watches)
-        self._upgrade_apart()
-        clock = engine.utc_now
-        holder = self.new_lease()
-        registry = self._registry()
-        gated = [w.name for w in self.settings.watches if w.approve]
-        decisions = approvals.Approvals(self.db)
-        counters = metrics.Metrics(
-            registry_requests=lambda: registry.requests,
-            ratelimit_remaining=lambda: registry.ratelimit_remaining,
-            awaiting_approval=lambda: (
-                dict.fromkeys(gated, False) | {a.watch: True for a in decisions.waiting(gated)} if gated else {}
-            ),
-        )
-        self.notifications.counted = lambda target, event, result: counters.notifications.labels(
-            target=target, event=event, result=result
-        ).inc()
-        courier = self.notifications.courier(self.db, clock=clock) if self.settings.notify else None
-        if courier is not None:
-            courier.start()  # first of all, what a previous process recorded but did not deliver
-        server = self.settings.server
-        host, port = clients.split_listen(server.listen)
-        daemon.Daemon(
-            watches=self.settings.watches,
-            run_pass=lambda names: self.reconcile(names, dry_run=False, clock=clock, held=holder),
-            holder=holder,
-            status=lambda: self.status([], now=clock()),
-            database_ok=self.database_ok,
-            counters=counters,
-            approvals=approval_desk.Approvals(
-                page=lambda: self.page(now=clock()),
-                decide=lambda name, digest, approve, by, action: self.decide(
-                    name, digest, approve=approve, by=by, now=clock(), action_id=action
-                ),
-                approved=decisions.approved,
-            ),
-            prune=lambda: self._prune_logged(clock()),
-            stop=self.stop,
-            server=endpoints.Server(
-                host=host,
-                port=port,
-                token=server.token.reveal() if server.token else None,
-                webhook_secret=server.webhook_secret.reveal() if server.webhook_secret else None,
-            ),
-        ).run_forever()
-        if courier is not None:
-            courier.stop(min(courier.longest_timeout, NOTIFY_ON_STOP))
-
-    def _upgrade_apart(self) -> None:
-        """The daemon's migration, in a child process when one is due: Alembic (with Mako and Pygments) stays
-        resident once imported, ~8 MiB of a daemon that needs it only at start."""
-        if schema.current(self.db) == schema.head():
-            return
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this one is copied
-        answer, told = context.Pipe(duplex=False)
-        child = context.Process(target=_upgrade, args=(self.settings.database, told), name="migrate", daemon=True)
-        child.start()  # the URL travels by the pipe, not in argv
-        told.close()
-        child.join()
-        why = answer.recv() if answer.poll() else None
-        if why is not None or child.exitcode != 0:
-            raise errors.StoreError(why or f"the migration's process ended abruptly (exit code {child.exitcode})")
-
-    def _prune_logged(self, now: datetime) -> None:
-        pruned = self.prune(now=now)
-        if pruned.total:
-            gone = ", ".join(f"{n} {kind}" for kind, n in pruned.counts().items() if n)
-            log.info("pruned what is older than %s: %s", config.duration_text(self.settings.keep), gone)
-
     def history(self, selected: Sequence[str], *, limit: int = 50) -> dict[str, Any]:
         """The `history --json` document: the newest changes and actions of these watches (by default, of every
         watch of this configuration; another instance's sharing the database are not ours to show)."""
@@ -380,20 +300,3 @@ class App:
     def close(self) -> None:
         if self._db is not None:
             self._db.dispose()
-
-
-def _upgrade(url: str, told: Connection) -> None:
-    """`App._upgrade_apart`'s child: migrate the database at `url` to head; tell the parent why not, if not. A stop
-    request is the parent's to act on: a migration is one transaction, left to end whichever way it ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    db = database.database_engine(url)
-    try:
-        schema.upgrade(db)
-        told.send(None)
-    except errors.ReconcilerError as exc:
-        told.send(str(exc))
-    except Exception as exc:  # e.g. Alembic's: a revision this version does not know (a newer one migrated it)
-        told.send(f"cannot migrate the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    finally:
-        db.dispose()

@@ -259,7 +259,9 @@ def _reason(name: str, why: str | None) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace, application: app.App) -> int:
-    application.serve()
+    from reconciler import running  # noqa: PLC0415  (the daemon's libraries: for `run` alone)
+
+    running.serve(application)
     _exit_now(application, EXIT_OK)
 
 

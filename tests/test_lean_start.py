@@ -213,11 +213,11 @@ def test_the_daemon_migrates_in_a_child_process_and_never_imports_alembic_itself
     script = """
 import sys
 from pathlib import Path
-from reconciler import app, config
+from reconciler import app, config, running
 from reconciler.store import schema
 application = app.App(config.load(Path(sys.argv[1])))
 for _ in range(2):  # a fresh database, then one at head
-    application._upgrade_apart()
+    running.upgrade_apart(application)
     assert schema.current(application.db) == schema.head()
 print("alembic" in sys.modules, "mako" in sys.modules)
 """
