@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from reconciler import config, database, deploy, engine, errors, lease, model, notifications, report, said
+from reconciler import config, database, deploy, engine, errors, lease, model, notifications, reading, report, said
 from reconciler.progress import Progress
-from reconciler.store import approvals, leases, outbox, prune, queries, schema
+from reconciler.store import approvals, glance, leases, outbox, prune, queries, schema, urls
 
 if TYPE_CHECKING:
     import requests
@@ -49,7 +49,7 @@ class App:
             self.settings.notify, clock=engine.utc_now, instance=self.settings.instance
         )
         self.stop = threading.Event()
-        log.info("database: %s", make_url(self.settings.database).render_as_string(hide_password=True))
+        log.info("database: %s", urls.hidden(self.settings.database))
         said.stray_database(self.settings.database)
 
     @property
@@ -62,17 +62,26 @@ class App:
         schema.upgrade(self.db)
         return schema.head()
 
+    @contextmanager
+    def _borrowed(self) -> Iterator[glance.Glance | None]:
+        """A connection of the engine's pool to read with; None while there is no SQLite file (reading makes none)."""
+        if database.sqlite_file_missing(self.settings.database):
+            yield None
+            return
+        with glance.borrowed(self.db) as found:
+            yield found
+
     def reader(self) -> queries.Store | None:
         """The store for reading without writing anything: None when no database (or schema) exists yet."""
-        if database.sqlite_file_missing(self.settings.database):
-            return None
-        if not schema.has_tables(self.db):
-            return None
-        if schema.current(self.db) != schema.head():
-            raise errors.StoreError(
-                f"the database {schema.safe_url(self.db)} is at an older schema; run `reconciler db upgrade`"
-            )
+        with self._borrowed() as found:
+            if glance.at_head(found) is None:
+                return None
         return queries.Store(self.db)
+
+    @property
+    def reading(self) -> reading.Reading:
+        """`status` and `history`, through the engine's pool (the reading commands read without this `App`)."""
+        return reading.Reading(self.settings, self._borrowed, cannot_send=self.notifications.cannot_send)
 
     def select(self, names: Sequence[str]) -> tuple[model.Watch, ...]:
         if not names:
@@ -255,21 +264,7 @@ class App:
         return [a for a in outbox.Outbox(self.db).open_actions() if not names or a.watch in names]
 
     def status(self, selected: Sequence[str], *, now: datetime) -> dict[str, Any]:
-        """The `status --json` document, from the database alone."""
-        watches = self.select(selected)
-        store = self.reader()
-        # Every watch: every row, read whole (naming 10,000 watches in the query costs more than the rows it saves).
-        names = [w.name for w in watches] if selected else None
-        states = store.states(names) if store is not None else {}
-        backlog = self.notifications.box(self.db).backlog(self.notifications.names) if store is not None else {}
-        return report.status_document(
-            watches,
-            states,
-            now=now,
-            last_actions=outbox.Outbox(self.db).last_actions(names) if store is not None else {},
-            notifications=backlog or {n: model.Backlog(target=n) for n in self.notifications.names},
-            cannot_send=self.notifications.cannot_send(),
-        )
+        return self.reading.status(selected, now=now)
 
     def notify_test(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
         """`reconciler notify test`: per target (these, or all), None when it took a test notice, else why not."""
@@ -288,14 +283,7 @@ class App:
         return True
 
     def history(self, selected: Sequence[str], *, limit: int = 50) -> dict[str, Any]:
-        """The `history --json` document: the newest changes and actions of these watches (by default, of every
-        watch of this configuration; another instance's sharing the database are not ours to show)."""
-        names = [w.name for w in self.select(selected)]
-        store = self.reader()
-        if store is None:
-            return report.history_document([], [], limit=limit)
-        entries = store.history(watch=names, limit=limit)
-        return report.history_document(entries, outbox.Outbox(self.db).actions(watch=names, limit=limit), limit=limit)
+        return self.reading.history(selected, limit=limit)
 
     def close(self) -> None:
         if self._db is not None:

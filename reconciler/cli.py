@@ -52,10 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     application: app.App | None = None
     try:
-        from reconciler import app, commands, config  # noqa: PLC0415  (the heavy part, once the arguments are good)
+        from reconciler import commands, config  # noqa: PLC0415  (the heavy part, once the arguments are good)
 
-        about = getattr(args, "watch", None) if args.command in ("status", "history") else None  # a few watches
+        reads = commands.READING.get(args.command)
+        about = getattr(args, "watch", None) if reads else None  # a few watches: only they are built
         settings = config.load(config.resolve_path(args.config, os.environ), database=args.database, only=about or None)
+        if reads is not None:  # no App: neither SQLAlchemy nor a client is imported (`reading`)
+            from reconciler import reading, said  # noqa: PLC0415
+
+            said.stray_database(settings.database)
+            return reads(args, reading.Reading(settings))
+        from reconciler import app  # noqa: PLC0415
+
         application = app.App(settings)
         return commands.COMMANDS[args.command](args, application)
     except errors.ReconcilerError as exc:

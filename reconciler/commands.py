@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from reconciler import app, config, config_view, engine, errors, model, report
+from reconciler import config, config_view, engine, errors, model, reading, report
 from reconciler.output import (
     EXIT_ACTION_FAILED,
     EXIT_OK,
@@ -26,6 +26,9 @@ from reconciler.output import (
     say,
 )
 from reconciler.progress import Progress
+
+if TYPE_CHECKING:
+    from reconciler import app
 
 PROGRESS_EVERY = 2.0  # seconds between the progress lines of a long prune
 
@@ -105,7 +108,7 @@ def cmd_reconcile(args: argparse.Namespace, application: app.App) -> int:
     return EXIT_UNCHECKED if unchecked else EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace, application: app.App) -> int:
+def cmd_status(args: argparse.Namespace, application: reading.Reading) -> int:
     document = application.status(args.watch, now=engine.utc_now())
     if args.json:
         print_json(document)
@@ -116,7 +119,7 @@ def cmd_status(args: argparse.Namespace, application: app.App) -> int:
     return EXIT_OK
 
 
-def cmd_history(args: argparse.Namespace, application: app.App) -> int:
+def cmd_history(args: argparse.Namespace, application: reading.Reading) -> int:
     document = application.history(args.watch, limit=args.limit)  # an unknown watch: a usage error, not empty
     if args.json:
         print_json(document)
@@ -275,11 +278,13 @@ def _exit_now(application: app.App, code: int) -> NoReturn:
     os._exit(code)
 
 
+READING: dict[str, Callable[[argparse.Namespace, reading.Reading], int]] = {
+    "status": cmd_status,  # without the App: these open the database's driver themselves (`reading`)
+    "history": cmd_history,
+}
 COMMANDS: dict[str, Callable[[argparse.Namespace, app.App], int]] = {
     "run": cmd_run,
     "reconcile": cmd_reconcile,
-    "status": cmd_status,
-    "history": cmd_history,
     "retry": cmd_retry,
     "approve": cmd_approve,
     "reject": cmd_reject,

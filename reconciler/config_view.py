@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from reconciler import config, model
+from reconciler.store import urls
 
 
 def resolved(settings: config.Settings) -> dict[str, Any]:
@@ -75,7 +74,7 @@ def resolved(settings: config.Settings) -> dict[str, Any]:
 
     return {
         "source": settings.source,
-        "database": make_url(settings.database).render_as_string(hide_password=True),
+        "database": urls.hidden(settings.database),
         "instance": settings.instance,
         "keep": config.duration_text(settings.keep),
         "server": {

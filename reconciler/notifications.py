@@ -72,7 +72,7 @@ class Notifications:
 
     def cannot_send(self) -> dict[str, str]:
         """Why each target that cannot send cannot: its missing secret, or its unusable URL (after `targets`)."""
-        why = {s.name: "; ".join(str(m) for m in s.missing) for s in self.settings if s.missing}
+        why = {s.name: why for s in self.settings if (why := s.cannot_send)}
         return {**why, **self._unusable}
 
     def courier(

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import decide, model
-from reconciler.store import prune, queries
+
+if TYPE_CHECKING:
+    from reconciler.store import prune, rows
 
 
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return f"{moment.isoformat(timespec='seconds')[:-6]}Z"  # "+00:00" off
 
 
 def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:
@@ -164,7 +168,7 @@ def reconcile_document(report: model.RunReport) -> dict[str, Any]:
 
 
 def history_document(
-    entries: Sequence[queries.HistoryEntry], actions: Sequence[model.ActionRecord], *, limit: int
+    entries: Sequence[rows.HistoryEntry], actions: Sequence[model.ActionRecord], *, limit: int
 ) -> dict[str, Any]:
     """Observed changes and actions, newest first."""
     events: list[tuple[datetime, dict[str, Any]]] = [

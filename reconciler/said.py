@@ -9,18 +9,17 @@ import logging
 import os
 from collections.abc import Sequence
 
-from sqlalchemy.engine import make_url
-
 from reconciler import config, model
+from reconciler.store import urls
 
 log = logging.getLogger("reconciler.app")
 
 
 def stray_database(database: str) -> None:
     """Before 0.2 a relative SQLite path was the working directory's: say so if state seems to be left there."""
-    url = make_url(database)
-    name = url.database or ""
-    if url.get_backend_name() != "sqlite" or not os.path.isabs(name) or os.path.exists(name):
+    url = urls.parse(database)  # a URL with options after `?` is not looked at: it was written with care
+    name = url.path if url is not None else None
+    if name is None or not os.path.isabs(name) or os.path.exists(name):
         return
     stray = os.path.join(os.getcwd(), os.path.basename(name))
     if os.path.exists(stray):

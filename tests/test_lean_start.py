@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import cache
+from tests.support.databases import TestDatabase
+
+pytest_plugins = ["tests.support.databases"]
 
 HEAVY = ("alembic", "requests", "urllib3", "docker", "apscheduler", "waitress", "kubernetes", "apprise", "jinja2")
 PROBE = """
@@ -95,9 +98,33 @@ def migrated(tmp_path: Path) -> Path:
 def test_the_commands_that_read_import_nothing_only_acting_needs(migrated: Path, args: list[str]) -> None:
     done, modules = _run(migrated, *args)
     assert done.returncode == 0, done.stderr
-    assert modules.isdisjoint(HEAVY), sorted(modules & set(HEAVY))
+    assert modules.isdisjoint({*HEAVY, "sqlalchemy"}), sorted(modules & {*HEAVY, "sqlalchemy"})  # sqlite3 reads
     if "--json" in args:
         assert "rich" not in modules  # the tables' library: not for JSON
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_commands_that_read_use_psycopg_alone(tmp_path: Path, postgres_db: TestDatabase) -> None:
+    config = _config(tmp_path, 3)
+    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path}/reconciler.db", postgres_db.url))
+    upgraded = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "--config", str(config), "db", "upgrade"], capture_output=True
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    for args in (["status", "--json"], ["history", "--watch", "w2", "--json"]):
+        done, modules = _run(config, *args)
+        assert done.returncode == 0, done.stderr
+        assert "psycopg" in modules and modules.isdisjoint({*HEAVY, "sqlalchemy"}), sorted(modules)
+    assert [w["name"] for w in json.loads(_run(config, "status", "--json")[0].stdout)["watches"]] == ["w1", "w2", "w3"]
+
+
+def test_a_database_url_with_options_is_read_through_sqlalchemy(migrated: Path) -> None:
+    text = migrated.read_text()
+    migrated.write_text(text.replace('reconciler.db"', 'reconciler.db?timeout=5"', 1))
+    done, modules = _run(migrated, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "sqlalchemy" in modules and modules.isdisjoint(HEAVY)
+    assert len(json.loads(done.stdout)["watches"]) == 3
 
 
 def test_version_imports_neither_the_database_nor_the_configuration(migrated: Path) -> None:

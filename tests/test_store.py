@@ -11,7 +11,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reconciler import decide, errors, model
-from reconciler.store import queries, tables
+from reconciler.store import queries, rows, tables
 
 T0 = datetime(2026, 8, 3, 12, 0, 0, 123456, tzinfo=UTC)
 IMAGE = model.ImageRef.parse("example/app")
@@ -150,7 +150,7 @@ def test_history_entry_fields(store: queries.Store) -> None:
     store.record_pass(report(failed, started=at(60)))
 
     newest, oldest = store.history()
-    assert newest == queries.HistoryEntry(
+    assert newest == rows.HistoryEntry(
         at=at(60),
         watch="app",
         verdict="error",
@@ -159,7 +159,7 @@ def test_history_entry_fields(store: queries.Store) -> None:
         error="401 unauthorized",
         reason="401 unauthorized",
     )
-    assert oldest == queries.HistoryEntry(
+    assert oldest == rows.HistoryEntry(
         at=at(0),
         watch="app",
         verdict="baseline",

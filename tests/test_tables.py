@@ -27,6 +27,7 @@ from rich.cells import cell_len
 
 from reconciler import cli, database, decide, model, render, report
 from reconciler.store import outbox, queries, schema
+from reconciler.store.rows import HistoryEntry
 
 T0 = datetime(2026, 8, 3, 12, 0, 0, tzinfo=UTC)
 IMAGE = model.ImageRef.parse("xchem/fragalysis-stack")
@@ -144,8 +145,8 @@ def status_document() -> dict[str, Any]:
 
 def history_document(now: datetime = T0, *, error: str = LONG_ERROR) -> dict[str, Any]:
     entries = [
-        queries.HistoryEntry(ago(190, now), "stack-staging", "drift", "latest", TWO, None, "drift reason"),
-        queries.HistoryEntry(ago(4 * 86400, now), LONG_NAME, "error", None, None, error, error),
+        HistoryEntry(ago(190, now), "stack-staging", "drift", "latest", TWO, None, "drift reason"),
+        HistoryEntry(ago(4 * 86400, now), LONG_NAME, "error", None, None, error, error),
     ]
     return report.history_document(entries, [failed_action(now)], limit=50)
 

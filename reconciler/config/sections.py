@@ -9,9 +9,6 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
 from reconciler import errors, model
 from reconciler.config import table as config_table
 from reconciler.config.settings import (
@@ -21,6 +18,7 @@ from reconciler.config.settings import (
     RegistrySettings,
     ServerSettings,
 )
+from reconciler.store import urls
 
 
 def http_url(table: config_table.Table, name: str, *, required: bool, credentials: str) -> str | None:
@@ -36,6 +34,14 @@ def http_url(table: config_table.Table, name: str, *, required: bool, credential
 def database(url: str, where: str, *, base: Path | None = None) -> str:
     """A database URL; with `base` (it came from the configuration file), a relative SQLite path is taken from the
     file's directory, so every command finds the same database wherever it is run from."""
+    plain = urls.parse(url)
+    if plain is not None:  # the usual spellings, read without SQLAlchemy (`status` starts faster); the driver is ours
+        if base is None or plain.path is None or os.path.isabs(plain.path):
+            return url
+        return f"{url[: url.index('://')]}:///{os.path.abspath(base / plain.path)}"
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):

@@ -67,6 +67,11 @@ class NotifySettings:
     timeout: timedelta = DEFAULT_NOTIFY_TIMEOUT
     missing: tuple[MissingSecret, ...] = ()  # named but unset: this target is not sent to
 
+    @property
+    def cannot_send(self) -> str | None:
+        """Why this target sends nothing (its missing secrets), or None."""
+        return "; ".join(str(m) for m in self.missing) or None
+
 
 @dataclass(frozen=True, slots=True)
 class GithubSettings:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, func, insert, select, type_coerce, update
 
 from reconciler import model
-from reconciler.store import schema, tables
+from reconciler.store import glance, schema, tables
 
 PENDING, DELIVERED, DROPPED = tables.NOTICE_STATUSES
 
@@ -183,39 +183,8 @@ class NoticeBox:
 
     def backlog(self, targets: Sequence[str]) -> dict[str, model.Backlog]:
         """Each of these targets' undelivered notifications (and how many were ever dropped), for `status`."""
-        n = tables.notifications
-        with self._begin("read the notification backlog") as conn:
-            pending = conn.execute(
-                select(n.c.target, func.count(), func.min(n.c.created_at), func.min(n.c.next_attempt_at))
-                .where(n.c.status == PENDING, self._ours())
-                .group_by(n.c.target)
-            ).all()
-            dropped = {
-                t: c
-                for t, c in conn.execute(
-                    select(n.c.target, func.count()).where(n.c.status == DROPPED, self._ours()).group_by(n.c.target)
-                )
-            }
-            last_error: dict[str, str] = {}
-            for target, error in conn.execute(
-                select(n.c.target, n.c.last_error)
-                .where(n.c.status == PENDING, n.c.last_error.is_not(None), self._ours())
-                .order_by(n.c.seq.desc())
-            ):
-                last_error[target] = error  # the oldest row's error wins: it holds its queue
-        found = {t: model.Backlog(target=t, dropped=dropped.get(t, 0)) for t in targets}
-        for target, count, oldest, next_at in pending:
-            if target not in found:  # a target no longer configured: its rows are dropped after a day
-                continue
-            found[target] = model.Backlog(
-                target=target,
-                undelivered=count,
-                oldest_at=oldest,
-                next_attempt_at=next_at,
-                last_error=last_error.get(target),
-                dropped=dropped.get(target, 0),
-            )
-        return found
+        with glance.borrowed(self.engine) as reading:
+            return reading.backlog(targets, instance=self._instance)
 
 
 def queue_of(item: model.Outgoing | Any) -> tuple[str, str]:

@@ -14,46 +14,18 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler import errors, model
-from reconciler.store import notices, queries, schema, tables
+from reconciler.store import glance, notices, rows, schema, tables
 
 log = logging.getLogger(__name__)
 Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
 
 
 def action_of(row: Any) -> model.ActionRecord:
-    row = row._mapping  # by key: a Row's attributes cost six times more (10,000 of them: 0.15 s of `status`)
-    return model.ActionRecord(
-        id=row["id"],
-        watch=row["watch"],
-        kind=model.ActionKind(row["kind"]),
-        status=model.ActionStatus(row["status"]),
-        tag=row["tag"],
-        digest=row["digest"],
-        attempt=row["attempt"],
-        created_at=row["created_at"],
-        previous_tag=row["previous_tag"],
-        previous_digest=row["previous_digest"],
-        request=json.loads(row["request"]) if row["request"] else None,
-        external_ref=row["external_ref"],
-        link=row["link"],
-        detail=row["detail"],
-        launched_at=row["launched_at"],
-        finished_at=row["finished_at"],
-        next_attempt_at=row["next_attempt_at"],
-        failure=model.Failure(row["failure"]) if row["failure"] else None,
-        fingerprint=row["fingerprint"],
-        outages=row["outages"],
-        abort=row["abort"],
-        reset_at=row["reset_at"],
-        approval=model.Approval(row["approval"]) if row["approval"] else None,
-        decided_by=row["decided_by"],
-        decided_at=row["decided_at"],
-        released_at=row["released_at"],
-    )
+    return rows.action_of(row._mapping)  # by key: a Row's attributes cost six times more
 
 
 class Outbox:
@@ -75,21 +47,8 @@ class Outbox:
 
     def last_actions(self, names: Sequence[str] | None = None) -> dict[str, model.ActionRecord]:
         """Each watch's open action if it has one (nothing may run beside it), else its newest action."""
-        a = tables.actions
-        newest = select(func.max(a.c.id)).group_by(a.c.watch)
-        if names is not None:  # just these watches' rows, through ix_actions_watch_id
-            newest = newest.where(a.c.watch.in_(names))
-        query = select(a).where(a.c.id.in_(newest) | a.c.status.in_(tables.OPEN_STATUSES))
-        if names is not None:
-            query = query.where(a.c.watch.in_(names))
-        found: dict[str, model.ActionRecord] = {}
-        with self._begin("read the last actions") as conn:
-            for row in conn.execute(query.order_by(a.c.id)):
-                action = action_of(row)
-                kept = found.get(action.watch)
-                if kept is None or not kept.status.open:
-                    found[action.watch] = action
-        return found
+        with glance.borrowed(self.engine) as reading:
+            return reading.last_actions(names)
 
     def rejections(self, names: Sequence[str] | None = None) -> dict[tuple[str, str], model.ActionRecord]:
         """The digests a person rejected, by (watch, digest), that `reconciler retry` has not offered again."""
@@ -110,11 +69,8 @@ class Outbox:
 
     def actions(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[model.ActionRecord]:
         """The newest `limit` actions of these watches (one name or several; every watch when None)."""
-        a = tables.actions
-        with self._begin("read the actions") as conn:
-            return [
-                action_of(r) for r in queries.newest(conn, select(a).order_by(a.c.id.desc()), a.c.watch, watch, limit)
-            ]
+        with glance.borrowed(self.engine) as reading:
+            return reading.actions([watch] if isinstance(watch, str) else watch, limit=limit)
 
     def plan(
         self,

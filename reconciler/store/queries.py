@@ -12,21 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table, case, insert, select, update
+from sqlalchemy import Connection, Engine, Table, case, insert, select, update
 
 from reconciler import errors, model
-from reconciler.store import notices, schema, tables
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    at: datetime
-    watch: str
-    verdict: str
-    tag: str | None
-    digest: str | None
-    error: str | None
-    reason: str
+from reconciler.store import glance, notices, rows, schema, tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,48 +31,6 @@ class RunRecord:
     first_started_at: datetime
     last_finished_at: datetime
     last_summary: str
-
-
-FEW = 100  # watches named in a query; more (a whole configuration) are picked out here
-
-
-def newest(
-    conn: Connection, query: Select[Any], column: Any, watch: str | Sequence[str] | None, limit: int
-) -> list[Any]:
-    """The first `limit` rows of `query` (newest first) whose `column` names one of these watches (every row when
-    None). A few names go into the query, each watch's index finding its rows; many (every watch of a
-    configuration of thousands) are picked out here from the newest rows, read a chunk at a time, since naming
-    them all makes the database gather and sort every row of every one of them."""
-    names = [watch] if isinstance(watch, str) else watch
-    if names is None or len(names) <= FEW:
-        chosen = query if names is None else query.where(column.in_(list(names)))
-        return list(conn.execute(chosen.limit(limit)))
-    wanted, chunk, offset = set(names), max(limit * 4, 500), 0
-    found: list[Any] = []
-    while len(found) < limit:
-        rows = conn.execute(query.limit(chunk).offset(offset)).all()
-        found += [r for r in rows if r._mapping[column.name] in wanted]
-        if len(rows) < chunk:
-            break
-        offset += chunk
-    return found[:limit]
-
-
-def _state(row: Any) -> model.WatchState:
-    row = row._mapping  # by key: faster than a Row's attributes
-    observed = deployed = None
-    if row["observed_tag"] is not None and row["observed_digest"] is not None:
-        observed = model.Seen(tag=row["observed_tag"], digest=row["observed_digest"], since=row["observed_since"])
-    if row["deployed_tag"] is not None and row["deployed_digest"] is not None:
-        deployed = model.Deployed(tag=row["deployed_tag"], digest=row["deployed_digest"], at=row["deployed_at"])
-    return model.WatchState(
-        watch=row["watch"],
-        observed=observed,
-        checked_at=row["checked_at"],
-        last_error=row["last_error"],
-        deployed=deployed,
-        failures=row["check_failures"],
-    )
 
 
 def _state_row(outcome: model.WatchOutcome) -> dict[str, Any]:
@@ -130,11 +77,8 @@ class Store:
         return schema.transaction(self.engine, doing)
 
     def states(self, names: Sequence[str] | None = None) -> dict[str, model.WatchState]:
-        query = select(tables.watch_state)
-        if names is not None:
-            query = query.where(tables.watch_state.c.watch.in_(names))
-        with self._begin("read the watch states") as conn:
-            return {row.watch: _state(row) for row in conn.execute(query)}
+        with glance.borrowed(self.engine) as reading:
+            return reading.states(names)
 
     def record_pass(self, report: model.RunReport) -> None:
         """The states, the changes (as observations) and the run itself, in one transaction.
@@ -227,23 +171,10 @@ class Store:
             index_elements=[tables.watch_state.c.watch], set_={c: stmt.excluded[c] for c in columns}
         )
 
-    def history(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[HistoryEntry]:
+    def history(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[rows.HistoryEntry]:
         """The newest `limit` observed changes of these watches (one name or several; every watch when None)."""
-        o = tables.observations
-        query = select(o).order_by(o.c.at.desc(), o.c.id.desc())
-        with self._begin("read the history") as conn:
-            return [
-                HistoryEntry(
-                    at=r.at,
-                    watch=r.watch,
-                    verdict=r.verdict,
-                    tag=r.tag,
-                    digest=r.digest,
-                    error=r.error,
-                    reason=r.reason,
-                )
-                for r in newest(conn, query, o.c.watch, watch, limit)
-            ]
+        with glance.borrowed(self.engine) as reading:
+            return reading.history([watch] if isinstance(watch, str) else watch, limit=limit)
 
     def last_run(self) -> RunRecord | None:
         """This instance's newest hour of passes, if it ran any."""

@@ -21,11 +21,11 @@ from sqlalchemy import ColumnElement, Connection, Engine, func, inspect, literal
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import errors
+from reconciler.store import HEAD
 
 if TYPE_CHECKING:  # Alembic (a third of a second) is imported only to migrate: `status` reads the revision itself
     from alembic.config import Config
 
-HEAD = "0006"  # the newest migration's revision (tests/test_migrations.py checks that Alembic agrees)
 _ALEMBIC = threading.Lock()
 MIGRATION_LOCK = 0x7265636F6E63  # "reconc": the PostgreSQL advisory lock that serialises migrations
 _SOURCE_TREE = Path(__file__).resolve().parents[2] / "migrations"  # a checkout run without installing it
