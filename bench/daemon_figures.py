@@ -25,7 +25,7 @@ database: the rows of `runs_hourly` (one per hour) and the passes they count, e.
 5s --idle 150`.
 
     .venv/bin/python bench/daemon_figures.py [--pushes 10] [--idle 5] [--watches 1] [--soak 600] [--soak-every 3]
-        [--interval 1h]
+        [--interval 1h] [--database URL]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import sqlalchemy
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fakes.awx import FakeAwx
@@ -53,7 +54,7 @@ from tests.support.registry import LocalRegistry, free_port, push_many, push_sch
 
 CONFIG = """
 [reconciler]
-database = "sqlite:///{db}"
+database = "{database}"
 interval = "{interval}"
 jitter = "0s"
 [server]
@@ -123,10 +124,10 @@ def all_in_sync(port: int, count: int) -> bool:
 
 
 def write_config(
-    path: Path, *, db: Path, port: int, registry: str, awx: str, tags: list[str], interval: str = "1h"
+    path: Path, *, database: str, port: int, registry: str, awx: str, tags: list[str], interval: str = "1h"
 ) -> None:
     extra = "".join(f'[[watch]]\nname = "tag-{t}"\nimage = "{EXTRA_REPO}"\ntag = "{t}"\n' for t in tags)
-    path.write_text(CONFIG.format(db=db, port=port, registry=registry, awx=awx, interval=interval) + extra)
+    path.write_text(CONFIG.format(database=database, port=port, registry=registry, awx=awx, interval=interval) + extra)
 
 
 class Pusher:
@@ -216,6 +217,7 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of pushes while VmRSS is sampled")
     parser.add_argument("--soak-every", type=float, default=3.0, help="seconds between the soak's pushes")
     parser.add_argument("--interval", default="1h", help="every watch's interval (default 1h: only webhooks)")
+    parser.add_argument("--database", help="an empty database's URL (default: an SQLite file in the temp dir)")
     args = parser.parse_args()
     count = max(args.watches, DEFAULT_WATCHES)
     # /status answers for every watch: with many, asked 200 times a second it would slow the passes it waits for
@@ -235,7 +237,7 @@ def main() -> None:
                 print(f"seeded {len(tags)} tags of {EXTRA_REPO} in {time.monotonic() - seeded:.1f} s")
             write_config(
                 work / "config.toml",
-                db=work / "r.db",
+                database=args.database or f"sqlite:///{work / 'r.db'}",
                 port=port,
                 registry=registry.base,
                 awx=awx.base,
@@ -285,9 +287,11 @@ def main() -> None:
                     code = proc.wait()
                 stopped = time.monotonic() - stopping
         log_lines = log_path.read_text(errors="replace").splitlines()
-        with sqlite3.connect(work / "r.db") as db:  # what the passes left of themselves
-            hours, passes = db.execute("SELECT count(*), coalesce(sum(passes), 0) FROM runs_hourly").fetchone()
-            per_pass = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        engine = sqlalchemy.create_engine(args.database or f"sqlite:///{work / 'r.db'}")
+        with engine.connect() as db:  # what the passes left of themselves
+            hours, passes = db.exec_driver_sql("SELECT count(*), coalesce(sum(passes), 0) FROM runs_hourly").one()
+            per_pass = db.exec_driver_sql("SELECT count(*) FROM runs").scalar()
+        engine.dispose()
 
     print(f"start-up pass over {count} watch{'es' if count > 1 else ''}: all in sync after {startup:.1f} s")
     print(

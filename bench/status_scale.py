@@ -8,7 +8,8 @@ SQL (sqlite3 executemany in one transaction; psycopg COPY), not through the prod
 --rows observations spread evenly over the watches, --actions succeeded AWX actions per watch; then ANALYZE (VACUUM
 ANALYZE on PostgreSQL, so that autovacuum does not start during the timings). Times each command as a subprocess
 (wall clock; a checked warm-up, then --runs interleaved rounds) and prints median/min/max beside its target and its
-floor in the same run: the interpreter's start (`python -c pass`), the CLI's import, the bare query of the same rows;
+floor in the same run: the interpreter's start (`python -c pass`), the CLI's import, the database's driver imported
+and connected (what `status` and `history` read through; beside it, SQLAlchemy's), the bare query of the same rows;
 and the warm-up's time ("cold": the product's parsed copy of config.toml, kept in $XDG_CACHE_HOME, which points into
 the temp dir, is removed before it). Bytecode is kept (PYTHONPYCACHEPREFIX in the temp dir, PYTHONDONTWRITEBYTECODE
 unset), as an installed wheel has its .pyc, unless --no-pyc. A measurement: always exits 0.
@@ -57,6 +58,10 @@ ACTION += " created_at launched_at finished_at"
 
 
 _CONNECT = "import sqlalchemy, sys; sqlalchemy.create_engine(sys.argv[1]).connect().close()"
+_DRIVER = (
+    "import sys; a = sys.argv[1]; db = __import__('psycopg' if a.startswith('postgresql') else 'sqlite3');"
+    " db.connect(a).close()"
+)
 
 
 def write_config(path: Path, watches: int, action: str) -> None:
@@ -206,7 +211,9 @@ def bench(kind: str, work: Path, args: argparse.Namespace, env: dict[str, str], 
     floors: dict[str, list[str]] = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "import reconciler.cli": [sys.executable, "-c", "import reconciler.cli"],
-        # What any command that reads the database through SQLAlchemy pays before its first query.
+        # What `status` and `history` pay before their first query: the database's own driver, and a connection.
+        "import driver, connect": [sys.executable, "-c", _DRIVER, psql_url or str(work / "reconciler.db")],
+        # What a command reading through SQLAlchemy would pay instead (the other commands do).
         "import sqlalchemy, connect": [
             sys.executable,
             "-c",
