@@ -2,7 +2,7 @@
 the width or ends in a space, digests show 12 hex digits, times are ages, long names and notes end in "…" instead of
 wrapping, an AWX link is printed whole, and no escape code reaches a pipe or a NO_COLOR terminal. Each row is its main
 line (found by its first cell), then, when the note column (NOTE, REASON, DETAIL) would cut a note short (narrower
-than the longest note and than render.NOTE_ROOM, as at 80 columns), its note under the second column, wrapped at spaces
+than the longest note and than columns.NOTE_ROOM, as at 80 columns), its note under the second column, wrapped at spaces
 onto one line or two and cut with "…" at the width if it needs more, then its link, if any. Documents come from
 `reconciler.report`, the same functions the CLI uses; the end-to-end tests run the CLI on a SQLite database filled
 through the store, or on a fresh one. Nothing sleeps.
@@ -50,7 +50,7 @@ NOT_FOUND = (  # 114 characters, as the registry client says it: two lines under
 )
 # an AWX watch's note while its token is not set: 59 characters
 CANNOT_ACT = "cannot act: AWX_TOKEN is not set (awx.production.token_env)"
-NOTE_LINES = 2  # render.NOTE_LINES: a note under its row takes one line, or two, never more
+NOTE_LINES = 2  # columns.NOTE_LINES: a note under its row takes one line, or two, never more
 Draw = Callable[..., None]
 Note = str | tuple[str, ...] | EllipsisType | None  # the note, one of these, any note (not checked), or none shown
 Spec = tuple[str, Note, str | None]  # a row: its first cell, its note, its link
@@ -232,7 +232,7 @@ def starts_with_cell(line: str, cell: str) -> bool:
 
 
 def says(parts: Sequence[str], text: str, room: int) -> bool:
-    """`parts`, the lines of a note under its row without their indent, say `text` by the rule of `render._under`: one
+    """`parts`, the lines of a note under its row without their indent, say `text` by the rule of `columns._under`: one
     line or two (never more), none empty, none starting or ending with a space, none wider than `room` terminal cells,
     and two only when the text does not fit on one; joined with spaces, they are the text with its whitespace
     normalised, whole, or a prefix of it ending in "…" whose last line fills `room` exactly (a wide character that would
@@ -272,7 +272,7 @@ class Row(NamedTuple):
 def rows_of(
     lines: list[str], specs: tuple[Spec, ...], width: int, *, firsts: bool = True
 ) -> tuple[list[Row], list[str]]:
-    """The table at the top of `lines`, row by row, checked against the rule of `render._table`: the header, then for
+    """The table at the top of `lines`, row by row, checked against the rule of `columns.table`: the header, then for
     each row its main line, exactly one, which starts with the row's first cell (whole or cut with "…"); then, when the
     note column was dropped (its header is missing), the row's note (unless none is shown) on one line or two, all
     indented to the second column, which say the note by the rule of `says` (any note for `...`: one line or two);
