@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from reconciler import clients, errors, metrics, model
-from reconciler.registry import auth, client
+from reconciler.registry import answers, auth, client
 from tests.fakes.hub import FakeHub
 
 STACK = model.ImageRef.parse("xchem/fragalysis-stack")
@@ -158,7 +158,7 @@ def test_an_absolute_next_page_link_on_the_same_origin_is_followed() -> None:
     ],
 )
 def test_origins_compare_scheme_host_and_port(first: str, second: str, same: bool) -> None:
-    assert (client.origin(first) == client.origin(second)) is same
+    assert (answers.origin(first) == answers.origin(second)) is same
 
 
 # Redirects to another host ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Only tags in the OCI grammar (`model.check_tag`: at most 128 of letters, digits,
 `-`) leave `tags`; any other is skipped with one warning per image and tag for the life of the client (the daemon
 holds one), so a registry's junk tag can neither be chosen nor break storing a pass.
 
-Credentials stay on the registry's own origin (scheme, host and port of its API base):
+Credentials stay on the registry's own origin (scheme, host and port of its API base, as `answers.origin` reads them):
 * a `Link: <…>; rel="next"` to another origin is refused with one `RegistryError` and nothing is sent there.
   Following it anonymously would hand the tag list, and so the release chosen, to a host nobody configured,
   and its 401 would name a token realm that our Basic credentials would then be sent to;
@@ -25,9 +25,9 @@ unlimited), or with one that is no count of at most 12 digits, drops the registr
 the gauge built on it disappears.
 
 No answer crashes a check: values are read with bounds where they enter (JSON of any nesting, counts of at most 12
-digits, `Link` and redirect `Location` URLs that may not parse, registry text cut to one printable line), and
-`digest`/`tags` have one guard that turns whatever else an answer raises into one `RegistryError` naming the
-registry and image.
+digits, `Link` and redirect `Location` URLs that may not parse, registry text cut to one printable line by
+`answers.error_message`), and `digest`/`tags` have one guard, `answers.unforeseen`, that turns whatever else an
+answer raises into one `RegistryError` naming the registry and image.
 
 A repository that does not exist, or that we may not see, reads "<image>: repository not found or private
 (registry <registry> answered <status>)", whichever request found it:
@@ -46,18 +46,17 @@ A repository that does not exist, or that we may not see, reads "<image>: reposi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Iterable, Mapping
+from urllib.parse import urljoin
 
 import requests
 
 from reconciler import errors, model
-from reconciler.registry import auth
+from reconciler.registry import answers, auth
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +70,8 @@ ACCEPT = ", ".join(MEDIA_TYPES)
 DOCKER_HUB_API = "https://registry-1.docker.io"
 MAX_TAG_PAGES = 1000
 MAX_WARNED_TAGS = 10_000  # invalid (image, tag) pairs remembered; past it, further ones are skipped silently
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _RATELIMIT = re.compile(r"\s*([0-9]{1,12})\s*;\s*w=([0-9]{1,12})\s*")  # fullmatch; bounded: int() of 5,000 digits fails
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch
-_ERROR_CODE = re.compile(r"[A-Z][A-Z_]{0,39}")  # fullmatch: NAME_UNKNOWN, MANIFEST_UNKNOWN, …
 
 
 def api_base(registry: str, overrides: Mapping[str, str]) -> str:
@@ -82,71 +79,6 @@ def api_base(registry: str, overrides: Mapping[str, str]) -> str:
     if registry in overrides:
         return overrides[registry].rstrip("/")
     return DOCKER_HUB_API if registry == model.DOCKER_HUB else f"https://{registry}"
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """Scheme, host and port of a URL, in the form in which two spellings of one origin compare equal."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:  # an unreadable port: an origin nothing else has
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme, -1)
-
-
-def _show_origin(url: str) -> str:
-    scheme, host, port = origin(url)
-    return auth.one_line(f"{scheme}://{host}:{port}", 120)
-
-
-def _show_tag(tag: str) -> str:
-    """A tag fit for one log line: escaped, and cut short when it is too long to be a tag anyway."""
-    return repr(tag) if len(tag) <= 128 else f"a {len(tag)}-character tag starting {tag[:32]!r}"
-
-
-def _error_message(response: requests.Response) -> str:
-    """The registry's own words from the OCI error envelope (`detail` may be any JSON type), as one line."""
-    try:
-        found = auth.json_body(response)["errors"][0]
-        text = str(found.get("message") or found.get("code"))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
-        try:  # not the envelope: the body's first line, read without guessing the charset of a large body
-            text = response.content[:4096].decode(response.encoding or "utf-8", "replace")
-        except LookupError:  # a charset Python does not know
-            text = response.content[:4096].decode("utf-8", "replace")
-    return auth.one_line(text) or auth.one_line(response.reason or "") or "no reason given"
-
-
-def _error_code(response: requests.Response) -> str | None:
-    """The first error's `code` in the OCI error envelope, when the body is one and the code looks like one."""
-    try:
-        code = auth.json_body(response)["errors"][0]["code"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else None
-
-
-def _repository_not_found(image: model.ImageRef, response: requests.Response) -> errors.TagNotFound:
-    code = _error_code(response)
-    answered = f"404 {code}" if code else "404"
-    return errors.TagNotFound(
-        f"{image}: repository not found or private (registry {image.registry} answered {answered})"
-    )
-
-
-@contextlib.contextmanager
-def _unforeseen(registry: str, what: str) -> Iterator[None]:
-    """The boundary: what a registry's answer raises that no reader foresaw becomes one RegistryError."""
-    try:
-        yield
-    except errors.ReconcilerError:
-        raise
-    except Exception as exc:  # a watch's check must end in our error tree, whatever the registry sent
-        log.debug("registry %s: unreadable answer for %s", registry, what, exc_info=True)
-        raise errors.RegistryError(
-            f"registry {registry} sent an answer for {what} that cannot be read ({type(exc).__name__})"
-        ) from None  # never str(exc): it may quote a header, and so a credential
 
 
 class RegistryClient:
@@ -172,7 +104,7 @@ class RegistryClient:
     def digest(self, image: model.ImageRef, tag: str) -> str:
         """The digest the tag points at now (the index digest for a multi-arch image)."""
         what = f"{image}:{tag}"
-        with _unforeseen(image.registry, what):
+        with answers.unforeseen(image.registry, what):
             url = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/manifests/{tag}"
             response = self._send("HEAD", url, image=image, what=what)
             if response.status_code == 404:
@@ -191,7 +123,7 @@ class RegistryClient:
     def tags(self, image: model.ImageRef) -> list[str]:
         """Every valid tag of the repository, following `Link: <…>; rel="next"` pages in the registry's order."""
         what = f"the tags of {image}"
-        with _unforeseen(image.registry, what):
+        with answers.unforeseen(image.registry, what):
             first = f"{api_base(image.registry, self._urls)}/v2/{image.repository}/tags/list"
             url: str | None = first
             seen_urls: set[str] = set()
@@ -202,7 +134,7 @@ class RegistryClient:
                 seen_urls.add(url)
                 response = self._send("GET", url, image=image, what=what)
                 if response.status_code == 404:
-                    raise _repository_not_found(image, response)
+                    raise answers.repository_not_found(image, response)
                 self._check(response, what=what, registry=image.registry)
                 found.extend(self._parse_tags(response, image))
                 url = self._next_page(response, first=first, image=image)
@@ -217,8 +149,8 @@ class RegistryClient:
             response = self._send("GET", url, image=image, what=f"the tags of {image}")
         except errors.RegistryError:  # the list cannot tell: the manifest's 404 is the answer
             return missing_tag
-        if response.status_code == 404 and _error_code(response) == "NAME_UNKNOWN":
-            return _repository_not_found(image, response)
+        if response.status_code == 404 and answers.error_code(response) == "NAME_UNKNOWN":
+            return answers.repository_not_found(image, response)
         return missing_tag
 
     @staticmethod
@@ -227,7 +159,7 @@ class RegistryClient:
         following = response.links.get("next", {}).get("url")
         try:
             url = urljoin(response.url, following) if following else None
-            leaves = url is not None and origin(url) != origin(first)
+            leaves = url is not None and answers.origin(url) != answers.origin(first)
         except ValueError:  # `http://[`, a netloc that NFKC-normalises into another
             raise errors.RegistryError(
                 f"registry {image.registry} sent a next-page link for the tags of {image} that cannot be read"
@@ -235,8 +167,8 @@ class RegistryClient:
         if url is not None and leaves:
             raise errors.RegistryError(
                 f"registry {image.registry} sent a next-page link for the tags of {image} that leaves "
-                f"{_show_origin(first)} for {_show_origin(url)}; it is not followed, so neither our credentials "
-                "nor its tags cross over (set the registry's url to that origin if you trust it)"
+                f"{answers.show_origin(first)} for {answers.show_origin(url)}; it is not followed, so neither our "
+                "credentials nor its tags cross over (set the registry's url to that origin if you trust it)"
             )
         return url
 
@@ -256,7 +188,7 @@ class RegistryClient:
                         "registry %s lists %s for %s, which is not a valid tag (at most 128 letters, digits, . _ -, "
                         "not starting with . or -); skipping it",
                         image.registry,
-                        _show_tag(tag),
+                        answers.show_tag(tag),
                         image,
                     )
         return kept
@@ -276,10 +208,11 @@ class RegistryClient:
         scope = f"repository:{image.repository}:pull"
         headers = {"Accept": ACCEPT, **self._auth.cached_header(registry, scope)}
         response = self._request(method, url, headers=headers, registry=registry, what=what)
-        if response.status_code == 401 and origin(response.url) != origin(url):
+        if response.status_code == 401 and answers.origin(response.url) != answers.origin(url):
             raise errors.RegistryAuthError(
-                f"registry {registry} redirected {what} to {_show_origin(response.url)}, which asked for credentials; "
-                f"they are only sent to {_show_origin(url)} (set the registry's url to that origin if you trust it)"
+                f"registry {registry} redirected {what} to {answers.show_origin(response.url)}, which asked for "
+                f"credentials; they are only sent to {answers.show_origin(url)} (set the registry's url to that origin "
+                "if you trust it)"
             )
         if response.status_code == 401:
             challenge = response.headers.get("WWW-Authenticate")
@@ -333,7 +266,7 @@ class RegistryClient:
             shown = auth.one_line(url)
             raise errors.RegistryError(f"registry {registry} did not answer in time for {what} ({shown})") from None
         except requests.RequestException as exc:
-            reason = _root_cause(exc)
+            reason = answers.root_cause(exc)
             shown = auth.one_line(url)
             raise errors.RegistryError(f"cannot reach registry {registry} for {what} at {shown}: {reason}") from None
         with self._lock:
@@ -347,7 +280,7 @@ class RegistryClient:
         status = response.status_code
         if 200 <= status < 300:
             return
-        message = _error_message(response)
+        message = answers.error_message(response)
         if status == 429:
             raise errors.RegistryRateLimited(
                 f"registry {registry} is rate-limiting requests for {what} (429: {message}); "
@@ -356,20 +289,3 @@ class RegistryClient:
         if status == 403:
             raise errors.RegistryAuthError(f"registry {registry} denied access to {what} (403: {message})")
         raise errors.RegistryError(f"registry {registry} answered {status} for {what}: {message}")
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error chain, short enough for one line."""
-    text = str(exc)
-    for marker in (
-        "Connection refused",
-        "Name or service not known",
-        "timed out",
-        "No route to host",
-        "Temporary failure in name resolution",
-        "certificate verify failed",
-        "Connection reset",
-    ):
-        if marker in text:
-            return marker.lower()
-    return type(exc).__name__
