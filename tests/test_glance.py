@@ -5,16 +5,17 @@ other and with what was written. A database that cannot be read is one line, wit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Engine, Table, create_engine, insert
 
-from reconciler import config, reading
-from reconciler.store import glance, schema, tables, urls
+from reconciler import config, database, errors, reading
+from reconciler.store import glance, notices, outbox, queries, schema, tables, urls
 from tests.support.cli import run_cli
 from tests.support.databases import TestDatabase
 
@@ -142,11 +143,14 @@ def _fill(engine: Engine) -> None:
 
 
 @pytest.fixture
-def filled(tmp_path: Path, db: TestDatabase) -> Iterator[tuple[config.Settings, Engine]]:
-    engine = db.engine()
+def filled(tmp_path: Path, plain_db: TestDatabase) -> Iterator[tuple[config.Settings, Engine]]:
+    engine = plain_db.engine()
     schema.upgrade(engine)
     _fill(engine)
-    yield _config(tmp_path, db.url), engine
+    if plain_db.backend == "postgresql":  # an empty schema first on the search_path ("$user"): still found
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS postgres")
+    yield _config(tmp_path, plain_db.url), engine
     engine.dispose()
 
 
@@ -159,9 +163,7 @@ def _documents(read: reading.Reading) -> dict[str, Any]:
     }
 
 
-def test_the_driver_and_the_pool_say_the_same_and_what_was_written(
-    filled: tuple[config.Settings, Engine], db: TestDatabase
-) -> None:
+def test_the_driver_and_the_pool_say_the_same_and_what_was_written(filled: tuple[config.Settings, Engine]) -> None:
     settings, engine = filled
     assert urls.parse(settings.database) is not None  # the test databases' URLs are plain: read by the driver
     bare = _documents(reading.Reading(settings))
@@ -242,3 +244,41 @@ def test_a_database_that_cannot_be_reached_is_one_line_without_its_password(tmp_
     assert lines[0].startswith(
         "reconciler: cannot connect to the database postgresql+psycopg://reader:***@127.0.0.1:1/nowhere:"
     )
+
+
+def test_an_unreachable_database_is_a_store_error_through_the_pool_too(tmp_path: Path) -> None:
+    """What the daemon's passes read (the engine's pool) fails as one StoreError, which it reports once a
+    minute, never as an internal error; and the password is in no message."""
+    engine = database.database_engine("postgresql+psycopg://reader:s3cr3t-pw@127.0.0.1:1/nowhere")
+    try:
+        for read in (
+            lambda: queries.Store(engine).states(["w"]),
+            lambda: outbox.Outbox(engine).last_actions(["w"]),
+            lambda: notices.NoticeBox(engine).backlog(["chat"]),
+        ):
+            with pytest.raises(errors.StoreError) as failed:
+                read()
+            assert str(failed.value).startswith("cannot connect to the database postgresql+psycopg://reader:***@")
+            assert "s3cr3t-pw" not in str(failed.value)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_that_dies_while_reading_is_dropped_quietly(
+    plain_postgres_db: TestDatabase, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = plain_postgres_db.engine()
+    schema.upgrade(engine)
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with pytest.raises(errors.StoreError), glance.borrowed(engine) as reading:
+            with admin.connect() as conn:  # the server ends this connection, as a failover would
+                pid = reading._rows("SELECT pg_backend_pid()", doing="read the pid")[0][0]
+                conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            reading.states()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        assert queries.Store(engine).states() == {}  # the pool gives a live one next
+    finally:
+        admin.dispose()
+        engine.dispose()

@@ -104,9 +104,11 @@ def test_the_commands_that_read_import_nothing_only_acting_needs(migrated: Path,
 
 
 @pytest.mark.postgres
-def test_on_postgresql_the_commands_that_read_use_psycopg_alone(tmp_path: Path, postgres_db: TestDatabase) -> None:
+def test_on_postgresql_the_commands_that_read_use_psycopg_alone(
+    tmp_path: Path, plain_postgres_db: TestDatabase
+) -> None:
     config = _config(tmp_path, 3)
-    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path}/reconciler.db", postgres_db.url))
+    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path}/reconciler.db", plain_postgres_db.url))
     upgraded = subprocess.run(
         [sys.executable, "-m", "reconciler.cli", "--config", str(config), "db", "upgrade"], capture_output=True
     )

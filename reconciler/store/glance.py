@@ -41,10 +41,12 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _driver_errors() -> tuple[type[Exception], ...]:
+def _driver_errors(dialect: str) -> tuple[type[Exception], ...]:
+    if dialect == "sqlite":
+        return (sqlite3.Error,)
     import psycopg  # noqa: PLC0415  (imported already wherever a PostgreSQL connection was made)
 
-    return (sqlite3.Error, psycopg.Error)
+    return (psycopg.Error,)
 
 
 class Glance:
@@ -57,7 +59,7 @@ class Glance:
         self.shown = shown
 
     def _rows(self, sql: str, params: Sequence[Any] = (), *, doing: str) -> list[tuple[Any, ...]]:
-        errors_ = (sqlite3.Error,) if self.dialect == "sqlite" else _driver_errors()
+        errors_ = _driver_errors(self.dialect)
         try:
             cursor = self._conn.cursor()
             try:
@@ -77,9 +79,9 @@ class Glance:
             listed = (
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('watch_state', 'alembic_version')"
             )
-        else:
-            listed = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-            listed += " AND table_name IN ('watch_state', 'alembic_version')"
+        else:  # the tables the search_path finds, as SQLAlchemy (the other commands) finds them
+            listed = "SELECT t FROM unnest(ARRAY['watch_state', 'alembic_version']) AS t"
+            listed += " WHERE to_regclass(t) IS NOT NULL"
         found = {r[0] for r in self._rows(listed, doing="read the tables")}
         if "watch_state" not in found:
             return None
@@ -204,17 +206,22 @@ def connect(url: urls.PlainURL, shown: str) -> Iterator[Glance | None]:
 
 @contextmanager
 def borrowed(engine: Engine) -> Iterator[Glance]:
-    """One connection of the engine's pool, given back (rolled back) when done."""
+    """One connection of the engine's pool, given back (rolled back) when done; after an error, dropped from the
+    pool instead (it may be a dead one), quietly, as SQLAlchemy drops a connection that failed it."""
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     shown = engine.url.render_as_string(hide_password=True)
-    try:
+    failing: tuple[type[Exception], ...] = (SQLAlchemyError, *_driver_errors(engine.dialect.name))
+    try:  # the pool raises the driver's own error when it cannot connect, SQLAlchemy's for a pool timeout
         conn = engine.raw_connection()
-    except SQLAlchemyError as exc:
+    except failing as exc:
         original = getattr(exc, "orig", None) or exc
         raise errors.StoreError(f"cannot connect to the database {shown}: {_first_line(original)}") from None
     try:
         yield Glance(conn, engine.dialect.name, shown)
+    except errors.StoreError:
+        conn.invalidate()
+        raise
     finally:
         conn.close()
 

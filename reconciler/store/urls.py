@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 _URL = re.compile(r"(?P<backend>[a-z0-9]+)(?:\+(?P<driver>[a-z0-9_]+))?://(?P<rest>[^\s]*)\Z")
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+# user[:password]@host[:port]/database, each spelled as libpq and SQLAlchemy read it alike: no escapes (`%`), no
+# options (`?`), hosts by name, IPv4 or [IPv6]. libpq reads a bad escape differently, and echoes the URL in its error.
+_PLAIN_POSTGRESQL = re.compile(
+    r"(?:[A-Za-z0-9._~-]+(?::[A-Za-z0-9._~!$&'()*+,;=-]*)?@)?"
+    r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._-]*)?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +27,8 @@ class PlainURL:
 
 
 def hidden(url: str) -> str:
-    """The URL with its password (if any) shown as ***, as SQLAlchemy shows it."""
-    return _PASSWORD.sub(r"\1***@", url)
+    """The URL with its password (if any, or a `password=` option) shown as ***, as SQLAlchemy shows it."""
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
 
 
 def parse(url: str) -> PlainURL | None:
@@ -35,11 +41,6 @@ def parse(url: str) -> PlainURL | None:
             return None  # options, escapes, a home directory or a host: SQLAlchemy's to read
         path = rest[1:]
         return PlainURL("sqlite", path=None if path in ("", ":memory:") else path)
-    if backend == "postgresql" and driver == "psycopg":
-        conninfo = f"postgresql://{rest}"
-        try:
-            urlsplit(conninfo).port  # noqa: B018  (a port that is not a number, or several hosts: not plain)
-        except ValueError:
-            return None
-        return PlainURL("postgresql", conninfo=conninfo)
+    if backend == "postgresql" and driver == "psycopg" and _PLAIN_POSTGRESQL.fullmatch(rest):
+        return PlainURL("postgresql", conninfo=f"postgresql://{rest}")
     return None

@@ -4,6 +4,7 @@ Owns: the `db` / `db_url` / `db_engine` / `migrated_engine` fixtures, each param
 PostgreSQL. A SQLite database is a file in the test's `tmp_path`; a PostgreSQL database is a fresh schema
 `t_<uuid>` on the server of `postgres_url` (tests/conftest.py), selected with `search_path` and dropped with
 CASCADE afterwards, so tests never see each other's tables, even when suites run concurrently on one server.
+`plain_db` is the same but for its PostgreSQL half, a fresh database `t_<uuid>` whose URL needs no options.
 Without PostgreSQL its half is skipped (a failure under CI, by `postgres_url`).
 Must not: create tables by hand; `migrated_engine` runs the real migrations (`schema.upgrade`).
 
@@ -86,6 +87,33 @@ def _postgres_schema(postgres_url: str) -> Iterator[TestDatabase]:
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def plain_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
+    """An empty database whose URL is plain (reconciler/store/urls.py), so that `status` and `history` read it
+    through the driver alone: a SQLite file, or on PostgreSQL a fresh database (a schema's URL needs `?options=`,
+    which SQLAlchemy reads)."""
+    if request.param == "sqlite":
+        yield TestDatabase(backend="sqlite", url=f"sqlite:///{tmp_path / 'reconciler.db'}")
+        return
+    yield request.getfixturevalue("plain_postgres_db")
+
+
+@pytest.fixture
+def plain_postgres_db(postgres_url: str) -> Iterator[TestDatabase]:
+    """`plain_db`'s PostgreSQL half alone: a fresh database, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex}"
+    admin = _admin_engine(postgres_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        yield TestDatabase(backend="postgresql", url=url)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
