@@ -67,11 +67,6 @@ class Outbox:
             rows = conn.execute(select(a.c.external_ref).where(a.c.external_ref.is_not(None)))
             return {str(r.external_ref) for r in rows}
 
-    def actions(self, *, watch: str | Sequence[str] | None = None, limit: int = 50) -> list[model.ActionRecord]:
-        """The newest `limit` actions of these watches (one name or several; every watch when None)."""
-        with glance.borrowed(self.engine) as reading:
-            return reading.actions([watch] if isinstance(watch, str) else watch, limit=limit)
-
     def plan(
         self,
         *,
