@@ -1,9 +1,8 @@
 """`reconciler run`: the long-running daemon.
 
-APScheduler 3.x runs one job per watch at its interval (with jitter, `coalesce=True`) and one job that holds the
-lease. Only the instance holding the lease acts: it polls its watches (a pass for each at start-up), renews the
-lease, and when it loses it — taken by another, or expired while the database was away — pauses its watches and
-stands by, taking it again only by the normal rules. A database outage is one warning a minute, not a crash.
+APScheduler 3.x runs one job per watch at its interval (with jitter, `coalesce=True`) and one job in which a
+LeaseKeeper (`reconciler.daemon_lease`) holds the lease. Only the instance holding it acts: taking it starts a pass
+for each watch and a prune; standing by pauses the watches' jobs.
 A trigger (POST /reconcile, a webhook) that arrives while that watch's pass runs is never dropped: the pass runs
 again right after. Waitress serves the endpoints. SIGTERM/SIGINT set the stop event: a running action notices it at
 its next poll (its sleeps wake at once) and stops, left `launched` to be resumed; the scheduler and server stop and
@@ -12,6 +11,7 @@ the lease is released, well within 10 s. The daemon receives everything it needs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from waitress.server import create_server
 
-from reconciler import approval_desk, endpoints, errors, lease, metrics, model, readiness
+from reconciler import approval_desk, daemon_lease, endpoints, errors, lease, metrics, model, readiness
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
 LEASE_JOB = "_lease"
 PRUNE_JOB = "_prune"
 PRUNE_EVERY = 3600.0  # seconds between prunes (`[reconciler].keep`); the first when the lease is taken
-OUTAGE_LOG_EVERY = 60.0  # seconds between the warnings while the database does not answer
 STOP_WAIT = 8.0  # seconds a stop waits for running passes to leave their actions resumable
 PassRunner = Callable[[Sequence[str]], model.RunReport]
 
@@ -68,8 +67,10 @@ class Daemon:
     ) -> None:
         self._watches = {w.name: w for w in watches}
         self._run_pass = run_pass
-        self._lease = holder
-        self._lease_ttl = holder.ttl
+        self.stop = stop or threading.Event()
+        self._keeper = daemon_lease.LeaseKeeper(
+            holder, stop=self.stop, monotonic=monotonic, stand_by=self._pause_watches, taken=self._start_acting
+        )
         self._status = status
         self._prune = prune
         self._database_ok = database_ok
@@ -78,17 +79,12 @@ class Daemon:
         self._desk = approval_desk.Desk(
             approvals,
             watches=self._watches,
-            acting=lambda: self._acting,
+            acting=lambda: self._keeper.acting,
             trigger=self.trigger,
             can_approve=server.token is not None,
         )
         self._clock = clock
         self._monotonic = monotonic
-        self.stop = stop or threading.Event()
-        self._acting = False
-        self._standby_logged = False
-        self._renewed_at = 0.0  # monotonic time of the last renewal that the database confirmed
-        self._outage_logged_at: float | None = None
         self._readiness = readiness.Readiness(watches, clock)
         self._seen_internal: set[str] = set()  # (job, error type) already logged with a traceback
         self._passes = threading.Lock()
@@ -133,10 +129,10 @@ class Daemon:
         for watch in self._watches.values():
             trigger = IntervalTrigger(seconds=watch.interval.total_seconds(), jitter=watch.jitter.total_seconds())
             self._scheduler.add_job(self._poll, trigger, id=watch.name, args=[watch.name], next_run_time=None)
-        every = max(self._lease_ttl.total_seconds() / 3, 1.0)
+        every = max(self._keeper.ttl.total_seconds() / 3, 1.0)
         self._scheduler.add_executor(ThreadPoolExecutor(1), "lease")  # never queued behind slow passes
         self._scheduler.add_job(
-            self._hold_lease,
+            lambda: self._guarded("lease", self._keeper.hold),
             IntervalTrigger(seconds=every),
             id=LEASE_JOB,
             next_run_time=self._clock(),
@@ -175,21 +171,13 @@ class Daemon:
         # (EBADF), which waitress logs with a traceback.
         self._http.task_dispatcher.shutdown(timeout=2)
         self._http.close()
-        if self._acting and not self._busy():
-            releasing = threading.Thread(target=self._release, name="release", daemon=True)
-            releasing.start()
-            releasing.join(timeout=2.0)  # it expires by itself anyway
+        if self._keeper.acting and not self._busy():
+            self._keeper.release(wait=2.0)
         log.info("stopped")
 
     def _busy(self) -> bool:
         with self._passes:
             return bool(self._running)
-
-    def _release(self) -> None:
-        try:
-            self._lease.release()
-        except errors.StoreError as exc:
-            log.warning("could not release the lease (it expires by itself): %s", exc)
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM or SIGINT, then stop cleanly."""
@@ -202,15 +190,8 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         while not self.stop.wait(1.0):
-            self._watch_lease()
+            self._keeper.watch()  # the lease's end, even while a renewal hangs
         self.shutdown()
-
-    def _watch_lease(self) -> None:
-        """The lease's end, by this process's clock, even while a renewal hangs on a stalled database: past it
-        unconfirmed, the lease is taken as lost and the daemon stands by."""
-        overdue = self._monotonic() - self._renewed_at
-        if self._acting and overdue > self._lease_ttl.total_seconds():
-            self._database_away(errors.StoreError(f"the database has not confirmed the lease for {overdue:.0f}s"))
 
     # --- jobs -----------------------------------------------------------------------------------------------
     def _guarded(self, job: str, run: Callable[[], None]) -> None:
@@ -229,12 +210,9 @@ class Daemon:
         else:
             self._readiness.job_worked(job)
 
-    def _hold_lease(self) -> None:
-        self._guarded("lease", self._hold_lease_now)
-
     def _housekeeping(self) -> None:
         """The prune, by the daemon that holds the lease (a standby's would only repeat it)."""
-        if self._acting and not self.stop.is_set():
+        if self._keeper.acting and not self.stop.is_set():
             self._guarded("prune", self._prune_now)
 
     def _prune_now(self) -> None:
@@ -243,56 +221,16 @@ class Daemon:
         except errors.StoreError as exc:  # the database is away: the lease job says so; the next hour tries again
             log.warning("the prune did not finish: %s", exc)
 
-    def _hold_lease_now(self) -> None:
-        if self.stop.is_set():
-            return
-        try:
-            if self._acting:
-                self._lease.confirm()  # every run: waiting for a third to pass would renew every other run
-                self._renewed_at = self._monotonic()
-            else:
-                self._take_lease()
-        except errors.LeaseLost as exc:
-            self._to_standby(str(exc))
-        except errors.StoreError as exc:
-            self._database_away(exc)
-            return
-        if self._outage_logged_at is not None:
-            log.info("the database answers again")
-            self._outage_logged_at = None
+    def _start_acting(self) -> None:
+        """The lease is taken: a pass for every watch now, then on schedule, and a prune, then hourly."""
+        with contextlib.suppress(errors.Stopped, JobLookupError):  # stopping meanwhile: nothing to start
+            self.trigger(list(self._watches))
+            self._scheduler.modify_job(PRUNE_JOB, next_run_time=self._clock())
 
-    def _take_lease(self) -> None:
-        try:
-            self._lease.acquire()
-        except errors.LockHeld as exc:
-            if not self._standby_logged:
-                log.warning("standby: %s; taking over when it is released or expires", exc)
-                self._standby_logged = True
-            return
-        self._renewed_at = self._monotonic()  # before `_acting`, which the watchdog reads with it
-        self._acting, self._standby_logged = True, False
-        log.info("holding the lease as %s: acting", self._lease.holder)
-        try:
-            self.trigger(list(self._watches))  # a pass for every watch now, then on schedule
-            self._scheduler.modify_job(PRUNE_JOB, next_run_time=self._clock())  # and a prune, then hourly
-        except (errors.Stopped, JobLookupError):  # stopping meanwhile: nothing to start
-            return
-
-    def _database_away(self, exc: errors.StoreError) -> None:
-        """One warning a minute while the database is away; past the lease's end, stand by (it is lost)."""
-        now = self._monotonic()
-        if self._outage_logged_at is None or now - self._outage_logged_at >= OUTAGE_LOG_EVERY:
-            log.warning("%s; trying again", exc)
-            self._outage_logged_at = now
-        if self._acting and now - self._renewed_at > self._lease_ttl.total_seconds():
-            self._lease.forfeit()  # running passes stop acting at their next renewal
-            self._to_standby("the lease expired while the database did not answer")
-
-    def _to_standby(self, why: str) -> None:
-        self._acting = False
+    def _pause_watches(self) -> None:
+        """Standing by: the watches' jobs wait until the lease is taken again."""
         for name in self._watches:
             self._scheduler.pause_job(name)
-        log.error("%s: standing by", why)
 
     def _poll(self, name: str) -> None:
         self._guarded(f"watch {name}", lambda: self._poll_now(name))
@@ -305,7 +243,7 @@ class Daemon:
                 return
             self._running.add(name)
         try:
-            while self._acting and not self.stop.is_set():
+            while self._keeper.acting and not self.stop.is_set():
                 self._pass(name)
                 with self._passes:
                     if name not in self._again:
@@ -322,11 +260,8 @@ class Daemon:
         except errors.Stopped:
             log.info("watch %s: stopped while acting; its action will be resumed", name)
             return
-        except errors.LeaseLost as exc:
-            self._to_standby(str(exc))
-            return
-        except errors.StoreError as exc:
-            self._database_away(exc)
+        except (errors.LeaseLost, errors.StoreError) as exc:  # lost, or the database is away: the keeper says so
+            self._keeper.failed(exc)
             return
         except errors.ReconcilerError as exc:
             log.error("watch %s: pass failed: %s", name, exc, extra={"watch": name})
@@ -342,7 +277,7 @@ class Daemon:
                 raise errors.ConfigError(f"no watch named {name!r}")
         if self.stop.is_set():
             raise errors.Stopped("stopping: no pass is started")
-        if not self._acting:
+        if not self._keeper.acting:
             raise errors.LockHeld("standby: another instance holds the lease and runs the passes")
         chosen = list(names) or list(self._watches)
         with self._passes:
@@ -356,9 +291,9 @@ class Daemon:
 
     def _trigger_repository(self, image: model.ImageRef) -> list[str]:
         names = [w.name for w in self._watches.values() if w.image == image]
-        if not self._acting:
+        if not self._keeper.acting:
             raise errors.LockHeld("standby: another instance holds the lease and runs the passes")
         return self.trigger(names) if names else []
 
     def _ready(self) -> tuple[bool, str]:
-        return self._readiness.answer(database_ok=self._database_ok, acting=self._acting)
+        return self._readiness.answer(database_ok=self._database_ok, acting=self._keeper.acting)

@@ -49,7 +49,7 @@ def built(migrated_engine: Engine) -> Iterator[tuple[daemon.Daemon, FlakyPass, m
         server=endpoints.Server(host="127.0.0.1", port=0, token=None, webhook_secret=None),
         approvals=approval_desk.Approvals(page=dict, decide=_no_decision, approved=list),
     )
-    d._acting = True  # as after taking the lease; the scheduler is never started here
+    d._keeper._acting = True  # as after taking the lease; the scheduler is never started here
     yield d, run_pass, counters
     d._http.close()
     holder.release()
