@@ -17,6 +17,7 @@ from urllib3.util import Retry
 from reconciler import config, engine, errors
 from reconciler.actuators import awx, github_client
 from reconciler.registry import auth, client
+from reconciler.registry.credentials import Credentials, docker_config_credentials
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
@@ -83,12 +84,12 @@ def registry_client(
     stop: threading.Event | None = None,
 ) -> client.RegistryClient:
     session = session or registry_session(stop=stop)
-    from_docker = auth.docker_config_credentials(docker_config)
+    from_docker = docker_config_credentials(docker_config)
 
-    def credentials(registry: str) -> auth.Credentials | None:
+    def credentials(registry: str) -> Credentials | None:
         configured = settings.registries.get(registry)
         if configured is not None and configured.username and configured.password:
-            return auth.Credentials(configured.username.reveal(), configured.password.reveal())
+            return Credentials(configured.username.reveal(), configured.password.reveal())
         return from_docker(registry)
 
     urls = {host: r.url for host, r in settings.registries.items() if r.url}

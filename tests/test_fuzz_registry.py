@@ -21,13 +21,14 @@ from hypothesis import strategies as st
 
 from reconciler import clients, errors, model
 from reconciler.registry import auth, client
+from reconciler.registry.credentials import Credentials
 from tests.fakes.hub import SERVICE, FakeHub, Kind
 from tests.support import fuzzing
 
 IMAGE = model.ImageRef.parse("xchem/fragalysis-stack")
 REPO = IMAGE.repository
 DIGEST = "sha256:" + "d" * 64
-ALICE = auth.Credentials("alice", "pw-Zq9-s3cret")
+ALICE = Credentials("alice", "pw-Zq9-s3cret")
 BASIC = base64.b64encode(b"alice:pw-Zq9-s3cret").decode()
 TOKEN_MARK = "tok-Zq9x"  # in every distinctive token the fake token server sends: must never be shown
 HUB = "{hub}"  # stands for the fake hub's base URL in generated headers, filled in when served
@@ -210,7 +211,7 @@ def _serve(hub: FakeHub, kind: Kind, answer: Answer) -> None:
     hub.answer_next(1, kind=kind, status=answer.status, body=answer.body, headers=headers)
 
 
-def _client(hub: FakeHub, credentials: auth.Credentials | None) -> client.RegistryClient:
+def _client(hub: FakeHub, credentials: Credentials | None) -> client.RegistryClient:
     session = clients.registry_session(retries=0)  # no retry: nothing ever waits for a back-off or Retry-After
     authenticator = auth.Authenticator(session=session, credentials=lambda _: credentials, timeout=5)
     return client.RegistryClient(session=session, authenticator=authenticator, urls={"docker.io": hub.base}, timeout=5)

@@ -11,6 +11,7 @@ import requests
 
 from reconciler import clients, errors, metrics, model
 from reconciler.registry import answers, auth, client
+from reconciler.registry.credentials import Credentials
 from tests.fakes.hub import FakeHub
 
 STACK = model.ImageRef.parse("xchem/fragalysis-stack")
@@ -31,7 +32,7 @@ INVALID = [
 ]
 
 
-def _client(base: str, *, credentials: auth.Credentials | None = None) -> client.RegistryClient:
+def _client(base: str, *, credentials: Credentials | None = None) -> client.RegistryClient:
     session = clients.registry_session(backoff=0.01)
     authenticator = auth.Authenticator(session=session, credentials=lambda _: credentials)
     return client.RegistryClient(session=session, authenticator=authenticator, urls={"docker.io": base})
@@ -115,7 +116,7 @@ def test_the_ratelimit_gauge_disappears_when_the_registry_stops_sending_the_head
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_next_page_link_to_another_origin_is_refused_and_that_origin_hears_nothing(host: str) -> None:
-    alice = auth.Credentials("alice", "s3cret-xyz")
+    alice = Credentials("alice", "s3cret-xyz")
     with FakeHub(page_size=2, require_token=True) as hub, FakeHub(require_token=True) as elsewhere:
         for i in range(5):
             hub.set_tag(REPO, f"1.0.{i}", f"sha256:{i:064x}")
@@ -182,7 +183,7 @@ def test_a_redirect_to_another_host_never_carries_the_bearer_token(host: str) ->
 
 
 def test_a_redirect_to_another_host_never_carries_basic_credentials() -> None:
-    bob = auth.Credentials("bob", "hunter2")
+    bob = Credentials("bob", "hunter2")
     with FakeHub() as hub, FakeHub() as elsewhere:
         hub.set_tag(REPO, "latest", D1)
         elsewhere.set_tag(REPO, "latest", D2)
@@ -199,7 +200,7 @@ def test_a_redirect_to_another_host_never_carries_basic_credentials() -> None:
 
 
 def test_a_challenge_from_the_host_a_redirect_led_to_is_not_answered_with_our_credentials() -> None:
-    alice = auth.Credentials("alice", "s3cret-xyz")
+    alice = Credentials("alice", "s3cret-xyz")
     with FakeHub() as hub, FakeHub(require_token=True) as elsewhere:
         hub.set_tag(REPO, "latest", D1)
         elsewhere.set_tag(REPO, "latest", D2)

@@ -21,6 +21,7 @@ import pytest
 
 from reconciler import clients, errors, model
 from reconciler.registry import auth, client
+from reconciler.registry.credentials import Credentials
 from tests.fakes.hub import FakeHub
 from tests.support.registry import LocalRegistry, push_schema2
 from tests.support.token_server import TokenServer, authed_session
@@ -29,7 +30,7 @@ MISSING = model.ImageRef.parse("xchem/nosuch")
 D1 = "sha256:" + "1" * 64
 
 
-def _client(base: str, *, credentials: auth.Credentials | None = None) -> client.RegistryClient:
+def _client(base: str, *, credentials: Credentials | None = None) -> client.RegistryClient:
     session = clients.registry_session(backoff=0.01)
     authenticator = auth.Authenticator(session=session, credentials=lambda _: credentials)
     return client.RegistryClient(session=session, authenticator=authenticator, urls={"docker.io": base})
@@ -122,7 +123,7 @@ def test_the_hub_answering_401_after_the_token_reads_not_found_or_private() -> N
 
 def test_the_hub_names_the_user_whose_token_does_not_reach_the_repository() -> None:
     with FakeHub(require_token=True) as hub:
-        reg = _client(hub.base, credentials=auth.Credentials("alice", "s3cret-xyz"))
+        reg = _client(hub.base, credentials=Credentials("alice", "s3cret-xyz"))
         with pytest.raises(errors.RegistryError, match=_not_found("401 to user 'alice')")) as caught:
             reg.digest(MISSING, "latest")
     assert "s3cret" not in str(caught.value)
@@ -166,7 +167,7 @@ def test_the_real_token_registry_answering_401_for_a_private_repository(tmp_path
             _client(reg.base).digest(MISSING, "latest")
         with pytest.raises(errors.RegistryError, match=_not_found("401 to anonymous access)")):
             _client(reg.base).tags(MISSING)
-        alice = auth.Credentials("alice", "s3cret")
+        alice = Credentials("alice", "s3cret")
         assert _client(reg.base, credentials=alice).tags(MISSING) == ["latest"]  # it exists, privately
 
 

@@ -1,1 +1,2 @@
-"""Registry HTTP API v2 (Docker Hub and any OCI registry): authentication in `auth`, requests in `client`."""
+"""Registry HTTP API v2 (Docker Hub and any OCI registry): challenges and tokens in `auth`, where credentials come
+from in `credentials`, requests in `client`, and reading what a registry answered in `answers`."""

@@ -1,9 +1,9 @@
-"""Registry authentication: challenges, credentials and the per-scope bearer-token cache.
+"""Registry authentication: challenges and the per-scope bearer-token cache.
 
 Owns the Docker Hub flow of the token auth spec — a 401 names a realm, the token server is asked for the scope
 (anonymously or with Basic credentials, or with an identity token over the OAuth2 POST variant), and the token is
-reused for that scope until it expires. Credentials come from the configuration or, failing that, from the Docker
-config and its credential helpers (read through the `docker` package; no engine needed).
+reused for that scope until it expires. The credentials and their lookup in the Docker config and its credential
+helpers (`Credentials`, `docker_config_credentials`) are in `credentials`, re-exported here.
 Also owns reading what a registry or token server sends, for both boundaries: JSON (`json_body`, which survives
 any nesting), text shown in a message (`one_line`) and redirects (`refuse_unfollowable_redirect`, a response hook
 that stops a Location requests could not follow). Whatever a token server answers ends as a token or one
@@ -14,21 +14,20 @@ Never logs or raises a secret. Does not send registry requests itself, only toke
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from reconciler import errors
+from reconciler.registry.credentials import Credentials, basic_header, who
 
 log = logging.getLogger(__name__)
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
@@ -86,13 +85,6 @@ def token_lifetime(expires_in: object) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
-    username: str = field(repr=False)
-    password: str = field(repr=False)
-    identity_token: bool = False  # password is an OAuth2 refresh token (credential helpers' "<token>" user)
-
-
-@dataclass(frozen=True, slots=True)
 class Challenge:
     scheme: str  # "bearer" or "basic"
     params: Mapping[str, str]
@@ -105,40 +97,6 @@ def parse_challenge(header: str | None) -> Challenge | None:
     scheme, _, rest = header.strip().partition(" ")
     params = {k.lower(): (quoted if quoted or not bare else bare) for k, quoted, bare in _PARAM.findall(rest)}
     return Challenge(scheme=scheme.lower(), params=params)
-
-
-def docker_config_credentials(config_path: str | None = None) -> Callable[[str], Credentials | None]:
-    """A lookup of credentials in the Docker config (`~/.docker/config.json`, `$DOCKER_CONFIG`) and its helpers."""
-    loaded: list[Any] = []
-    lock = threading.Lock()
-
-    def lookup(registry: str) -> Credentials | None:
-        # Here, at the first registry that asks for credentials: the package loads 63 modules (~2 MiB resident).
-        from docker import auth as docker_auth  # noqa: PLC0415
-        from docker import errors as docker_errors  # noqa: PLC0415
-
-        with lock:
-            if not loaded:
-                loaded.append(docker_auth.load_config(config_path=config_path))
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    found = docker_auth.resolve_authconfig(loaded[0], registry=registry)
-            except docker_errors.DockerException as exc:
-                raise errors.RegistryAuthError(
-                    f"registry {registry}: the Docker credential helper failed: {exc.__class__.__name__}"
-                ) from None
-        if not found:
-            return None
-        # `auths` entries use lower-case keys, credential-store results capitalised ones.
-        norm = {k.lower(): v for k, v in found.items()}
-        if norm.get("identitytoken"):
-            return Credentials(username=norm.get("username") or "", password=norm["identitytoken"], identity_token=True)
-        if norm.get("username") and norm.get("password"):
-            return Credentials(username=norm["username"], password=norm["password"])
-        return None
-
-    return lookup
 
 
 class Authenticator:
@@ -171,7 +129,7 @@ class Authenticator:
 
     def identity(self, registry: str) -> str:
         """Who asks the registry, for a message: `user 'name'` or `anonymous access`; never a secret."""
-        return _who(self._creds_for(registry))
+        return who(self._creds_for(registry))
 
     def cached_header(self, registry: str, scope: str) -> dict[str, str]:
         """The Authorization header to send up front, when this registry's scheme is already known."""
@@ -180,7 +138,7 @@ class Authenticator:
             return {}
         if challenge.scheme == "basic":
             creds = self._creds_for(registry)
-            return _basic(creds) if creds else {}
+            return basic_header(creds) if creds else {}
         key = self._key(registry, challenge, scope)
         with self._lock:
             cached = self._tokens.get(key)
@@ -208,7 +166,7 @@ class Authenticator:
                     f"registry {registry} needs a username and password for {image}: set "
                     f'[registries."{registry}"] username_env/password_env or log in with docker login'
                 )
-            return _basic(creds)
+            return basic_header(creds)
         key = self._key(registry, challenge, scope)
         with self._lock:
             fetching = self._fetching.setdefault(key, threading.Lock())
@@ -278,10 +236,10 @@ class Authenticator:
                 f"cannot reach the token server of registry {registry} at {one_line(realm)}: {type(exc).__name__}"
             ) from None
         self.tokens_fetched += 1
-        who = _who(creds)
+        asking = who(creds)
         if response.status_code in (401, 403):
             raise errors.RegistryAuthError(
-                f"the token server of registry {registry} refused {who} to {image} ({response.status_code}); "
+                f"the token server of registry {registry} refused {asking} to {image} ({response.status_code}); "
                 "check the registry credentials"
             )
         if response.status_code != 200:
@@ -301,14 +259,3 @@ class Authenticator:
                 "of at most 64 KiB)"
             )
         return token, token_lifetime(body.get("expires_in"))  # from receipt: `issued_at` would need the wall clock
-
-
-def _who(creds: Credentials | None) -> str:
-    if creds is None:
-        return "anonymous access"
-    return f"user {creds.username!r}" if creds.username else "the configured identity token"
-
-
-def _basic(creds: Credentials) -> dict[str, str]:
-    raw = f"{creds.username}:{creds.password}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
