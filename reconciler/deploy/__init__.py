@@ -5,31 +5,33 @@ doubles a deployment.
        └── launch outcome unknown (a timeout, a gateway's 502/503/504): looked for (`lookup`) until its grace has
            passed, never launched again before; found -> launched, not found -> failed as an outage
 
-Each transition is committed before the next step. On start, `resume` finishes what a previous process left
-open: a `launched` action is waited for, never launched again; a `planned` one is looked for and taken as launched
-if found, else superseded once the grace has passed (the pass plans it again if still due). An open action whose
-watch no longer has an action of its kind in the configuration is closed as superseded.
+Each transition is committed before the next step. Here: an action planned, or recorded awaiting approval and
+released once approved (or withdrawn, or superseded, when it no longer stands); from there, `launch` follows it to
+its end. On start, `resume` finishes what a previous process left open: a `launched` action is waited for, never
+launched again; a `planned` one is looked for and taken as launched if found, else superseded once the grace has
+passed (the pass plans it again if still due). An open action whose watch no longer has an action of its kind in
+the configuration is closed as superseded.
 
 How a failure counts, and when it is tried again: `failures`. A wait may end `Unfinished` (a cancel not yet
-effective): the action stays open and no retry runs beside it. What it needs of actuators and the store: `ports`.
+effective): the action stays open and no retry runs beside it (`launch`). What it needs of actuators and the store:
+`ports`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from reconciler import decide, errors, events, model
-from reconciler.deploy import failures, lookup
+from reconciler.deploy.launch import Launcher
+from reconciler.deploy.launch import extra as _extra
 from reconciler.deploy.ports import Actuator, Outbox, Progress, Tell
 
 __all__ = ["Actuator", "Deployer", "Outbox", "Progress", "Tell", "marker", "target_of"]
 
 log = logging.getLogger(__name__)
-OUTAGE = model.Failure.OUTAGE
-WAITING = "waiting: "  # how a note of an action left open begins (replaced by the outcome when it ends)
 
 
 def target_of(watch: model.Watch, observation: model.Observation, deployed: model.Deployed | None) -> model.Target:
@@ -46,10 +48,6 @@ def target_of(watch: model.Watch, observation: model.Observation, deployed: mode
 def marker(watch: str, action_id: int | str) -> str:
     """What a launch carries to say which action it belongs to: `<watch>#<action id>`."""
     return f"{watch}#{action_id}"
-
-
-def _extra(record: model.ActionRecord) -> dict[str, object]:
-    return {"watch": record.watch, "action_id": record.id}
 
 
 def _quiet(what: str, state: str, since: datetime) -> None:
@@ -69,13 +67,13 @@ class Deployer:
         progress: Progress = _quiet,
     ) -> None:
         self._outbox = outbox
-        self._progress = progress
         self._actuators = actuators
         self._clock = clock
         self._keep_alive = keep_alive
-        self._sleep = sleep
         self._configured = None if configured is None else {w.name: w for w in configured}
-        self._lookup = lookup.Lookup(outbox=outbox, clock=clock, keep_alive=keep_alive, sleep=sleep)
+        self._launcher = Launcher(
+            outbox=outbox, actuators=actuators, clock=clock, keep_alive=keep_alive, sleep=sleep, progress=progress
+        )
 
     def _actuator(self, spec: model.Action) -> Actuator:
         return self._actuators[spec.kind]
@@ -123,14 +121,14 @@ class Deployer:
                 outages=outages,
                 needs_approval=approve,
                 approval=carried,
-                tell=self._tell(watch),
+                tell=self._launcher.tell(watch),
             )
 
         try:
             request = actuator.request(spec, target)
         except errors.ActuatorError as exc:  # nothing was sent; still recorded, and retried after a back-off
             record = plan(lambda _: {}, approve=False)
-            return None if record is None else self._failed_by(watch, record, exc)
+            return None if record is None else self._launcher.failed_by(watch, record, exc)
         self._keep_alive()  # never plan, nor launch, without the lease
         record = plan(
             lambda action_id: actuator.mark(spec, request, marker(watch.name, action_id)), approve=watch.approve
@@ -147,7 +145,7 @@ class Deployer:
             )
             return record
         log.info("watch %s: action #%d planned: %s", watch.name, record.id, spec.describe(), extra=_extra(record))
-        return self._launch(watch, record)
+        return self._launcher.launch(watch, record)
 
     def _release(self, watch: model.Watch, waiting: model.ActionRecord) -> model.ActionRecord | None:
         """An approved action: planned now (by this process alone), then launched as any other."""
@@ -162,21 +160,7 @@ class Deployer:
             record.decided_by,
             extra=_extra(record),
         )
-        return self._launch(watch, record)
-
-    def _launch(self, watch: model.Watch, record: model.ActionRecord) -> model.ActionRecord:
-        """Send a planned action's recorded request, then follow it to its end."""
-        assert watch.action is not None
-        spec, actuator = watch.action, self._actuator(watch.action)
-        try:
-            self._keep_alive()
-            launch = actuator.launch(spec, record.request or {}, keep_alive=self._keep_alive)
-        except errors.LaunchOutcomeUnknown as exc:
-            log.warning("watch %s: action #%d: %s; looking for it", watch.name, record.id, exc, extra=_extra(record))
-            return self._resolve(watch, record, str(exc))
-        except errors.ActuatorError as exc:
-            return self._failed_by(watch, record, exc)
-        return self._launched(watch, record, launch)
+        return self._launcher.launch(watch, record)
 
     def withdraw(self, record: model.ActionRecord, why: str) -> model.ActionRecord | None:
         """An action waiting for approval that no longer stands for what is observed: closed, nothing sent; None
@@ -185,39 +169,6 @@ class Deployer:
         if withdrawn is not None:
             log.info("watch %s: action #%d withdrawn: %s", record.watch, record.id, why, extra=_extra(record))
         return withdrawn
-
-    def _tell(self, watch: model.Watch) -> Tell:
-        return lambda record: events.of_action(watch, record, self._clock())
-
-    def _launched(self, watch: model.Watch, record: model.ActionRecord, launch: model.Launch) -> model.ActionRecord:
-        record = self._outbox.launched(record.id, launch, self._clock(), tell=self._tell(watch))
-        log.info(
-            "watch %s: action #%d launched: %s",
-            record.watch,
-            record.id,
-            launch.link or launch.ref,
-            extra=_extra(record),
-        )
-        return self._wait(watch, record)
-
-    def _resolve(
-        self, watch: model.Watch, record: model.ActionRecord, why: str, *, resuming: bool = False
-    ) -> model.ActionRecord:
-        """A launch whose outcome is unknown (`lookup`): found, it is launched; surely never launched, a launch that
-        got no answer fails as an outage (backed off, no attempt used) and a row a stopped process left behind is
-        superseded, so the pass plans it again; still unknown, it stays open (busy) for a later pass to look again."""
-        assert watch.action is not None
-        found = self._lookup.look(watch.action, self._actuator(watch.action), record)
-        if isinstance(found, model.Launch):
-            return self._launched(watch, record, found)
-        seconds = int(lookup.UNRESOLVED_GRACE.total_seconds())
-        if isinstance(found, lookup.Unknown):
-            detail = f"{WAITING}{why}; cannot tell yet whether it launched ({found.why}); looked for again"
-            return self._outbox.note(record.id, detail)
-        if resuming:
-            detail = f"never launched ({why}; no sign of it {seconds}s later); planned again if still due"
-            return self._outbox.superseded(record.id, detail, self._clock())
-        return self._failed(watch, record, f"{why}; nothing was launched: no sign of it {seconds}s later", OUTAGE)
 
     def resume(self, watches: Sequence[model.Watch]) -> list[model.ActionRecord]:
         """Finish the actions a previous process left open (called under the lease, before a pass); close those
@@ -269,53 +220,6 @@ class Deployer:
             return None
         if record.status is model.ActionStatus.PLANNED:
             why = "the process that launched it stopped before recording an answer"
-            return self._resolve(watch, record, why, resuming=True)
+            return self._launcher.resolve(watch, record, why, resuming=True)
         log.info("watch %s: resuming action #%d (%s)", record.watch, record.id, record.link or record.external_ref)
-        return self._wait(watch, record)
-
-    def _wait(self, watch: model.Watch, record: model.ActionRecord) -> model.ActionRecord:
-        assert watch.action is not None
-        spec = watch.action
-        try:
-            result = self._actuator(spec).wait(spec, record, keep_alive=self._keep_alive, progress=self._progress)
-        except errors.ActuatorError as exc:  # e.g. the permission to follow the roll-out is missing
-            return self._failed(watch, record, str(exc), model.Failure.DEPLOYMENT)
-        if isinstance(result, model.Unfinished):
-            log.warning("watch %s: action #%d: %s", record.watch, record.id, result.detail, extra=_extra(record))
-            return self._outbox.note(record.id, WAITING + result.detail)
-        kept = record.detail if record.detail and not record.detail.startswith(WAITING) else None
-        detail = "; ".join(filter(None, [result.detail, kept]))  # keep a launch warning with the outcome
-        if result.succeeded:
-            done = self._outbox.succeeded(record, detail, self._clock(), tell=self._tell(watch))
-            log.info("watch %s: action #%d succeeded: %s", record.watch, record.id, result.detail, extra=_extra(record))
-            return done
-        failure = model.Failure.REFUSED if result.final else model.Failure.DEPLOYMENT
-        return self._failed(watch, record, detail, failure)
-
-    def _failed_by(
-        self, watch: model.Watch, record: model.ActionRecord, exc: errors.ActuatorError
-    ) -> model.ActionRecord:
-        return self._failed(watch, record, str(exc), failures.failure_of(exc), wait=failures.asked_wait(exc))
-
-    def _failed(
-        self,
-        watch: model.Watch,
-        record: model.ActionRecord,
-        detail: str,
-        failure: model.Failure,
-        *,
-        wait: timedelta | None = None,
-    ) -> model.ActionRecord:
-        """Record the failure with its retry time: the back-off, or longer when the system asked (a rate limit)."""
-        now = self._clock()
-        log.warning(
-            "watch %s: action #%d failed (%s, attempt %d): %s",
-            record.watch,
-            record.id,
-            failure.value,
-            record.attempt,
-            detail,
-            extra=_extra(record),
-        )
-        retry_at = failures.retry_at(record, failure, now, wait=wait)
-        return self._outbox.failed(record.id, detail, now, retry_at=retry_at, failure=failure, tell=self._tell(watch))
+        return self._launcher.wait(watch, record)
