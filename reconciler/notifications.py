@@ -110,9 +110,9 @@ class Notifications:
                 created_at=now,
             )
 
-        from reconciler.notify import deliver  # noqa: PLC0415
+        from reconciler.notify import timed_send  # noqa: PLC0415
 
-        results.update(deliver.sent_now(ready, item_for))
+        results.update(timed_send.sent_now(ready, item_for))
         return [(s.name, results[s.name]) for s in chosen]
 
 

@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import Engine, insert, select, update
 
 from reconciler import errors, model
-from reconciler.notify import deliver, targets
+from reconciler.notify import deliver, targets, timed_send
 from reconciler.store import notices, tables
 from tests.support.receiver import Receiver
 
@@ -306,7 +306,7 @@ class Stuck:
 
 def test_a_send_past_its_timeout_is_abandoned_once_and_the_target_gets_no_other_meanwhile(clock: Clock) -> None:
     """A receiver that trickles bytes keeps a send alive past the timeout: one thread is left to it, no more."""
-    stuck, sender = Stuck(), deliver.Sender()
+    stuck, sender = Stuck(), timed_send.Sender()
     item = model.Outgoing(seq=1, id="n-1", target="stuck", event="started", watch="w", body="{}", created_at=clock.now)
     with pytest.raises(errors.NotifyError, match="no answer within 0.2s"):
         sender(stuck, item)

@@ -7,7 +7,9 @@ day (`KEEP`); then it is dropped, with a warning, and counted. What another proc
 it died, is taken over once its claim expires: a receiver may then see a notice twice, with the same `id`.
 
 The daemon runs the courier for its life; a one-shot `reconcile` runs it during its pass and drains it at the end,
-waiting at most the longest target timeout. Receives its outbox and targets; builds neither.
+waiting at most the longest target timeout. Each send goes through `timed_send.Sender`, which holds it to its
+target's timeout; `sent_now` (`notify test`) is re-exported from there. Receives its outbox and targets; builds
+neither.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from reconciler import errors, model
 from reconciler.notify import targets as notify_targets
+from reconciler.notify.timed_send import Sender
 
 log = logging.getLogger(__name__)
 KEEP = timedelta(hours=24)  # how long a notice is retried before it is dropped
@@ -61,45 +64,6 @@ def backoff(attempts: int) -> timedelta:
 
 def queue_of(item: model.Outgoing) -> tuple[str, str]:
     return item.target, item.watch or ""
-
-
-class Sender:
-    """Sends with a deadline: the target's timeout, whatever the library does underneath (a receiver that trickles
-    bytes keeps each read within a socket timeout, not the whole answer). A send still running past it is left to
-    a daemon thread, and the target gets no new send until those have ended (so no more are left than were sending
-    to it at once, one per watch at most), however long the receiver keeps them: its notices wait, retried with
-    back-off, and `status` says why. At worst a notice arrives twice."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._abandoned: dict[str, list[threading.Thread]] = {}
-
-    def __call__(self, target: notify_targets.Target, item: model.Outgoing) -> None:
-        with self._lock:
-            left = [t for t in self._abandoned.get(target.name, []) if t.is_alive()]
-            self._abandoned[target.name] = left
-            if left:
-                raise errors.NotifyError(f"{target.name}: a send given up after {target.timeout:g}s has not ended yet")
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                target.send(item)
-            except BaseException as exc:  # carried to the caller's thread
-                failure.append(exc)
-
-        sender = threading.Thread(target=run, name=f"{notify_targets.SENDER}{target.name}", daemon=True)
-        sender.start()
-        sender.join(target.timeout + 1.0)
-        if sender.is_alive():
-            with self._lock:
-                self._abandoned.setdefault(target.name, []).append(sender)
-            raise errors.NotifyError(f"{target.name}: no answer within {target.timeout:g}s")
-        if failure:
-            exc = failure[0]
-            if isinstance(exc, errors.NotifyError):
-                raise exc
-            raise errors.NotifyError(f"{target.name}: {type(exc).__name__}") from None
 
 
 class Courier:
@@ -289,25 +253,3 @@ class Courier:
             hours,
             error,
         )
-
-
-def sent_now(
-    targets: Sequence[notify_targets.Target], item_for: Callable[[str], model.Outgoing]
-) -> dict[str, str | None]:
-    """`reconciler notify test`: send to each target now, concurrently; None for delivered, else why not."""
-    results: dict[str, str | None] = {}
-    sender = Sender()
-
-    def one(target: notify_targets.Target) -> None:
-        try:
-            sender(target, item_for(target.name))
-            results[target.name] = None
-        except errors.NotifyError as exc:
-            results[target.name] = str(exc)
-
-    workers = [threading.Thread(target=one, args=(t,), daemon=True) for t in targets]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return {t.name: results.get(t.name, f"{t.name}: not sent") for t in targets}
