@@ -1,7 +1,6 @@
 """Roll a StatefulSet directly and wait for the roll-out.
 
-`restart` sends the strategic-merge patch `kubectl rollout restart` sends (the `restartedAt` annotation); `pin`
-sets the named container's image to `repo@sha256:…` with a strategic-merge patch touching that container only.
+`restart` and `pin` each send one strategic-merge PATCH, built (and recognised on the StatefulSet) by `kube_patch`.
 The wait uses a predicate stricter than kubectl's (see `rollout`); an `OnDelete` StatefulSet needs its pods deleted,
 which is done one at a time in reverse ordinal order only when the action says `on_delete = "delete-pods"`. After
 the roll-out every updated pod's `imageID` digest is compared with the expected one.
@@ -26,12 +25,9 @@ from typing import Any, NoReturn
 from kubernetes import client as k8s
 
 from reconciler import errors, model
-from reconciler.actuators import kube_errors, rollout
+from reconciler.actuators import kube_errors, kube_patch, rollout
 
 log = logging.getLogger(__name__)
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-FIELD_MANAGER = "reconciler"
-SMP = "application/strategic-merge-patch+json"
 CONFLICT_RETRIES = 3
 REQUEST_TIMEOUT = (3.0, 7.0)  # connect, read: a stalled API server must not hold a pass (and a stop) forever
 # `launch` runs between two renewals of the lease, so its asking again is bounded in (injected) time
@@ -60,21 +56,9 @@ class StatefulSetActuator:
         self._poll = poll
 
     # --- requests -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _path(spec: model.StatefulSetAction) -> str:
-        return f"/apis/apps/v1/namespaces/{spec.namespace}/statefulsets/{spec.name}?fieldManager={FIELD_MANAGER}"
-
     def request(self, spec: model.StatefulSetAction, target: model.Target) -> dict[str, Any]:
-        """The exact PATCH: path, content type and strategic-merge body. Nothing is sent."""
-        if spec.mode is model.RolloutMode.PIN:
-            image = f"{target.image}@{target.digest}"
-            body: dict[str, Any] = {
-                "spec": {"template": {"spec": {"containers": [{"name": spec.container, "image": image}]}}}
-            }
-        else:
-            stamp = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-            body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-        return {"method": "PATCH", "path": self._path(spec), "content_type": SMP, "body": body}
+        """The exact PATCH: path, content type and strategic-merge body (`kube_patch.request`). Nothing is sent."""
+        return kube_patch.request(spec, target, clock=self._clock)
 
     @staticmethod
     def mark(spec: model.StatefulSetAction, request: Mapping[str, Any], marker: str) -> dict[str, Any]:
@@ -116,7 +100,11 @@ class StatefulSetActuator:
                 step = "patch"
                 with self._mapped("patch", "statefulsets", spec):
                     patched = self._apps.patch_namespaced_stateful_set(
-                        spec.name, spec.namespace, body, field_manager=FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT
+                        spec.name,
+                        spec.namespace,
+                        body,
+                        field_manager=kube_patch.FIELD_MANAGER,
+                        _request_timeout=REQUEST_TIMEOUT,
                     )
                     generation = rollout.generation(rollout.statefulset(self._json(patched)))
                 return model.Launch(ref=str(generation), link=None, note=note)
@@ -143,7 +131,7 @@ class StatefulSetActuator:
 
     def _preflight(self, spec: model.StatefulSetAction, sts: Mapping[str, Any]) -> str | None:
         """Refuse what the patch cannot roll; a warning to keep with the action, if any."""
-        container = self._container(sts, spec)
+        container = kube_patch.container(sts, spec)
         if rollout.strategy(sts) == "OnDelete" and spec.on_delete is not model.OnDelete.DELETE_PODS:
             raise errors.ActionRefused(
                 f"StatefulSet {spec.namespace}/{spec.name} uses the OnDelete update strategy: its pods must be "
@@ -181,21 +169,9 @@ class StatefulSetActuator:
         return None if ref is None else model.Launch(ref=ref, link=None)
 
     def _applied(self, spec: model.StatefulSetAction, body: Mapping[str, Any]) -> str | None:
-        """The StatefulSet's generation if the patch `body` is on it, else None. The body says which patch it is
-        (the watch's `mode` may have changed since it was recorded); one of another shape was never ours."""
+        """The StatefulSet's generation if the patch `body` is on it (`kube_patch.applied`), else None."""
         sts = self._read(spec)
-        template = sts["spec"]["template"]
-        try:
-            patched = body["spec"]["template"]
-            if "spec" in patched:
-                wanted = patched["spec"]["containers"][0]["image"]
-                applied = self._container(sts, spec).get("image") == wanted
-            else:
-                wanted = patched["metadata"]["annotations"][RESTARTED_AT]
-                applied = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT) == wanted
-        except (KeyError, IndexError, TypeError):
-            return None
-        return str(rollout.generation(sts)) if applied else None
+        return str(rollout.generation(sts)) if kube_patch.applied(sts, spec, body) else None
 
     # --- wait -----------------------------------------------------------------------------------------------
     def wait(
@@ -294,17 +270,6 @@ class StatefulSetActuator:
                 spec.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
             )
             return rollout.owned(rollout.pods(self._json(listed)), spec.name)
-
-    @staticmethod
-    def _container(sts: Mapping[str, Any], spec: model.StatefulSetAction) -> dict[str, Any]:
-        containers: list[dict[str, Any]] = sts["spec"]["template"]["spec"]["containers"]
-        for container in containers:
-            if container.get("name") == spec.container:
-                return container
-        names = ", ".join(rollout.shown(c.get("name")) for c in containers)
-        raise errors.KubeError(
-            f"StatefulSet {spec.namespace}/{spec.name} has no container {spec.container!r} (it has: {names})"
-        )
 
     def _mapped(
         self, verb: str, resource: str, spec: model.StatefulSetAction, *, name: str | None = None
