@@ -135,6 +135,7 @@ class Daemon:
             lambda: self._guarded("lease", self._keeper.hold),
             IntervalTrigger(seconds=every),
             id=LEASE_JOB,
+            name="hold the lease",
             next_run_time=self._clock(),
             executor="lease",
         )

@@ -8,8 +8,7 @@ it died, is taken over once its claim expires: a receiver may then see a notice 
 
 The daemon runs the courier for its life; a one-shot `reconcile` runs it during its pass and drains it at the end,
 waiting at most the longest target timeout. Each send goes through `timed_send.Sender`, which holds it to its
-target's timeout; `sent_now` (`notify test`) is re-exported from there. Receives its outbox and targets; builds
-neither.
+target's timeout (`notify test` sends through it too). Receives its outbox and targets; builds neither.
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ from typing import Protocol
 
 from reconciler import errors, model
 from reconciler.notify import targets as notify_targets
-from reconciler.notify.timed_send import Sender
+from reconciler.notify.timed_send import OVERRUN, Sender
 
 log = logging.getLogger(__name__)
 KEEP = timedelta(hours=24)  # how long a notice is retried before it is dropped
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_MAX = timedelta(minutes=5)
-HOLD_MARGIN = timedelta(seconds=5)  # a claim outlives the longest a send may take (its timeout + 1 s) by this much
+HOLD_MARGIN = timedelta(seconds=5)  # a claim outlives the longest a send may take (timeout + OVERRUN) by this
 HALT_CHECK = 0.1  # seconds between looks at the stop request while a drain waits
 IDLE = 30.0  # seconds between rounds at most, when nothing wakes the courier (another process's new rows)
 Counted = Callable[[str, str, str], None]  # (target, event, result): result is delivered | failed | dropped
@@ -191,7 +190,7 @@ class Courier:
         return len(heads)
 
     def _hold(self, target: str) -> timedelta:
-        return timedelta(seconds=self._targets[target].timeout + 1.0) + HOLD_MARGIN
+        return timedelta(seconds=self._targets[target].timeout + OVERRUN) + HOLD_MARGIN
 
     def _run_queue(self, head: model.Outgoing) -> None:
         """Send a queue's notices in order until it is empty, one fails, or the courier stops. Whatever goes wrong,

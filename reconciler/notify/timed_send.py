@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from reconciler import errors, model
 from reconciler.notify import targets as notify_targets
 
+OVERRUN = 1.0  # seconds a send may take past its target's timeout before it is given up on
+
 
 class Sender:
     """Sends with a deadline: the target's timeout, whatever the library does underneath (a receiver that trickles
@@ -43,7 +45,7 @@ class Sender:
 
         sender = threading.Thread(target=run, name=f"{notify_targets.SENDER}{target.name}", daemon=True)
         sender.start()
-        sender.join(target.timeout + 1.0)
+        sender.join(target.timeout + OVERRUN)
         if sender.is_alive():
             with self._lock:
                 self._abandoned.setdefault(target.name, []).append(sender)

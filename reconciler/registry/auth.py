@@ -3,7 +3,7 @@
 Owns the Docker Hub flow of the token auth spec — a 401 names a realm, the token server is asked for the scope
 (anonymously or with Basic credentials, or with an identity token over the OAuth2 POST variant), and the token is
 reused for that scope until it expires. The credentials and their lookup in the Docker config and its credential
-helpers (`Credentials`, `docker_config_credentials`) are in `credentials`, re-exported here.
+helpers (`Credentials`, `docker_config_credentials`) are in `credentials`.
 Also owns reading what a registry or token server sends, for both boundaries: JSON (`json_body`, which survives
 any nesting), text shown in a message (`one_line`) and redirects (`refuse_unfollowable_redirect`, a response hook
 that stops a Location requests could not follow). Whatever a token server answers ends as a token or one
