@@ -5,7 +5,6 @@ rolls a StatefulSet. A server whose secret is not set gets no client: its watche
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ def actuators(
     *,
     awx_session: Callable[[], requests.Session],
     kube_api: Callable[[], k8s.ApiClient],
-    stop: threading.Event,
+    github_session: Callable[[], requests.Session],
     clock: Callable[[], datetime],
     sleep: Callable[[float], object],
 ) -> dict[model.ActionKind, deploy.Actuator]:
@@ -37,7 +36,7 @@ def actuators(
         model.ActionKind.AWX: awx.AwxActuator(clients=servers, clock=clock, sleep=sleep)
     }
     if settings.github:
-        session = clients.github_session(stop=stop)
+        session = github_session()
         hubs = {
             name: github.GitHubClient(session=session, server=clients.github_server(name, s), sleep=sleep, clock=clock)
             for name, s in settings.github.items()

@@ -40,6 +40,7 @@ class App:
     settings: config.Settings
     registry: client.RegistryClient | None = None
     progress: deploy.Progress | None = None  # how long waits report themselves; by default a log line a minute
+    backoff: float = 0.5  # seconds before a failed AWX or GitHub read is asked again, doubling (tests: 0)
 
     def __post_init__(self) -> None:
         self._db: Engine | None = None
@@ -91,13 +92,13 @@ class App:
     def actuators(
         self, *, clock: engine.Clock, sleep: Callable[[float], object]
     ) -> dict[model.ActionKind, deploy.Actuator]:
-        from reconciler import actuation  # noqa: PLC0415  (the HTTP clients: see the module's docstring)
+        from reconciler import actuation, clients  # noqa: PLC0415  (the HTTP clients: see actuation's docstring)
 
         return actuation.actuators(
             self.settings,
             awx_session=lambda: self.awx_session,
             kube_api=lambda: self.kube_api,
-            stop=self.stop,
+            github_session=lambda: clients.github_session(backoff=self.backoff, stop=self.stop),
             clock=clock,
             sleep=sleep,
         )
@@ -115,7 +116,7 @@ class App:
         if self._awx_session is None:
             from reconciler import clients  # noqa: PLC0415
 
-            self._awx_session = clients.awx_session(stop=self.stop)
+            self._awx_session = clients.awx_session(backoff=self.backoff, stop=self.stop)
         return self._awx_session
 
     def registry_client(self) -> client.RegistryClient:

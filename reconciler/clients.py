@@ -119,10 +119,10 @@ def awx_session(*, retries: int = 3, backoff: float = 0.5, stop: threading.Event
     return session
 
 
-def github_session(*, stop: threading.Event | None = None) -> requests.Session:
+def github_session(*, backoff: float = 0.5, stop: threading.Event | None = None) -> requests.Session:
     """A session for GitHub, retried as AWX's is: reads on 502/503/504 and failed connections, never a dispatch
     that may have arrived."""
-    return awx_session(stop=stop)
+    return awx_session(backoff=backoff, stop=stop)
 
 
 def github_server(name: str, settings: config.GithubSettings) -> github_client.Server:

@@ -82,7 +82,7 @@ class Scenario:
         return config.load(self.path, env={"TEST_AWX_TOKEN": token})
 
     def reconcile(self, token: str = TOKEN) -> model.RunReport:
-        application = app.App(self.settings(token))
+        application = app.App(self.settings(token), backoff=0)  # AWX asked again at once: no wall-clock wait
         try:
             return application.reconcile([], dry_run=False, clock=self.time, sleep=self.time.sleep)
         finally:
