@@ -26,7 +26,8 @@ OPEN = "('awaiting_approval', 'planned', 'launched')"
 _STATE = ", ".join(rows.STATE_COLUMNS)
 _ACTION = ", ".join(rows.ACTION_COLUMNS)
 _HISTORY = ", ".join(rows.HISTORY_COLUMNS)
-STALLED = {  # libpq gives up a connect after 10 s and unacknowledged data after 20 s (`database` says why)
+STALLED = {  # a stalled link is an error, not a hang: libpq gives up a connect after 10 s, unacknowledged data
+    # after 20 s, and probes idle connections (the engine in `reconciler/database.py` connects so too)
     "connect_timeout": 10,
     "tcp_user_timeout": 20_000,
     "keepalives": 1,
