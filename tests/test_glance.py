@@ -282,3 +282,17 @@ def test_a_pooled_connection_that_dies_while_reading_is_dropped_quietly(
     finally:
         admin.dispose()
         engine.dispose()
+
+
+def test_each_sqlite_connection_of_the_engine_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """The daemon's pooled connections live as long as it does: their page caches are what its memory grows by
+    as the file grows (bench/sqlite_cache_memory.py), so each is kept small, the borrowed ones included."""
+    engine = database.database_engine(f"sqlite:///{tmp_path / 'reconciler.db'}")
+    try:
+        schema.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -database.SQLITE_CACHE_KIB
+        with glance.borrowed(engine) as reading:
+            assert reading._rows("PRAGMA cache_size", doing="read the cache size") == [(-database.SQLITE_CACHE_KIB,)]
+    finally:
+        engine.dispose()
