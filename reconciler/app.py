@@ -84,11 +84,6 @@ class App:
         """`status` and `history`, through the engine's pool (the reading commands read without this `App`)."""
         return reading.Reading(self.settings, self._borrowed, cannot_send=self.notifications.cannot_send)
 
-    def select(self, names: Sequence[str]) -> tuple[model.Watch, ...]:
-        if not names:
-            return self.settings.watches
-        return tuple(self.settings.watch(n) for n in dict.fromkeys(names))
-
     def actuators(
         self, *, clock: engine.Clock, sleep: Callable[[float], object]
     ) -> dict[model.ActionKind, deploy.Actuator]:
@@ -141,7 +136,7 @@ class App:
     ) -> model.RunReport:
         """One pass; unless a dry run, under the lease (taken here, or `held` by the daemon), after finishing what
         a previous run left open. Waits sleep on `stop` unless `sleep` is given (tests move a fake clock)."""
-        watches = self.select(names)
+        watches = self.settings.select(names)
         if held is None:  # the daemon said so once, at start
             self.settings.require_registry_secrets()
             said.missing_secrets(self.settings, watches)

@@ -64,14 +64,9 @@ class Reading:
     def _missing_secrets(self) -> dict[str, str]:
         return {n.name: why for n in self.settings.notify if (why := n.cannot_send)}
 
-    def _select(self, names: Sequence[str]) -> tuple[model.Watch, ...]:
-        if not names:
-            return self.settings.watches
-        return tuple(self.settings.watch(n) for n in dict.fromkeys(names))  # an unknown name: a usage error
-
     def status(self, selected: Sequence[str], *, now: datetime) -> dict[str, Any]:
         """The `status --json` document."""
-        watches = self._select(selected)
+        watches = self.settings.select(selected)
         targets = [n.name for n in self.settings.notify]
         # Every watch: every row, read whole (naming 10,000 watches in the query costs more than the rows it saves).
         names = [w.name for w in watches] if selected else None
@@ -96,7 +91,7 @@ class Reading:
     def history(self, selected: Sequence[str], *, limit: int = 50) -> dict[str, Any]:
         """The `history --json` document: the newest changes and actions of these watches (by default, of every
         watch of this configuration)."""
-        names = [w.name for w in self._select(selected)]
+        names = [w.name for w in self.settings.select(selected)]
         with self._read() as opened:
             reading = glance.at_head(opened)
             if reading is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -131,6 +131,13 @@ class Settings:
                 return w
         known = ", ".join(w.name for w in self.watches) or "none"
         raise errors.ConfigError(f"no watch named {name!r} in {self.source} (watches: {known})")
+
+    def select(self, names: Sequence[str]) -> tuple[model.Watch, ...]:
+        """These watches, each once and in the order asked (every watch when none is named); an unknown name is a
+        ConfigError."""
+        if not names:
+            return self.watches
+        return tuple(self.watch(n) for n in dict.fromkeys(names))
 
     def notify_target(self, name: str) -> NotifySettings:
         for target in self.notify:
