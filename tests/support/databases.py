@@ -77,16 +77,23 @@ def postgres_db(postgres_url: str) -> Iterator[TestDatabase]:
 
 @contextmanager
 def _postgres_schema(postgres_url: str) -> Iterator[TestDatabase]:
+    with _created(postgres_url, "SCHEMA", drop="CASCADE") as name:
+        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={name}"})
+        yield TestDatabase(backend="postgresql", url=url.render_as_string(hide_password=False), schema=name)
+
+
+@contextmanager
+def _created(postgres_url: str, kind: str, *, drop: str) -> Iterator[str]:
+    """A new schema or database `t_<uuid>` on the server, dropped afterwards (`drop`: how)."""
     name = f"t_{uuid.uuid4().hex}"
     admin = _admin_engine(postgres_url)
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{name}"'))
-        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={name}"})
-        yield TestDatabase(backend="postgresql", url=url.render_as_string(hide_password=False), schema=name)
+            conn.execute(text(f'CREATE {kind} "{name}"'))
+        yield name
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+            conn.execute(text(f'DROP {kind} IF EXISTS "{name}" {drop}'))
         admin.dispose()
 
 
@@ -104,17 +111,10 @@ def plain_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDat
 @pytest.fixture
 def plain_postgres_db(postgres_url: str) -> Iterator[TestDatabase]:
     """`plain_db`'s PostgreSQL half alone: a fresh database, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex}"
-    admin = _admin_engine(postgres_url)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        yield TestDatabase(backend="postgresql", url=url)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with _created(postgres_url, "DATABASE", drop="WITH (FORCE)") as name:
+        yield TestDatabase(
+            backend="postgresql", url=make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        )
 
 
 @pytest.fixture
