@@ -9,7 +9,8 @@ SQL (sqlite3 executemany in one transaction; psycopg COPY), not through the prod
 ANALYZE on PostgreSQL, so that autovacuum does not start during the timings). Times each command as a subprocess
 (wall clock; a checked warm-up, then --runs interleaved rounds) and prints median/min/max beside its target and its
 floor in the same run: the interpreter's start (`python -c pass`), the CLI's import, the database's driver imported
-and connected (what `status` and `history` read through; beside it, SQLAlchemy's), the bare query of the same rows;
+and connected (what `status` and `history` read through; beside it, SQLAlchemy's), the bare query of the same rows,
+and (beside `status --json`) those rows printed as JSON by a Python one-liner with no logic at all;
 and the warm-up's time ("cold": the product's parsed copy of config.toml, kept in $XDG_CACHE_HOME, which points into
 the temp dir, is removed before it). Bytecode is kept (PYTHONPYCACHEPREFIX in the temp dir, PYTHONDONTWRITEBYTECODE
 unset), as an installed wheel has its .pyc, unless --no-pyc. A measurement: always exits 0.
@@ -61,6 +62,14 @@ _CONNECT = "import sqlalchemy, sys; sqlalchemy.create_engine(sys.argv[1]).connec
 _DRIVER = (
     "import sys; a = sys.argv[1]; db = __import__('psycopg' if a.startswith('postgresql') else 'sqlite3');"
     " db.connect(a).close()"
+)
+
+# The same rows as `sqlite3: status`, printed as JSON by Python with no logic at all (a row, a dict of its columns):
+# what any Python program pays for the rows and the encoding, without a configuration or a model.
+_ROWS_JSON = (
+    "import json, sys; a = sys.argv[1]; db = __import__('psycopg' if a.startswith('postgresql') else 'sqlite3');"
+    " c = db.connect(a).cursor(); c.execute(sys.argv[2]); names = [d[0] for d in c.description];"
+    " sys.stdout.write(json.dumps([dict(zip(names, r)) for r in c.fetchall()], default=str))"
 )
 
 
@@ -208,11 +217,12 @@ def bench(kind: str, work: Path, args: argparse.Namespace, env: dict[str, str], 
     )
     bare = [psql_url, "-X", "-q", "-A"] if psql_url else [str(work / "reconciler.db")]
     tool = "psql" if psql_url else "sqlite3"
+    driver_url = psql_url or str(work / "reconciler.db")
     floors: dict[str, list[str]] = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "import reconciler.cli": [sys.executable, "-c", "import reconciler.cli"],
         # What `status` and `history` pay before their first query: the database's own driver, and a connection.
-        "import driver, connect": [sys.executable, "-c", _DRIVER, psql_url or str(work / "reconciler.db")],
+        "import driver, connect": [sys.executable, "-c", _DRIVER, driver_url],
         # What a command reading through SQLAlchemy would pay instead (the other commands do).
         "import sqlalchemy, connect": [
             sys.executable,
@@ -221,12 +231,14 @@ def bench(kind: str, work: Path, args: argparse.Namespace, env: dict[str, str], 
             env.get("RECONCILER_DATABASE_URL") or f"sqlite:///{work / 'reconciler.db'}",
         ],
     }
+    status_rows = bare_queries(watch)["status"][0]
+    floors["python: status rows to JSON"] = [sys.executable, "-c", _ROWS_JSON, driver_url, status_rows]
     for name, statements in bare_queries(watch).items():
         argv = [*bare, *(a for s in statements for a in ("-c", s))] if psql_url else [*bare, "; ".join(statements)]
         floors[f"{tool}: {name}"] = [tool, *argv]
     commands: list[tuple[str, int | None, str]] = [  # (arguments, target ms, floor)
         ("--version", 200, "python -c pass"),
-        ("status --json", 300, f"{tool}: status"),
+        ("status --json", 300, "python: status rows to JSON"),
         ("status", None, f"{tool}: status"),
         (f"status --watch {watch}", 200, f"{tool}: status --watch"),
         (f"status --watch {watch} --json", 200, f"{tool}: status --watch"),

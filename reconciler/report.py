@@ -69,6 +69,7 @@ def watch_status(
 ) -> dict[str, Any]:
     observed = state.observed if state else None
     deployed = state.deployed if state else None
+    checked_at = iso(state.checked_at if state else None)
     return {
         "name": watch.name,
         "image": str(watch.image),
@@ -80,12 +81,12 @@ def watch_status(
             "tag": observed.tag,
             "digest": observed.digest,
             "since": iso(observed.since),
-            "checked_at": iso(state.checked_at if state else None),
+            "checked_at": checked_at,
         },
         "deployed": None
         if deployed is None
         else {"tag": deployed.tag, "digest": deployed.digest, "at": iso(deployed.at)},
-        "checked_at": iso(state.checked_at if state else None),
+        "checked_at": checked_at,
         "last_error": state.last_error if state else None,
         "last_action": action_document(last_action),
         "approval": approval_document(last_action),

@@ -4,15 +4,19 @@ libraries only acting needs, and a large configuration, once found valid, is rea
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reconciler import cli, reading
 from reconciler.config import cache
 from tests.support.databases import TestDatabase
 
@@ -127,6 +131,30 @@ def test_a_database_url_with_options_is_read_through_sqlalchemy(migrated: Path) 
     assert done.returncode == 0, done.stderr
     assert "sqlalchemy" in modules and modules.isdisjoint(HEAVY)
     assert len(json.loads(done.stdout)["watches"]) == 3
+
+
+def test_a_reading_command_builds_without_cycle_collection_and_gives_it_back(
+    migrated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` makes objects by the ten thousand and no cycles: the collector is off while it reads, and on again
+    once `main` returns (in the same process), whichever way it ends."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # cli.main sets its own handler up: undone after
+    monkeypatch.setattr(root, "level", root.level)
+    collecting: list[bool] = []
+    document = reading.Reading.status
+
+    def status(self: reading.Reading, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        collecting.append(gc.isenabled())
+        return document(self, *args, **kwargs)
+
+    monkeypatch.setattr(reading.Reading, "status", status)
+    assert gc.isenabled()
+    assert cli.main(["--config", str(migrated), "status", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["watches"]) == 3
+    assert collecting == [False] and gc.isenabled()
+    assert cli.main(["--config", str(migrated), "status", "--watch", "nosuch"]) == cli.EXIT_CONFIG
+    assert gc.isenabled()
 
 
 def test_version_imports_neither_the_database_nor_the_configuration(migrated: Path) -> None:

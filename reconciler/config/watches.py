@@ -25,6 +25,8 @@ class Defaults:
 
 
 def schedule_of(table: config_table.Table, inherited: Defaults) -> Defaults:
+    if not any(key in table.data for key in SCHEDULE_KEYS):  # the usual watch: all inherited, nothing to read
+        return inherited
     interval = table.duration("interval", inherited.interval)
     if interval <= timedelta(0):
         raise errors.ConfigError(f"{table.key('interval')}: must be longer than 0s")

@@ -23,6 +23,8 @@ _HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
 _PATH = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 _TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_WATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # GitHub's owner/name
 RELEASE_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 
 
@@ -190,7 +192,7 @@ class GithubAction:
     kind: ActionKind = field(default=ActionKind.GITHUB, init=False)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", self.repository):
+        if not _REPOSITORY.fullmatch(self.repository):
             raise errors.ConfigError(f"repository {self.repository!r} must be owner/name")
 
     def describe(self) -> str:
@@ -225,7 +227,7 @@ class Watch:
     approve: bool = False  # each new digest waits for a person's `reconciler approve` before its action runs
 
     def __post_init__(self) -> None:
-        if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+        if not _WATCH_NAME.fullmatch(self.name):
             raise errors.ConfigError(f"watch name {self.name!r} must be letters, digits, '.', '_' or '-'")
         if not self.environment:
             object.__setattr__(self, "environment", self.name.rsplit("-", 1)[-1] or self.name)
