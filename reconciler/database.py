@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -25,11 +26,25 @@ def database_engine(url: str) -> Engine:
         return engine
     # A stalled link must end in an error, not a hang that holds the lease job and a stop request: libpq gives
     # up on a connect after 10 s and on unacknowledged data after 20 s, and probes idle connections.
-    return create_engine(url, pool_pre_ping=True, connect_args=dict(glance.STALLED))
+    engine = create_engine(url, pool_pre_ping=True, connect_args=dict(glance.STALLED))
+    event.listen(engine, "connect", _utc_session, insert=True)  # first: before the dialect reads anything
+    return engine
 
 
 def _small_cache(connection: sqlite3.Connection, _record: object) -> None:
     connection.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+
+
+def _utc_session(connection: Any, _record: object) -> None:
+    """Each PostgreSQL connection reads times in UTC (`glance.UTC_SESSION`), set outside any transaction as
+    SQLAlchemy's PostgreSQL dialect documents for a session setting ("Setting Alternate Search Paths on Connect"):
+    the rollback of a connection the pool takes back would undo a SET made inside one."""
+    autocommit = connection.autocommit
+    connection.autocommit = True
+    try:
+        connection.execute(glance.UTC_SESSION)
+    finally:
+        connection.autocommit = autocommit
 
 
 def sqlite_file_missing(url: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Table, create_engine, insert
+from sqlalchemy.engine import make_url
 
 from reconciler import config, database, errors, reading
 from reconciler.store import glance, notices, outbox, queries, schema, tables, urls
@@ -296,3 +297,41 @@ def test_each_sqlite_connection_of_the_engine_keeps_a_small_page_cache(tmp_path:
             assert reading._rows("PRAGMA cache_size", doing="read the cache size") == [(-database.SQLITE_CACHE_KIB,)]
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_times_are_read_in_utc_whatever_the_databases_zone(
+    tmp_path: Path, plain_postgres_db: TestDatabase, postgres_url: str
+) -> None:
+    """Each connection, the driver's own and the engine's, reads in a UTC session (psycopg and the rows then convert
+    no time), so a database set to another zone changes nothing that is shown, and a session of another program
+    still has that zone: the setting is the session's."""
+    name = make_url(plain_postgres_db.url).database
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone = 'Pacific/Chatham'")  # +13:45
+        engine = database.database_engine(plain_postgres_db.url)
+        schema.upgrade(engine)
+        _fill(engine)
+        settings = _config(tmp_path, plain_postgres_db.url)
+        plain = urls.parse(settings.database)
+        assert plain is not None
+        bare = _documents(reading.Reading(settings))
+        assert bare == _documents(reading.Reading(settings, lambda: glance.borrowed(engine)))
+        staging = bare["status"]["watches"][0]
+        assert staging["observed"]["since"] == "2026-11-28T09:30:15Z"
+        assert staging["deployed"]["at"] == "2026-11-28T09:33:15Z"
+        for opened in (glance.connect(plain, "shown"), glance.borrowed(engine), glance.borrowed(engine)):
+            with opened as found:
+                assert found is not None and found._rows("SHOW TimeZone", doing="read the zone") == [("UTC",)]
+        with engine.begin() as conn:  # a write through the pool, after its reads: still in UTC, still right
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar() == "UTC"
+        assert queries.Store(engine).states(["staging"])["staging"].observed.since == T0  # type: ignore[union-attr]
+        engine.dispose()
+        other = create_engine(plain_postgres_db.url)
+        with other.connect() as conn:
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar() == "Pacific/Chatham"
+        other.dispose()
+    finally:
+        admin.dispose()

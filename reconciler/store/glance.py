@@ -26,6 +26,9 @@ OPEN = "('awaiting_approval', 'planned', 'launched')"
 _STATE = ", ".join(rows.STATE_COLUMNS)
 _ACTION = ", ".join(rows.ACTION_COLUMNS)
 _HISTORY = ", ".join(rows.HISTORY_COLUMNS)
+# Times are read in UTC: a session in the server's zone (Debian's default: "Etc/UTC", a ZoneInfo, not UTC itself)
+# makes psycopg and then `rows.moment` convert each one again, 7% of `status --json` at 10,000 watches.
+UTC_SESSION = "SET TIME ZONE 'UTC'"
 STALLED = {  # a stalled link is an error, not a hang: libpq gives up a connect after 10 s, unacknowledged data
     # after 20 s, and probes idle connections (the engine in `reconciler/database.py` connects so too)
     "connect_timeout": 10,
@@ -197,6 +200,7 @@ def connect(url: urls.PlainURL, shown: str) -> Iterator[Glance | None]:
 
         try:
             conn = psycopg.connect(url.conninfo, autocommit=True, **STALLED)  # type: ignore[arg-type]
+            conn.execute(UTC_SESSION)
         except psycopg.Error as exc:
             raise errors.StoreError(f"cannot connect to the database {shown}: {_first_line(exc)}") from None
     try:
