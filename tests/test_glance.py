@@ -16,7 +16,7 @@ from sqlalchemy import Engine, Table, create_engine, insert
 from sqlalchemy.engine import make_url
 
 from reconciler import config, database, errors, reading
-from reconciler.store import glance, notices, outbox, queries, schema, tables, urls
+from reconciler.store import glance, notices, outbox, queries, rows, schema, tables, urls
 from tests.support.cli import run_cli
 from tests.support.databases import TestDatabase
 
@@ -335,3 +335,11 @@ def test_on_postgresql_times_are_read_in_utc_whatever_the_databases_zone(
         other.dispose()
     finally:
         admin.dispose()
+
+
+def test_an_action_row_is_read_in_the_tables_order_by_the_plain_sql_and_through_sqlalchemy_alike() -> None:
+    """`rows.action_of` reads by position: the plain SQL selects ACTION_COLUMNS, and `select(tables.actions)` gives
+    the table's columns, so the two orders must be one (a new column goes in both)."""
+    assert tuple(c.name for c in tables.actions.columns) == rows.ACTION_COLUMNS
+    assert set(rows.STATE_COLUMNS) <= {c.name for c in tables.watch_state.columns}
+    assert set(rows.HISTORY_COLUMNS) <= {c.name for c in tables.observations.columns}

@@ -14,8 +14,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select, update
 
 from reconciler import errors, model
-from reconciler.store import schema, tables
-from reconciler.store.outbox import action_of
+from reconciler.store import rows, schema, tables
 
 SHORTEST_DIGEST = 12  # hex characters: as many as the short digest everything shows
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{12,64})")
@@ -62,7 +61,7 @@ class Approvals:
         if names is not None:
             query = query.where(a.c.watch.in_(names))
         with schema.transaction(self.engine, "read the actions waiting for approval") as conn:
-            return [action_of(r) for r in conn.execute(query.order_by(a.c.id))]
+            return [rows.action_of(r) for r in conn.execute(query.order_by(a.c.id))]
 
     def waiting(self, names: Sequence[str] | None = None) -> list[model.ActionRecord]:
         """The actions waiting for a person's yes or no, oldest first."""
@@ -123,7 +122,7 @@ class Approvals:
                 )
                 .values(**values)
             ).rowcount
-            row = action_of(conn.execute(select(a).where(a.c.id == chosen.id)).one())
+            row = rows.action_of(conn.execute(select(a).where(a.c.id == chosen.id)).one())
         if not moved:
             raise errors.NotWaiting(self._why_not(watch, chosen.digest))
         return row
@@ -139,7 +138,7 @@ class Approvals:
         what = f"{prefix} of watch {watch}" if prefix else f"watch {watch}"
         if row is None:
             return f"nothing waits for approval: {what} has no action"
-        newest = action_of(row)
+        newest = rows.action_of(row)
         short = newest.digest[: len("sha256:") + SHORTEST_DIGEST]
         if prefix is None:
             return f"nothing of watch {watch} waits for approval (its newest action, for {short}, is {_said(newest)})"

@@ -99,7 +99,7 @@ class Glance:
         if names is not None:
             sql += f" WHERE watch IN {self._marks(names)}" if names else " WHERE 1 = 0"
         found = self._rows(sql, params, doing="read the watch states")
-        return {r[0]: rows.state_of(dict(zip(rows.STATE_COLUMNS, r, strict=True))) for r in found}
+        return {r[0]: rows.state_of(r) for r in found}
 
     def last_actions(self, names: Sequence[str] | None = None) -> dict[str, model.ActionRecord]:
         """Each watch's open action if it has one (nothing may run beside it), else its newest action."""
@@ -110,7 +110,7 @@ class Glance:
         sql = f"SELECT {_ACTION} FROM actions WHERE (id IN ({newest}) OR status IN {OPEN}){these} ORDER BY id"
         found: dict[str, model.ActionRecord] = {}
         for r in self._rows(sql, params + params, doing="read the last actions"):
-            action = rows.action_of(dict(zip(rows.ACTION_COLUMNS, r, strict=True)))
+            action = rows.action_of(r)
             kept = found.get(action.watch)
             if kept is None or not kept.status.open:
                 found[action.watch] = action
@@ -120,13 +120,13 @@ class Glance:
         """The newest `limit` observed changes of these watches (every watch when None)."""
         sql = f"SELECT {_HISTORY} FROM observations{{}} ORDER BY at DESC, id DESC"
         found = self._newest(sql, names, limit, doing="read the history")
-        return [rows.entry_of(dict(zip(rows.HISTORY_COLUMNS, r, strict=True))) for r in found]
+        return [rows.entry_of(r) for r in found]
 
     def actions(self, names: Sequence[str] | None = None, *, limit: int = 50) -> list[model.ActionRecord]:
         """The newest `limit` actions of these watches (every watch when None)."""
         sql = f"SELECT {_ACTION} FROM actions{{}} ORDER BY id DESC"
         found = self._newest(sql, names, limit, doing="read the actions")
-        return [rows.action_of(dict(zip(rows.ACTION_COLUMNS, r, strict=True))) for r in found]
+        return [rows.action_of(r) for r in found]
 
     def _newest(self, sql: str, names: Sequence[str] | None, limit: int, *, doing: str) -> list[tuple[Any, ...]]:
         """The first `limit` rows of `sql` (newest first; `{}` where a WHERE goes) of these watches. A few names go

@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 Tell = Callable[[model.ActionRecord], Sequence[model.Notice]]  # the notices an action's new status gives rise to
 
 
-def action_of(row: Any) -> model.ActionRecord:
-    return rows.action_of(row._mapping)  # by key: a Row's attributes cost six times more
-
-
 class Outbox:
     """Reads and moves the actions of the outbox. A transition given `tell` records the notices it gives rise to
     in its own transaction (`notices`), so none is lost, nor told of a transition that did not happen."""
@@ -42,8 +38,8 @@ class Outbox:
     def open_actions(self) -> list[model.ActionRecord]:
         a = tables.actions
         with self._begin("read the open actions") as conn:
-            rows = conn.execute(select(a).where(a.c.status.in_(tables.OPEN_STATUSES)).order_by(a.c.id))
-            return [action_of(r) for r in rows]
+            found = conn.execute(select(a).where(a.c.status.in_(tables.OPEN_STATUSES)).order_by(a.c.id))
+            return [rows.action_of(r) for r in found]
 
     def last_actions(self, names: Sequence[str] | None = None) -> dict[str, model.ActionRecord]:
         """Each watch's open action if it has one (nothing may run beside it), else its newest action."""
@@ -57,15 +53,15 @@ class Outbox:
         if names is not None:
             query = query.where(a.c.watch.in_(names))
         with self._begin("read the rejected digests") as conn:
-            return {(r.watch, r.digest): action_of(r) for r in conn.execute(query.order_by(a.c.id))}
+            return {(r.watch, r.digest): rows.action_of(r) for r in conn.execute(query.order_by(a.c.id))}
 
     def refs(self) -> set[str]:
         """The external references (AWX jobs, GitHub runs) already recorded on any action: a launch whose answer
         was lost is never matched to a job or run another action (of any watch) already has."""
         a = tables.actions
         with self._begin("read the action references") as conn:
-            rows = conn.execute(select(a.c.external_ref).where(a.c.external_ref.is_not(None)))
-            return {str(r.external_ref) for r in rows}
+            found = conn.execute(select(a.c.external_ref).where(a.c.external_ref.is_not(None)))
+            return {str(r.external_ref) for r in found}
 
     def plan(
         self,
@@ -114,7 +110,7 @@ class Outbox:
                 action_id = conn.execute(insert(a).values(**values).returning(a.c.id)).scalar_one()
                 recorded = json.dumps(request(action_id))
                 conn.execute(update(a).where(a.c.id == action_id).values(request=recorded))
-                row = action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
+                row = rows.action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
                 told = self._tell(conn, tell, row, now)
         except IntegrityError:
             return None  # the outbox rule: another open action for this watch and digest exists
@@ -141,7 +137,7 @@ class Outbox:
                 )
                 .values(status=model.ActionStatus.PLANNED.value, released_at=now)
             ).rowcount
-            return action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
+            return rows.action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
 
     def _transition(
         self,
@@ -159,7 +155,7 @@ class Outbox:
             moved = conn.execute(
                 update(a).where(a.c.id == action_id, a.c.status.in_(tables.OPEN_STATUSES)).values(**values)
             ).rowcount
-            row = action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
+            row = rows.action_of(conn.execute(select(a).where(a.c.id == action_id)).one())
             if moved:
                 told = self._tell(conn, tell, row, now)
         if not moved:
@@ -206,7 +202,7 @@ class Outbox:
         waits = model.ActionStatus.AWAITING_APPROVAL.value
         with self._begin("withdraw an action waiting for approval") as conn:
             moved = conn.execute(update(a).where(a.c.id == action_id, a.c.status == waits).values(**values)).rowcount
-            return action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
+            return rows.action_of(conn.execute(select(a).where(a.c.id == action_id)).one()) if moved else None
 
     def failed(
         self,
@@ -251,7 +247,7 @@ class Outbox:
             if row is None:
                 return None
             conn.execute(update(a).where(a.c.id == row.id).values(reset_at=now))
-            return action_of(conn.execute(select(a).where(a.c.id == row.id)).one())
+            return rows.action_of(conn.execute(select(a).where(a.c.id == row.id)).one())
 
     def succeeded(
         self, action: model.ActionRecord, detail: str, now: datetime, *, tell: Tell | None = None
@@ -274,7 +270,7 @@ class Outbox:
                 .where(w.c.watch == action.watch, ~newer)
                 .values(deployed_tag=action.tag, deployed_digest=action.digest, deployed_at=now)
             )
-            row = action_of(conn.execute(select(a).where(a.c.id == action.id)).one())
+            row = rows.action_of(conn.execute(select(a).where(a.c.id == action.id)).one())
             told = self._tell(conn, tell, row, now)
         if told and self._box is not None:
             self._box.announce()
