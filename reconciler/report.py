@@ -19,7 +19,10 @@ def iso(moment: datetime | None) -> str | None:
         return None
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return f"{moment.isoformat(timespec='seconds')[:-6]}Z"  # "+00:00" off
+    # By hand, five times for each watch of `status`: %-formatting takes half of isoformat()'s time, and 0.6 of an
+    # f-string's with format specs.
+    m = moment
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (m.year, m.month, m.day, m.hour, m.minute, m.second)  # noqa: UP031
 
 
 def action_document(action: model.ActionRecord | None) -> dict[str, Any] | None:

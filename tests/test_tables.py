@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import EllipsisType
 from typing import Any, NamedTuple
@@ -794,3 +794,18 @@ def test_at_80_columns_a_fresh_status_shows_why_a_watch_cannot_act_whole_under_i
         assert [row.said for row in rows] == [CANNOT_ACT, CANNOT_ACT, "observed only"]
         assert [len(row.note) for row in rows] == [lines_of_note, lines_of_note, 1]
         assert len(lines) == 1 + 3 + 2 * lines_of_note + 1
+
+
+@pytest.mark.parametrize(
+    ("moment", "shown"),
+    [
+        (datetime(2026, 11, 28, 9, 5, 7, 999999, tzinfo=UTC), "2026-11-28T09:05:07Z"),  # seconds, not rounded
+        (datetime(2026, 11, 28, 1, 2, 3, tzinfo=timezone(timedelta(hours=13, minutes=45))), "2026-11-27T11:17:03Z"),
+        (datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), "0999-01-02T03:04:05Z"),
+        (None, None),
+    ],
+)
+def test_a_time_in_a_document_is_utc_to_the_second_with_a_z(moment: datetime | None, shown: str | None) -> None:
+    assert report.iso(moment) == shown
+    if moment is not None:  # what the documents always said: isoformat's, in UTC, without "+00:00"
+        assert shown == moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
