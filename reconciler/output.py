@@ -54,8 +54,10 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def print_json(document: dict[str, Any]) -> None:
     """Indented for a person at a terminal; on one line for a program (json's C encoder: a third of the time for
-    10,000 watches, where `indent` takes the pure-Python one)."""
-    sys.stdout.write(json.dumps(document, indent=2 if sys.stdout.isatty() else None) + "\n")
+    10,000 watches, where `indent` takes the pure-Python one). A document is a tree built for this: no container
+    in it can hold itself, so the encoder need not keep track of them (a sixth of its time)."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(document, indent=indent, check_circular=False) + "\n")
 
 
 def say(message: str, fmt: str, *, level: int = logging.ERROR) -> None:
