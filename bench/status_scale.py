@@ -66,9 +66,11 @@ _DRIVER = (
 
 # The same rows as `sqlite3: status`, printed as JSON by Python with no logic at all (a row, a dict of its columns):
 # what any Python program pays for the rows and the encoding, without a configuration or a model.
+# (On PostgreSQL in a UTC session, as the product reads: psycopg then converts no time to the server's zone.)
 _ROWS_JSON = (
-    "import json, sys; a = sys.argv[1]; db = __import__('psycopg' if a.startswith('postgresql') else 'sqlite3');"
-    " c = db.connect(a).cursor(); c.execute(sys.argv[2]); names = [d[0] for d in c.description];"
+    "import json, sys; a = sys.argv[1]; pg = a.startswith('postgresql'); db = __import__('psycopg' if pg else"
+    " 'sqlite3'); c = db.connect(a).cursor(); pg and c.execute(\"SET TIME ZONE 'UTC'\"); c.execute(sys.argv[2]);"
+    " names = [d[0] for d in c.description];"
     " sys.stdout.write(json.dumps([dict(zip(names, r)) for r in c.fetchall()], default=str))"
 )
 
@@ -255,7 +257,7 @@ def bench(kind: str, work: Path, args: argparse.Namespace, env: dict[str, str], 
         problem = f"exit {done.returncode}: {done.stderr.strip()[-300:]}" if done.returncode else None
         if problem is None and label.startswith("reconciler"):
             problem = check(label, done.stdout, args.watches, watch)
-        elif problem is None and tool in label and not done.stdout.strip():
+        elif problem is None and (tool in label or label.startswith("python:")) and not done.stdout.strip():
             problem = "no rows"
         if problem:
             print(f"  FAILED {label}: {problem}")

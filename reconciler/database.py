@@ -42,7 +42,9 @@ def _utc_session(connection: Any, _record: object) -> None:
     autocommit = connection.autocommit
     connection.autocommit = True
     try:
-        connection.execute(glance.UTC_SESSION)
+        cursor = connection.cursor()  # DB-API: any PostgreSQL driver SQLAlchemy can load has it
+        cursor.execute(glance.UTC_SESSION)
+        cursor.close()
     finally:
         connection.autocommit = autocommit
 

@@ -200,9 +200,13 @@ def connect(url: urls.PlainURL, shown: str) -> Iterator[Glance | None]:
 
         try:
             conn = psycopg.connect(url.conninfo, autocommit=True, **STALLED)  # type: ignore[arg-type]
-            conn.execute(UTC_SESSION)
         except psycopg.Error as exc:
             raise errors.StoreError(f"cannot connect to the database {shown}: {_first_line(exc)}") from None
+        try:
+            conn.execute(UTC_SESSION)
+        except psycopg.Error as exc:
+            conn.close()
+            raise errors.StoreError(f"cannot read the database {shown}: {_first_line(exc)}") from None
     try:
         yield Glance(conn, url.backend, shown)
     finally:
