@@ -35,10 +35,13 @@ def test_a_port_already_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [("status", "--json"), ("status",), ("history",)])
+@pytest.mark.parametrize(
+    "command", [("status", "--json"), ("status",), ("history",), ("status", "--json", "--watch", "w1")]
+)
 def test_output_into_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path, command: tuple[str, ...]) -> None:
     """`status --json | head -1` once the reader is gone: the pipe is closed before anything is written. A table
-    too: rich alone would exit 1 without a word."""
+    too: rich alone would exit 1 without a word. And a document of one watch, written in one piece at the end,
+    before the process ends at once (`cli.run`)."""
     watches = "".join(f'[[watch]]\nname = "w{i}"\nimage = "xchem/w{i}"\ntag = "latest"\n' for i in range(50))
     (tmp_path / "config.toml").write_text(f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n{watches}')
     proc = subprocess.Popen(_cli(tmp_path, *command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
