@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             application = app.App(settings)
             code = commands.COMMANDS[args.command](args, application)
-        sys.stdout.flush()  # here, so that an output closed early is said as any other (BrokenPipeError below)
+        if sys.stdout is not None:  # None: started with it closed (`>&-`)
+            sys.stdout.flush()  # here, so that an output closed early is said as any other (BrokenPipeError below)
         return code
     except errors.ReconcilerError as exc:
         if args.log_level == "debug":
@@ -131,8 +132,9 @@ def run() -> NoReturn:
     arguments (argparse's SystemExit) ends the usual way."""
     code = main()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: started with it closed
+            stream.flush()
     os._exit(code)
 
 

@@ -42,8 +42,14 @@ def _show(cell: Cell, width: int | None = None) -> Text:
         if tag and len(tag) > room:
             tag = "…" + tag[1 - room :] if room >= 4 else ""
         cell = f"{tag}@{digest}" if tag else digest
-    text = cell if isinstance(cell, Text) else Text(" ".join(cell.split()))
-    text.no_wrap, text.overflow = True, "ellipsis"
+    if isinstance(cell, Text):
+        text = cell
+        if "\t" in text.plain or "\n" in text.plain:  # one line, as a string's; its spans keep their places
+            text = text.copy()
+            text.plain = text.plain.replace("\t", " ").replace("\n", " ")
+    else:
+        text = Text(" ".join(cell.split()))
+    text.no_wrap, text.overflow, text.justify = True, "ellipsis", "left"
     return text
 
 
@@ -142,11 +148,10 @@ def _line(console: Console, cells: Sequence[Cell], widths: Sequence[int]) -> Lin
             line.append(Segment(" " * GAP))
         text = _show(cell, width)
         text = text.copy() if text is cell else text  # a cell given as Text is the caller's: not cut in place
-        text.truncate(width)
+        text.truncate(width, pad=True)  # padded in its own style, as rich pads a cell
         segments = text.render(console)  # its spans' styles; the style of the whole text, as rich adds it:
-        line += Segment.apply_style(segments, console.get_style(text.style)) if text.style else segments
-        if text.cell_len < width:
-            line.append(Segment(" " * (width - text.cell_len)))
+        style = console.get_style(text.style, default=Style.null()) if text.style else None
+        line += Segment.apply_style(segments, style) if style else segments
     return _rstrip(line)
 
 

@@ -273,8 +273,9 @@ def _exit_now(application: app.App, code: int) -> NoReturn:
     request that nothing will read (up to its 30 s timeout): the outbox needs nothing more of them."""
     application.close()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: started with it closed
+            stream.flush()
     os._exit(code)
 
 

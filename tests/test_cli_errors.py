@@ -53,6 +53,32 @@ def test_output_into_a_closed_pipe_is_one_line_not_a_traceback(tmp_path: Path, c
     assert err.strip() == "reconciler: the output was closed before all of it was written"
 
 
+@pytest.mark.parametrize(
+    ("closed", "command", "code"),
+    [
+        ("1", ("db", "upgrade"), 0),
+        ("1", ("status",), 0),
+        ("2", ("status", "--json"), 0),
+        ("2", ("history", "--watch", "nosuch"), 2),
+        ("1", ("retry", "nosuch"), 2),
+    ],
+)
+def test_a_command_started_with_its_output_or_errors_closed_keeps_its_exit_code(
+    tmp_path: Path, closed: str, command: tuple[str, ...], code: int
+) -> None:
+    """`2>&-` in a script: nothing can be said there, but the exit code is the command's, and its work is done."""
+    (tmp_path / "config.toml").write_text(
+        f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n[[watch]]\nname = "w1"\nimage = "a/b"\ntag = "x"\n'
+    )
+    other = subprocess.PIPE
+    shell = ["sh", "-c", f'exec "$0" "$@" {closed}>&-', *_cli(tmp_path, *command)]
+    done = subprocess.run(shell, stdout=other, stderr=other, text=True, timeout=60, env=_env())
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stdout + done.stderr
+    if command == ("db", "upgrade"):
+        assert (tmp_path / "r.db").exists()
+
+
 def test_the_log_level_ignores_case(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text(f'[reconciler]\ndatabase = "sqlite:///{tmp_path}/r.db"\n')
     result = subprocess.run(

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
 
 from reconciler import cli, columns, database, decide, model, render, report
@@ -817,21 +818,33 @@ def test_a_time_in_a_document_is_utc_to_the_second_with_a_z(moment: datetime | N
 
 
 def _styled(lines: Sequence[columns.Line]) -> list[list[tuple[str, str]]]:
-    """Each line as (character, style) pairs; a space's style is not seen (bold or not, it shows as a space)."""
-    return [
-        [(char, "" if char == " " else str(segment.style or "")) for segment in line for char in segment.text]
-        for line in lines
-    ]
+    """Each line as (character, style) pairs. A space's style only where it shows on a space (a background, reverse,
+    a line through or under it, a link): bold or coloured, a space is a space."""
+
+    def seen(char: str, style: Style | None) -> str:
+        if style is None or (char == " " and not _shows_on_a_space(style)):
+            return ""
+        return str(style)
+
+    return [[(char, seen(char, segment.style)) for segment in line for char in segment.text] for line in lines]
+
+
+def _shows_on_a_space(style: Style) -> bool:
+    return bool(style.bgcolor or style.reverse or style.underline or style.strike or style.overline or style.link)
 
 
 def _random_rows(seed: int) -> list[list[columns.Cell]]:
     pick = random.Random(seed)
     words = ["staging", "production", "a" * 40, "漢字の名前", "🙂 ok", "[bold]not markup[/]", "x", "tab\there", ""]
+    styles = ["green", "red", "", "reverse", "on red", "underline", "dim", Style(link="https://awx.example.org/#/1")]
     rows: list[list[columns.Cell]] = []
     for _ in range(12):
-        state = Text(pick.choice(["in_sync", "failed", "awaiting_approval"]), style=pick.choice(["green", "red", ""]))
+        state = Text(pick.choice(["in_sync", "failed", "awaiting_approval", "a\tb", "two\nlines"]))
+        state.style = pick.choice(styles)
         if pick.random() < 0.3:
-            state.stylize("bold", 0, 2)
+            state.stylize(pick.choice(styles) or "bold", 0, 2)
+        if pick.random() < 0.2:
+            state.justify = "right"
         ref = (pick.choice(["latest", "2026.08.3", "a-very-long-tag-name-" * 2, ""]), "0123456789ab")
         note = " ".join(pick.choice(words) for _ in range(pick.randint(0, 12)))
         rows.append([pick.choice(words) or "w", state, ref, pick.choice([ref, "-"]), "5m ago", note])
