@@ -25,9 +25,8 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from waitress.server import create_server
 
-from reconciler import approval_desk, daemon_lease, endpoints, errors, lease, metrics, model, readiness
+from reconciler import approval_desk, daemon_lease, endpoints, errors, http_server, lease, metrics, model, readiness
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +94,11 @@ class Daemon:
         self._scheduler = BackgroundScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 2, "misfire_grace_time": None}
         )
-        try:
-            self._http = create_server(
-                self._endpoints(), host=server.host, port=server.port, threads=4, ident="reconciler"
-            )
-        except (OSError, ValueError) as exc:  # in use (another daemon?), not bindable, or no such host (waitress)
-            raise errors.ConfigError(
-                f"server.listen: cannot listen on {server.host}:{server.port}: {getattr(exc, 'strerror', None) or exc}"
-            ) from None
+        self._http = http_server.HttpServer(self._endpoints(), host=server.host, port=server.port)
 
     @property
     def port(self) -> int:
-        return int(self._http.effective_port)  # type: ignore[union-attr]
+        return self._http.port
 
     def _endpoints(self) -> endpoints.Endpoints:
         callbacks = endpoints.Callbacks(
@@ -147,17 +139,8 @@ class Daemon:
             every = IntervalTrigger(seconds=approval_desk.APPROVALS_EVERY)
             self._scheduler.add_job(lambda: self._guarded("approvals", self._desk.look), every, id="_approvals")
         self._scheduler.start()
-        threading.Thread(target=self._serve, name="http", daemon=True).start()
+        self._http.start()
         log.info("serving on %s:%d; watches: %d", self._server_settings.host, self.port, len(self._watches))
-
-    def _serve(self) -> None:
-        """Serve until stopped. Closing the socket while the loop waits in select() may make that select fail
-        (EBADF): that is how it ends, not an error to report."""
-        try:
-            self._http.run()
-        except (OSError, ValueError):
-            if not self.stop.is_set():
-                raise
 
     def shutdown(self) -> None:
         """Stop within STOP_WAIT: passes see `stop` at their next poll and leave their actions open to be resumed;
@@ -168,10 +151,7 @@ class Daemon:
         deadline = self._monotonic() + STOP_WAIT
         while self._busy() and self._monotonic() < deadline:
             time.sleep(0.05)  # waiting for the passes' own threads to notice the stop
-        # The requests being served end first: a handler finishing after close() writes to its closed trigger
-        # (EBADF), which waitress logs with a traceback.
-        self._http.task_dispatcher.shutdown(timeout=2)
-        self._http.close()
+        self._http.stop()
         if self._keeper.acting and not self._busy():
             self._keeper.release(wait=2.0)
         log.info("stopped")

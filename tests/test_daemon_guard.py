@@ -51,7 +51,7 @@ def built(migrated_engine: Engine) -> Iterator[tuple[daemon.Daemon, FlakyPass, m
     )
     d._keeper._acting = True  # as after taking the lease; the scheduler is never started here
     yield d, run_pass, counters
-    d._http.close()
+    d._http.stop()
     holder.release()
 
 
