@@ -1,12 +1,13 @@
 """The endpoints' HTTP server for the daemon: waitress, serving in a thread of its own, and stopped without a
 traceback in the log.
 
-Waitress has no way to stop from another thread. Two races show up under load, each as a traceback that waitress
-logs itself (`OSError: [Errno 9] Bad file descriptor`). This module avoids both:
-- a request that finishes after the server closed writes to the server's closed trigger: the requests being served
-  end first;
-- the socket closed from another thread while the server's loop accepts a connection on it: the socket is closed
-  by that loop itself, through its trigger (waitress's way to run a callable in the loop's thread).
+Waitress has no way to stop from another thread, and each way of getting it wrong shows up under load as a
+traceback that waitress logs itself (`OSError: [Errno 9] Bad file descriptor`):
+- The listening socket closed from another thread while the server's loop accepts a connection on it. So it is
+  closed by that loop itself, through the server's trigger (waitress's way to run a callable in the loop's thread).
+- The trigger, a pipe, closed while something still writes to it to wake the loop: a request that ends (even
+  one that outlived the stop's wait), or `pull_trigger` itself, whose write follows the callable's queueing. So
+  the trigger is never closed; the loop stays with it until the process ends.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from reconciler import errors
@@ -54,15 +56,22 @@ class HttpServer:
                 raise
 
     def stop(self) -> None:
+        """No new connection (the listening socket closed by the loop), then the requests being served end, for
+        at most REQUESTS_END; what is still queued is dropped."""
         self._stopping.set()
-        self._server.task_dispatcher.shutdown(timeout=REQUESTS_END)
         closed = threading.Event()
 
         def close() -> None:
-            self._server.close()
+            self._close_socket()
             closed.set()
 
-        if self._loop is not None and self._loop.is_alive():
+        looping = self._loop is not None and self._loop.is_alive()
+        if looping:
             self._server.trigger.pull_trigger(close)
-        if not closed.wait(timeout=LOOP_CLOSES if self._loop else 0):  # no loop (any more): nothing accepts on it
-            self._server.close()
+        if not closed.wait(timeout=LOOP_CLOSES if looping else 0):  # no loop (any more): nothing accepts on it
+            self._close_socket()
+        self._server.task_dispatcher.shutdown(timeout=REQUESTS_END)
+
+    def _close_socket(self) -> None:
+        """The listening socket alone: waitress's own `close` closes the trigger too."""
+        wasyncore.dispatcher.close(self._server)
